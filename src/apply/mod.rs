@@ -1,0 +1,214 @@
+//! Apply: the only code that changes state after a Raft entry commits.
+//!
+//! ```text
+//! committed entries --> Applier::apply --> one MVCC write txn per batch
+//!                                           |  put / delete / txn / compact per entry
+//!                                           |  + applied log position + membership (Meta CF)
+//!                                           v
+//!                                      one RocksDB write batch --> revision published
+//! ```
+//! Apply is deterministic: it reads no clock, draws no random numbers and does no I/O other
+//! than the backend batch, so every member that applies the same log holds the same state.
+//! It must not call into `raft` or `server`.
+
+pub mod codec;
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use self::codec::{Applied, ApplyError, ApplyOutcome, Proposal};
+use crate::raft::{AppliedState, CommittedData, CommittedEntry, LogPos, StateMachineHost};
+use crate::storage::backend::Cf;
+use crate::storage::mvcc::{LeaseLookup, MvccError, MvccStore, WriteTxn};
+use crate::types::{LeaseId, Revision, TxnRequest, TxnResponse};
+
+/// Meta key of the last applied log position: index then term, big-endian.
+pub const META_APPLIED: &[u8] = b"raft.applied";
+/// Meta key of the last applied membership (an opaque blob from `raft`).
+pub const META_MEMBERSHIP: &[u8] = b"raft.membership";
+
+/// The lease table as apply sees it. No leases exist until the lessor is built (issue #5), so
+/// a put naming any lease is refused, as etcd refuses an unknown one.
+struct NoLeases;
+
+impl LeaseLookup for NoLeases {
+    fn lease_exists(&self, _id: LeaseId) -> bool {
+        false
+    }
+}
+
+/// Applies committed entries to the MVCC store.
+pub struct Applier {
+    store: Arc<MvccStore>,
+    /// The last committed revision; receivers wake when it moves.
+    revision: watch::Sender<Revision>,
+}
+
+impl Applier {
+    /// An applier over `store`.
+    pub fn new(store: Arc<MvccStore>) -> Applier {
+        let (revision, _) = watch::channel(store.current_revision());
+        Applier { store, revision }
+    }
+
+    /// The store it applies to.
+    pub fn store(&self) -> &Arc<MvccStore> {
+        &self.store
+    }
+
+    /// Follows the committed revision.
+    pub fn subscribe_revision(&self) -> watch::Receiver<Revision> {
+        self.revision.subscribe()
+    }
+
+    /// Runs a transaction that has no write against the committed state, without Raft and
+    /// without taking the writer's place.
+    ///
+    /// # Errors
+    /// Compacted or future revisions named by a range inside.
+    pub fn read_only_txn(
+        &self,
+        request: &TxnRequest,
+    ) -> Result<(TxnResponse, Revision), ApplyError> {
+        self.store.read_txn(request).map_err(apply_error)
+    }
+
+    fn apply_proposal(
+        txn: &mut WriteTxn<'_>,
+        proposal: &Proposal,
+    ) -> Result<ApplyOutcome, ApplyError> {
+        let (revision, result) = match proposal {
+            Proposal::Put(put) => {
+                let (response, revision) = txn.put(put, &NoLeases).map_err(apply_error)?;
+                (revision, Applied::Put(response))
+            }
+            Proposal::DeleteRange(delete) => {
+                let (response, revision) = txn.delete_range(delete).map_err(apply_error)?;
+                (revision, Applied::DeleteRange(response))
+            }
+            Proposal::Txn(request) => {
+                let (response, revision) = txn.txn(request, &NoLeases).map_err(apply_error)?;
+                (revision, Applied::Txn(response))
+            }
+            Proposal::Compact {
+                revision,
+                physical: _,
+            } => {
+                // Compaction drops history in the same batch that records it, so the data is
+                // gone by the time any caller (physical or not) hears back.
+                let current = txn.compact(*revision).map_err(apply_error)?;
+                (current, Applied::Compact)
+            }
+        };
+        Ok(ApplyOutcome { revision, result })
+    }
+}
+
+fn apply_error(error: MvccError) -> ApplyError {
+    match error {
+        MvccError::Compacted { .. } => ApplyError::Compacted,
+        MvccError::FutureRevision { .. } => ApplyError::FutureRevision,
+        MvccError::LeaseNotFound(_) => ApplyError::LeaseNotFound,
+        MvccError::KeyNotFound => ApplyError::KeyNotFound,
+        other => ApplyError::Internal(other.to_string()),
+    }
+}
+
+fn encode_position(position: LogPos) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&position.index.to_be_bytes());
+    bytes[8..].copy_from_slice(&position.term.to_be_bytes());
+    bytes
+}
+
+fn decode_position(bytes: &[u8]) -> io::Result<LogPos> {
+    let bytes: [u8; 16] = bytes.try_into().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "applied position is not 16 bytes",
+        )
+    })?;
+    let mut index = [0u8; 8];
+    let mut term = [0u8; 8];
+    index.copy_from_slice(&bytes[..8]);
+    term.copy_from_slice(&bytes[8..]);
+    Ok(LogPos {
+        index: u64::from_be_bytes(index),
+        term: u64::from_be_bytes(term),
+    })
+}
+
+fn read_applied_state(store: &MvccStore) -> io::Result<AppliedState> {
+    let backend = store.backend();
+    let applied = backend
+        .get(Cf::Meta, META_APPLIED)
+        .map_err(io::Error::other)?;
+    let membership = backend
+        .get(Cf::Meta, META_MEMBERSHIP)
+        .map_err(io::Error::other)?;
+    Ok(AppliedState {
+        applied: applied.as_deref().map(decode_position).transpose()?,
+        membership: membership.map(Bytes::from),
+    })
+}
+
+impl StateMachineHost for Applier {
+    fn applied_state(&self) -> io::Result<AppliedState> {
+        read_applied_state(&self.store)
+    }
+
+    fn apply(&self, entries: &[CommittedEntry]) -> io::Result<Vec<Bytes>> {
+        let Some(last) = entries.last() else {
+            return Ok(Vec::new());
+        };
+        let mut txn = self.store.write();
+        let mut responses = Vec::new();
+        let mut membership = None;
+        for entry in entries {
+            match &entry.data {
+                CommittedData::Blank => {}
+                CommittedData::Membership(blob) => membership = Some(blob.clone()),
+                CommittedData::Normal(bytes) => {
+                    let outcome = codec::decode_proposal(bytes)
+                        .and_then(|(_id, proposal)| Self::apply_proposal(&mut txn, &proposal));
+                    if let Err(ApplyError::Internal(reason)) = &outcome {
+                        tracing::error!(index = entry.position.index, %reason, "entry could not be applied");
+                    }
+                    responses.push(codec::encode_outcome(outcome));
+                }
+            }
+        }
+        txn.put_raw(Cf::Meta, META_APPLIED, &encode_position(last.position));
+        if let Some(blob) = membership {
+            txn.put_raw(Cf::Meta, META_MEMBERSHIP, &blob);
+        }
+        let committed = txn.commit().map_err(io::Error::other)?;
+        self.revision.send_replace(committed.revision);
+        Ok(responses)
+    }
+
+    fn checkpoint(&self, target: &Path) -> io::Result<AppliedState> {
+        // Holding the writer's place keeps apply out while the copy is taken, so the applied
+        // position read here is the one the copy holds.
+        let writer = self.store.write();
+        let state = read_applied_state(&self.store)?;
+        self.store
+            .backend()
+            .checkpoint(target)
+            .map_err(io::Error::other)?;
+        drop(writer);
+        Ok(state)
+    }
+
+    fn install(&self, _source: &Path) -> io::Result<()> {
+        // TODO(#3): swap the backend for the received checkpoint and rebuild the key index.
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "installing a snapshot from another member needs the cluster transport",
+        ))
+    }
+}

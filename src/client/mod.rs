@@ -1,0 +1,96 @@
+//! The client API: one trait, [`KvClient`], with an in-process implementation
+//! ([`LocalClient`], no gRPC, no copies through protobuf) and a gRPC one ([`GrpcClient`]) for
+//! remote members, real etcd included.
+//!
+//! Builders for requests live beside the domain types (`RangeRequest::key("a").limit(5)`).
+//! This module must not reach into server internals beyond the `Server` facade.
+
+mod builders;
+mod grpc;
+mod local;
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+pub use self::grpc::GrpcClient;
+pub use self::local::LocalClient;
+pub use crate::server::{Error as EtcdError, Header};
+use crate::types::{
+    DeleteRangeRequest, DeleteRangeResponse, KeyValue, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, Revision, TxnRequest, TxnResponse,
+};
+
+/// A client-side failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The member refused the request with one of etcd's errors.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    /// The request did not reach the member, or the answer did not come back.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// A response with its header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply<T> {
+    /// The response header.
+    pub header: Header,
+    /// The response body.
+    pub response: T,
+}
+
+/// The KV operations of an etcd-compatible member.
+pub trait KvClient: Send + Sync {
+    /// Reads a key range.
+    fn range(
+        &self,
+        request: RangeRequest,
+    ) -> impl Future<Output = Result<Reply<RangeResponse>, ClientError>> + Send;
+
+    /// Writes one key.
+    fn put(
+        &self,
+        request: PutRequest,
+    ) -> impl Future<Output = Result<Reply<PutResponse>, ClientError>> + Send;
+
+    /// Deletes a key range.
+    fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> impl Future<Output = Result<Reply<DeleteRangeResponse>, ClientError>> + Send;
+
+    /// Runs a transaction.
+    fn txn(
+        &self,
+        request: TxnRequest,
+    ) -> impl Future<Output = Result<Reply<TxnResponse>, ClientError>> + Send;
+
+    /// Compacts history up to `revision`.
+    fn compact(
+        &self,
+        revision: Revision,
+        physical: bool,
+    ) -> impl Future<Output = Result<Header, ClientError>> + Send;
+
+    /// Reads one key's latest version.
+    fn get(
+        &self,
+        key: impl Into<Bytes> + Send,
+    ) -> impl Future<Output = Result<Option<KeyValue>, ClientError>> + Send {
+        let request = RangeRequest::key(key);
+        async move { Ok(self.range(request).await?.response.kvs.into_iter().next()) }
+    }
+
+    /// Sets one key, returning the new revision.
+    fn set(
+        &self,
+        key: impl Into<Bytes> + Send,
+        value: impl Into<Bytes> + Send,
+    ) -> impl Future<Output = Result<Revision, ClientError>> + Send {
+        let request = PutRequest::new(key, value);
+        async move { Ok(self.put(request).await?.header.revision) }
+    }
+}

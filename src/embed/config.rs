@@ -1,0 +1,383 @@
+//! Member configuration with etcd's option names, defaults and checks.
+//!
+//! Owns parsing and validation of what a member is told at start; it must not start anything.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::limits::{
+    ELECTION_TIMEOUT_DEFAULT, ELECTION_TIMEOUT_MAX, HEARTBEAT_INTERVAL_DEFAULT,
+    QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_COUNT_DEFAULT,
+};
+
+/// Default client URL, as etcd's (on the loopback address).
+pub const DEFAULT_CLIENT_URL: &str = "http://127.0.0.1:2379";
+/// Default peer URL, as etcd's (on the loopback address).
+pub const DEFAULT_PEER_URL: &str = "http://127.0.0.1:2380";
+/// Default member name.
+pub const DEFAULT_NAME: &str = "default";
+/// Default cluster token.
+pub const DEFAULT_CLUSTER_TOKEN: &str = "etcd-cluster";
+
+/// Whether the member founds a new cluster or joins an existing one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Found a new cluster with `initial_cluster` as its members.
+    #[default]
+    New,
+    /// Join a cluster that already runs.
+    Existing,
+}
+
+/// A configuration mistake, with etcd's wording where etcd has one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A URL that cannot be parsed or used.
+    #[error("invalid URL {url:?} in {flag}: {reason}")]
+    InvalidUrl {
+        /// The flag it came from.
+        flag: &'static str,
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A flag with no URL.
+    #[error("{flag} must name at least one URL")]
+    NoUrl {
+        /// The flag.
+        flag: &'static str,
+    },
+    /// Election timeout too short for the heartbeat.
+    #[error(
+        "--election-timeout[{election_ms}] should be at least as 5 times as --heartbeat-interval[{heartbeat_ms}]"
+    )]
+    ElectionTooShort {
+        /// Election timeout in ms.
+        election_ms: u128,
+        /// Heartbeat interval in ms.
+        heartbeat_ms: u128,
+    },
+    /// Election timeout above the maximum.
+    #[error(
+        "--election-timeout[{election_ms}] is too long, and should be set less than {max_ms} milliseconds"
+    )]
+    ElectionTooLong {
+        /// Election timeout in ms.
+        election_ms: u128,
+        /// The maximum in ms.
+        max_ms: u128,
+    },
+    /// A zero heartbeat interval.
+    #[error("--heartbeat-interval must be greater than 0")]
+    ZeroHeartbeat,
+    /// A malformed `--initial-cluster`.
+    #[error("--initial-cluster {value:?}: {reason}")]
+    InitialCluster {
+        /// The value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// This member is missing from `--initial-cluster`.
+    #[error("couldn't find local name {name:?} in the initial cluster configuration")]
+    NameNotInCluster {
+        /// The member name.
+        name: String,
+    },
+    /// This member's peer URLs differ between the flags.
+    #[error(
+        "--initial-cluster has {cluster:?} for {name:?} but --initial-advertise-peer-urls has {advertised:?}"
+    )]
+    PeerUrlMismatch {
+        /// Member name.
+        name: String,
+        /// URLs in `--initial-cluster`.
+        cluster: Vec<String>,
+        /// URLs in `--initial-advertise-peer-urls`.
+        advertised: Vec<String>,
+    },
+    /// `--snapshot-count` of zero.
+    #[error("--snapshot-count must be greater than 0")]
+    ZeroSnapshotCount,
+}
+
+/// How to run one member. Field names follow etcd's flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `--name`.
+    pub name: String,
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--listen-client-urls`.
+    pub listen_client_urls: Vec<Url>,
+    /// `--advertise-client-urls`.
+    pub advertise_client_urls: Vec<Url>,
+    /// `--listen-peer-urls`.
+    pub listen_peer_urls: Vec<Url>,
+    /// `--initial-advertise-peer-urls`.
+    pub initial_advertise_peer_urls: Vec<Url>,
+    /// `--initial-cluster` (`name=url,...`); empty means this member alone.
+    pub initial_cluster: String,
+    /// `--initial-cluster-state`.
+    pub initial_cluster_state: ClusterState,
+    /// `--initial-cluster-token`.
+    pub initial_cluster_token: String,
+    /// `--heartbeat-interval`.
+    pub heartbeat_interval: Duration,
+    /// `--election-timeout`.
+    pub election_timeout: Duration,
+    /// `--snapshot-count`.
+    pub snapshot_count: u64,
+    /// `--quota-backend-bytes`.
+    pub quota_backend_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let url = |text: &str| Url::parse(text).expect("default URLs parse");
+        Config {
+            name: DEFAULT_NAME.to_string(),
+            data_dir: PathBuf::from(format!("{DEFAULT_NAME}.mnemo")),
+            listen_client_urls: vec![url(DEFAULT_CLIENT_URL)],
+            advertise_client_urls: vec![url(DEFAULT_CLIENT_URL)],
+            listen_peer_urls: vec![url(DEFAULT_PEER_URL)],
+            initial_advertise_peer_urls: vec![url(DEFAULT_PEER_URL)],
+            initial_cluster: String::new(),
+            initial_cluster_state: ClusterState::New,
+            initial_cluster_token: DEFAULT_CLUSTER_TOKEN.to_string(),
+            heartbeat_interval: HEARTBEAT_INTERVAL_DEFAULT,
+            election_timeout: ELECTION_TIMEOUT_DEFAULT,
+            snapshot_count: SNAPSHOT_COUNT_DEFAULT,
+            quota_backend_bytes: QUOTA_BACKEND_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// Parses a comma-separated URL list for `flag`.
+///
+/// # Errors
+/// [`ConfigError::InvalidUrl`] or [`ConfigError::NoUrl`].
+pub fn parse_urls(flag: &'static str, text: &str) -> Result<Vec<Url>, ConfigError> {
+    let urls = text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| check_url(flag, part))
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        return Err(ConfigError::NoUrl { flag });
+    }
+    Ok(urls)
+}
+
+fn check_url(flag: &'static str, text: &str) -> Result<Url, ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidUrl {
+        flag,
+        url: text.to_string(),
+        reason,
+    };
+    let url = Url::parse(text).map_err(|err| invalid(err.to_string()))?;
+    match url.scheme() {
+        "http" => {}
+        "https" | "unixs" => return Err(invalid("TLS is not supported yet; use http".into())),
+        other => return Err(invalid(format!("URL scheme must be http, not {other}"))),
+    }
+    if url.host_str().is_none() || url.port().is_none() {
+        return Err(invalid("URL must have a host and a port".into()));
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err(invalid("URL must not have a path".into()));
+    }
+    Ok(url)
+}
+
+/// The socket address to listen on for `url`.
+///
+/// # Errors
+/// [`ConfigError::InvalidUrl`] when the host does not resolve.
+pub fn socket_addr(url: &Url) -> Result<SocketAddr, ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidUrl {
+        flag: "listen URL",
+        url: url.to_string(),
+        reason,
+    };
+    let host = url.host_str().ok_or_else(|| invalid("no host".into()))?;
+    let port = url.port().ok_or_else(|| invalid("no port".into()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|err| invalid(err.to_string()))?
+        .next()
+        .ok_or_else(|| invalid("host does not resolve".into()))
+}
+
+/// A URL as etcd prints it: no trailing slash.
+pub fn url_text(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_string()
+}
+
+impl Config {
+    /// Checks the configuration as etcd does at start.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConfigError::ZeroHeartbeat);
+        }
+        let election_ms = self.election_timeout.as_millis();
+        let heartbeat_ms = self.heartbeat_interval.as_millis();
+        if election_ms < 5 * heartbeat_ms {
+            return Err(ConfigError::ElectionTooShort {
+                election_ms,
+                heartbeat_ms,
+            });
+        }
+        if self.election_timeout > ELECTION_TIMEOUT_MAX {
+            return Err(ConfigError::ElectionTooLong {
+                election_ms,
+                max_ms: ELECTION_TIMEOUT_MAX.as_millis(),
+            });
+        }
+        if self.snapshot_count == 0 {
+            return Err(ConfigError::ZeroSnapshotCount);
+        }
+        for (flag, urls) in [
+            ("--listen-client-urls", &self.listen_client_urls),
+            ("--advertise-client-urls", &self.advertise_client_urls),
+            ("--listen-peer-urls", &self.listen_peer_urls),
+            (
+                "--initial-advertise-peer-urls",
+                &self.initial_advertise_peer_urls,
+            ),
+        ] {
+            if urls.is_empty() {
+                return Err(ConfigError::NoUrl { flag });
+            }
+            for url in urls {
+                check_url(flag, url.as_str())?;
+            }
+        }
+        let cluster = self.initial_cluster_members()?;
+        let Some((_, mine)) = cluster.iter().find(|(name, _)| name == &self.name) else {
+            return Err(ConfigError::NameNotInCluster {
+                name: self.name.clone(),
+            });
+        };
+        let mut cluster_urls = mine.clone();
+        let mut advertised: Vec<String> = self
+            .initial_advertise_peer_urls
+            .iter()
+            .map(url_text)
+            .collect();
+        cluster_urls.sort();
+        advertised.sort();
+        if cluster_urls != advertised {
+            return Err(ConfigError::PeerUrlMismatch {
+                name: self.name.clone(),
+                cluster: cluster_urls,
+                advertised,
+            });
+        }
+        Ok(())
+    }
+
+    /// The members of `--initial-cluster` as (name, sorted peer URLs), in name order; this
+    /// member alone with its advertised peer URLs when the flag is empty.
+    ///
+    /// # Errors
+    /// [`ConfigError::InitialCluster`] for malformed entries.
+    pub fn initial_cluster_members(&self) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+        let mut members: Vec<(String, Vec<String>)> = Vec::new();
+        if self.initial_cluster.trim().is_empty() {
+            let urls = self
+                .initial_advertise_peer_urls
+                .iter()
+                .map(url_text)
+                .collect();
+            return Ok(vec![(self.name.clone(), urls)]);
+        }
+        let bad = |reason: String| ConfigError::InitialCluster {
+            value: self.initial_cluster.clone(),
+            reason,
+        };
+        for part in self
+            .initial_cluster
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+        {
+            let (name, url) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("{part:?} is not name=url")))?;
+            let url = check_url("--initial-cluster", url).map_err(|err| bad(err.to_string()))?;
+            match members.iter_mut().find(|(existing, _)| existing == name) {
+                Some((_, urls)) => urls.push(url_text(&url)),
+                None => members.push((name.to_string(), vec![url_text(&url)])),
+            }
+        }
+        for (_, urls) in &mut members {
+            urls.sort();
+        }
+        members.sort();
+        Ok(members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(
+            socket_addr(&config.listen_client_urls[0])
+                .unwrap()
+                .to_string(),
+            "127.0.0.1:2379"
+        );
+        assert_eq!(config.data_dir, PathBuf::from("default.mnemo"));
+    }
+
+    #[test]
+    fn election_timeout_must_cover_five_heartbeats() {
+        let config = Config {
+            election_timeout: Duration::from_millis(400),
+            ..Config::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "--election-timeout[400] should be at least as 5 times as --heartbeat-interval[100]"
+        );
+    }
+
+    #[test]
+    fn member_must_be_in_initial_cluster() {
+        let config = Config {
+            initial_cluster: "other=http://127.0.0.1:2380".into(),
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::NameNotInCluster { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_flag_name() {
+        let error = parse_urls("--listen-client-urls", "127.0.0.1:2379").unwrap_err();
+        assert!(
+            error.to_string().contains("--listen-client-urls"),
+            "{error}"
+        );
+        assert!(parse_urls("--listen-client-urls", "https://127.0.0.1:2379").is_err());
+        assert!(parse_urls("--listen-client-urls", "").is_err());
+    }
+}

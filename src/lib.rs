@@ -1,0 +1,33 @@
+//! mnemo: a Raft-replicated MVCC key-value store that speaks etcd's v3 API.
+//!
+//! Run it as a server (`mnemo` with etcd's flags), or embed a member in your process:
+//!
+//! ```no_run
+//! use mnemo::client::KvClient;
+//! use mnemo::embed::{Config, Node};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::start(Config { data_dir: "example.mnemo".into(), ..Config::default() }).await?;
+//! let client = node.client();
+//! client.set("greeting", "hello").await?;
+//! assert_eq!(client.get("greeting").await?.unwrap().value, "hello");
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Layout, lowest layer first (see ARCHITECTURE.md):
+//! `types`, `limits` → `storage` (RocksDB backend, MVCC) → `raft` (consensus, WAL) →
+//! `apply` (the only post-commit mutation) → `server` (request lifecycle, gRPC, HTTP) →
+//! `client` → `embed` (composition).
+
+pub mod apply;
+pub mod client;
+pub mod convert;
+pub mod embed;
+pub mod limits;
+pub mod pb;
+pub mod raft;
+pub mod server;
+pub mod storage;
+pub mod types;

@@ -1,0 +1,215 @@
+//! The `mnemo` binary: one member, configured with etcd's flag names (and `MNEMO_*`
+//! environment variables in place of `ETCD_*`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use mnemo::embed::{ClusterState, Config, Node, parse_urls};
+use mnemo::limits::{
+    ELECTION_TIMEOUT_DEFAULT, ETCD_COMPAT_VERSION, HEARTBEAT_INTERVAL_DEFAULT,
+    QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_COUNT_DEFAULT,
+};
+
+/// A Raft-replicated MVCC key-value store that speaks etcd's v3 API.
+#[derive(Parser, Debug)]
+#[command(name = "mnemo", version = concat!(env!("CARGO_PKG_VERSION"), " (etcd API ", "3.6", ")"))]
+struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "MNEMO_NAME", default_value = "default")]
+    name: String,
+    /// Path to the data directory [default: <name>.mnemo].
+    #[arg(long, env = "MNEMO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "MNEMO_LISTEN_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    listen_client_urls: String,
+    /// Client URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "MNEMO_ADVERTISE_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "MNEMO_LISTEN_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "MNEMO_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping (name=peer-url,...).
+    #[arg(long, env = "MNEMO_INITIAL_CLUSTER", default_value = "")]
+    initial_cluster: String,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "MNEMO_INITIAL_CLUSTER_STATE", value_enum, default_value_t = StateFlag::New)]
+    initial_cluster_state: StateFlag,
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(
+        long,
+        env = "MNEMO_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    initial_cluster_token: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "MNEMO_HEARTBEAT_INTERVAL", default_value_t = HEARTBEAT_INTERVAL_DEFAULT.as_millis() as u64)]
+    heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "MNEMO_ELECTION_TIMEOUT", default_value_t = ELECTION_TIMEOUT_DEFAULT.as_millis() as u64)]
+    election_timeout: u64,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "MNEMO_SNAPSHOT_COUNT", default_value_t = SNAPSHOT_COUNT_DEFAULT)]
+    snapshot_count: u64,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).
+    #[arg(long, env = "MNEMO_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    quota_backend_bytes: u64,
+    /// Log level: debug, info, warn, error.
+    #[arg(long, env = "MNEMO_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StateFlag {
+    New,
+    Existing,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Flags {
+    fn into_config(self) -> Result<Config, String> {
+        let quota = if self.quota_backend_bytes == 0 {
+            QUOTA_BACKEND_BYTES_DEFAULT
+        } else {
+            self.quota_backend_bytes
+        };
+        Ok(Config {
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(format!("{}.mnemo", self.name))),
+            name: self.name,
+            listen_client_urls: parse_urls("--listen-client-urls", &self.listen_client_urls)
+                .map_err(|e| e.to_string())?,
+            advertise_client_urls: parse_urls(
+                "--advertise-client-urls",
+                &self.advertise_client_urls,
+            )
+            .map_err(|e| e.to_string())?,
+            listen_peer_urls: parse_urls("--listen-peer-urls", &self.listen_peer_urls)
+                .map_err(|e| e.to_string())?,
+            initial_advertise_peer_urls: parse_urls(
+                "--initial-advertise-peer-urls",
+                &self.initial_advertise_peer_urls,
+            )
+            .map_err(|e| e.to_string())?,
+            initial_cluster: self.initial_cluster,
+            initial_cluster_state: match self.initial_cluster_state {
+                StateFlag::New => ClusterState::New,
+                StateFlag::Existing => ClusterState::Existing,
+            },
+            initial_cluster_token: self.initial_cluster_token,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            snapshot_count: self.snapshot_count,
+            quota_backend_bytes: quota,
+        })
+    }
+}
+
+fn init_logging(level: LogLevel) {
+    let level = match level {
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    };
+    // Our own logs at the chosen level; the consensus library's chatter one notch quieter.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MNEMO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot watch SIGTERM; only SIGINT stops the member");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => tracing::info!("received SIGINT, shutting down"),
+            _ = terminate.recv() => tracing::info!("received SIGTERM, shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    init_logging(flags.log_level);
+    let config = match flags.into_config() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("mnemo: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mnemo: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        tracing::info!(
+            etcd_api = ETCD_COMPAT_VERSION,
+            version = env!("CARGO_PKG_VERSION"),
+            "mnemo starting"
+        );
+        let node = match Node::start(config).await {
+            Ok(node) => node,
+            Err(err) => {
+                eprintln!("mnemo: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!("ready to serve client requests");
+        wait_for_signal().await;
+        node.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}

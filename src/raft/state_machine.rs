@@ -1,0 +1,295 @@
+//! openraft's state machine interface, forwarded to the [`StateMachineHost`], plus snapshots
+//! kept as checkpoint directories.
+//!
+//! Owns the snapshot directory layout and the translation of applied state to openraft's
+//! types. It must not interpret payloads: the host does.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use openraft::storage::{
+    EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta,
+};
+use openraft::{EntryPayload, OptionalSend, StoredMembership};
+
+use super::{
+    AppliedState, CommittedData, CommittedEntry, LogPos, Payload, Response, StateMachineHost,
+    TypeConfig, to_log_id, to_pos,
+};
+use crate::limits::APPLY_BATCH_ENTRIES_MAX;
+
+type Membership = StoredMembership<
+    openraft::type_config::alias::CommittedLeaderIdOf<TypeConfig>,
+    u64,
+    super::MemberNode,
+>;
+type Meta = SnapshotMeta<
+    openraft::type_config::alias::CommittedLeaderIdOf<TypeConfig>,
+    u64,
+    super::MemberNode,
+>;
+type EngineSnapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotDir>;
+
+/// File inside a snapshot directory holding openraft's snapshot metadata.
+const META_FILE: &str = "snapshot.meta.json";
+/// Sub-directory of a snapshot directory holding the state copy.
+const DATA_DIR: &str = "data";
+/// Prefix of finished snapshot directory names; the suffix is the last included index.
+const SNAPSHOT_PREFIX: &str = "snapshot-";
+
+/// A snapshot: a directory with the state copy and its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotDir(pub PathBuf);
+
+/// openraft's `RaftStateMachine`.
+pub(super) struct StateMachine {
+    host: Arc<dyn StateMachineHost>,
+    snap_dir: PathBuf,
+}
+
+impl StateMachine {
+    pub(super) fn new(
+        host: Arc<dyn StateMachineHost>,
+        snap_dir: PathBuf,
+    ) -> io::Result<StateMachine> {
+        fs::create_dir_all(&snap_dir)?;
+        // Half-built snapshots from a crash are useless: remove them.
+        for dir_entry in fs::read_dir(&snap_dir)? {
+            let path = dir_entry?.path();
+            if path.extension().is_some_and(|extension| extension == "tmp") {
+                fs::remove_dir_all(&path)?;
+            }
+        }
+        Ok(StateMachine { host, snap_dir })
+    }
+}
+
+fn decode_membership(blob: Option<&Bytes>) -> io::Result<Membership> {
+    match blob {
+        None => Ok(Membership::default()),
+        Some(bytes) => serde_json::from_slice(bytes).map_err(|err| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("stored membership: {err}"),
+            )
+        }),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(io::Error::other)?
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotDir;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<super::EngineLogId>, Membership), io::Error> {
+        let host = Arc::clone(&self.host);
+        let state = blocking(move || host.applied_state()).await?;
+        Ok((
+            state.applied.map(to_log_id),
+            decode_membership(state.membership.as_ref())?,
+        ))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let position = to_pos(&entry.log_id);
+            let data = match entry.payload {
+                EntryPayload::Blank => CommittedData::Blank,
+                EntryPayload::Normal(Payload(bytes)) => CommittedData::Normal(bytes),
+                EntryPayload::Membership(membership) => {
+                    let stored = Membership::new(Some(entry.log_id), membership);
+                    CommittedData::Membership(Bytes::from(
+                        serde_json::to_vec(&stored).map_err(io::Error::other)?,
+                    ))
+                }
+            };
+            let is_normal = matches!(data, CommittedData::Normal(_));
+            batch.push(CommittedEntry { position, data });
+            responders.push((is_normal, responder));
+            if batch.len() >= APPLY_BATCH_ENTRIES_MAX {
+                self.apply_batch(std::mem::take(&mut batch), std::mem::take(&mut responders))
+                    .await?;
+            }
+        }
+        if !batch.is_empty() {
+            self.apply_batch(batch, responders).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            host: Arc::clone(&self.host),
+            snap_dir: self.snap_dir.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: SnapshotDir,
+    ) -> Result<(), io::Error> {
+        let host = Arc::clone(&self.host);
+        let data = snapshot.0.join(DATA_DIR);
+        blocking(move || host.install(&data)).await?;
+        // Keep the installed snapshot as the current one, so it can be served onwards.
+        let index = meta.last_log_id.as_ref().map_or(0, |log_id| log_id.index);
+        let target = self.snap_dir.join(format!("{SNAPSHOT_PREFIX}{index:020}"));
+        if snapshot.0 != target {
+            let source = snapshot.0.clone();
+            let snap_dir = self.snap_dir.clone();
+            blocking(move || {
+                if target.exists() {
+                    fs::remove_dir_all(&target)?;
+                }
+                fs::rename(&source, &target)?;
+                remove_older_snapshots(&snap_dir, &target)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<EngineSnapshot>, io::Error> {
+        let snap_dir = self.snap_dir.clone();
+        blocking(move || latest_snapshot(&snap_dir)).await
+    }
+}
+
+impl StateMachine {
+    async fn apply_batch(
+        &mut self,
+        batch: Vec<CommittedEntry>,
+        responders: Vec<(bool, Option<openraft::storage::ApplyResponder<TypeConfig>>)>,
+    ) -> io::Result<()> {
+        let host = Arc::clone(&self.host);
+        let normal_count = batch
+            .iter()
+            .filter(|entry| matches!(entry.data, CommittedData::Normal(_)))
+            .count();
+        let results = blocking(move || host.apply(&batch)).await?;
+        assert_eq!(
+            results.len(),
+            normal_count,
+            "the host must answer every proposal of the batch"
+        );
+        let mut results = results.into_iter();
+        for (is_normal, responder) in responders {
+            let result = if is_normal {
+                results.next().unwrap_or_default()
+            } else {
+                Bytes::new()
+            };
+            if let Some(responder) = responder {
+                responder.send(Response(result));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds snapshots by asking the host for a checkpoint.
+pub(super) struct SnapshotBuilder {
+    host: Arc<dyn StateMachineHost>,
+    snap_dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotDir;
+
+    async fn build_snapshot(&mut self) -> Result<EngineSnapshot, io::Error> {
+        let host = Arc::clone(&self.host);
+        let snap_dir = self.snap_dir.clone();
+        blocking(move || build(&*host, &snap_dir)).await
+    }
+}
+
+fn build(host: &dyn StateMachineHost, snap_dir: &Path) -> io::Result<EngineSnapshot> {
+    let building = snap_dir.join(format!("building-{}.tmp", std::process::id()));
+    if building.exists() {
+        fs::remove_dir_all(&building)?;
+    }
+    fs::create_dir_all(&building)?;
+    let state: AppliedState = host.checkpoint(&building.join(DATA_DIR))?;
+    let last_log_id = state.applied.map(to_log_id);
+    let meta = Meta {
+        last_log_id,
+        last_membership: decode_membership(state.membership.as_ref())?,
+    };
+    fs::write(
+        building.join(META_FILE),
+        serde_json::to_vec(&meta).map_err(io::Error::other)?,
+    )?;
+    let index = state.applied.map_or(0, |LogPos { index, .. }| index);
+    let target = snap_dir.join(format!("{SNAPSHOT_PREFIX}{index:020}"));
+    if target.exists() {
+        fs::remove_dir_all(&target)?;
+    }
+    fs::rename(&building, &target)?;
+    remove_older_snapshots(snap_dir, &target)?;
+    tracing::info!(index, path = %target.display(), "snapshot built");
+    Ok(Snapshot {
+        meta,
+        snapshot: SnapshotDir(target),
+    })
+}
+
+/// Deletes every finished snapshot except `keep`: checkpoints hard-link table files, so old
+/// ones pin disk space.
+fn remove_older_snapshots(snap_dir: &Path, keep: &Path) -> io::Result<()> {
+    for dir_entry in fs::read_dir(snap_dir)? {
+        let path = dir_entry?.path();
+        let is_snapshot = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(SNAPSHOT_PREFIX));
+        if is_snapshot && path != keep {
+            fs::remove_dir_all(&path)?;
+        }
+    }
+    Ok(())
+}
+
+fn latest_snapshot(snap_dir: &Path) -> io::Result<Option<EngineSnapshot>> {
+    let mut newest: Option<PathBuf> = None;
+    for dir_entry in fs::read_dir(snap_dir)? {
+        let path = dir_entry?.path();
+        let is_snapshot = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(SNAPSHOT_PREFIX));
+        if is_snapshot
+            && path.join(META_FILE).exists()
+            && newest.as_ref().is_none_or(|best| &path > best)
+        {
+            newest = Some(path);
+        }
+    }
+    let Some(path) = newest else { return Ok(None) };
+    let meta: Meta = serde_json::from_slice(&fs::read(path.join(META_FILE))?).map_err(|err| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("snapshot meta: {err}"))
+    })?;
+    Ok(Some(Snapshot {
+        meta,
+        snapshot: SnapshotDir(path),
+    }))
+}

@@ -1,0 +1,56 @@
+//! The errors a client can see, each with etcd's exact message.
+//!
+//! The `Display` text of every variant is wire contract: clientv3 maps errors back to typed
+//! errors by this string. `server::grpc::status` gives each variant its gRPC code in one
+//! exhaustive match. This module must not know about gRPC.
+
+/// A request failure as reported to clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A request with an empty key.
+    #[error("etcdserver: key is not provided")]
+    KeyNotProvided,
+    /// `ignore_value`/`ignore_lease` on a missing key, or an empty transaction operation.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// `ignore_value` together with a value.
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// `ignore_lease` together with a lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// A transaction list longer than the limit.
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    /// Two writes of one key in a transaction.
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    /// A request whose encoded entry exceeds the request size limit.
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    /// A read or compaction at a compacted revision.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    /// A read or compaction at a revision not reached yet.
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// A put naming a lease that does not exist.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// No leader is known.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// Leadership moved while the request was in flight; its outcome is unknown.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// The request did not finish in time.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// The member is stopping.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// Anything else: a bug or a storage failure. Sent as gRPC Unknown with this text.
+    #[error("{0}")]
+    Internal(String),
+}

@@ -1,0 +1,78 @@
+//! The client port: etcd's gRPC services and the HTTP endpoints, served on one listener.
+//!
+//! This module owns wire compatibility (service names, message shapes, status codes, headers)
+//! and nothing else: every call is converted and handed to [`Server`]. It must not hold
+//! business logic or touch storage directly.
+
+mod cluster;
+mod kv;
+mod maintenance;
+mod pending;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use self::cluster::ClusterService;
+use self::kv::KvService;
+use self::maintenance::MaintenanceService;
+use self::pending::{PendingAuth, PendingElection, PendingLease, PendingLock, PendingWatch};
+use crate::limits::GRPC_RECV_BYTES_MAX;
+use crate::pb::etcdserverpb as rpc;
+use crate::pb::{v3electionpb, v3lockpb};
+use crate::server::{Header, Server, http};
+
+/// Converts a header to its wire form.
+pub fn header_to_pb(header: Header) -> rpc::ResponseHeader {
+    rpc::ResponseHeader {
+        cluster_id: header.cluster_id,
+        member_id: header.member_id,
+        revision: header.revision,
+        raft_term: header.raft_term,
+    }
+}
+
+/// Serves gRPC (HTTP/2) and the HTTP/1.1 endpoints on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// Transport failures of the listener.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let routes = tonic::service::Routes::from(http::router(Arc::clone(&server)))
+        .add_service(
+            rpc::kv_server::KvServer::new(KvService::new(Arc::clone(&server)))
+                .max_decoding_message_size(GRPC_RECV_BYTES_MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            rpc::maintenance_server::MaintenanceServer::new(MaintenanceService::new(Arc::clone(
+                &server,
+            )))
+            .max_decoding_message_size(GRPC_RECV_BYTES_MAX),
+        )
+        .add_service(
+            rpc::cluster_server::ClusterServer::new(ClusterService::new(Arc::clone(&server)))
+                .max_decoding_message_size(GRPC_RECV_BYTES_MAX),
+        )
+        .add_service(rpc::watch_server::WatchServer::new(PendingWatch))
+        .add_service(rpc::lease_server::LeaseServer::new(PendingLease))
+        .add_service(rpc::auth_server::AuthServer::new(PendingAuth))
+        .add_service(v3lockpb::lock_server::LockServer::new(PendingLock))
+        .add_service(v3electionpb::election_server::ElectionServer::new(
+            PendingElection,
+        ));
+    tonic::transport::Server::builder()
+        // etcd serves HTTP/1.1 (health, version, gateway) beside gRPC on the client port.
+        .accept_http1(true)
+        // Clients multiplex many watch streams over one connection.
+        .max_concurrent_streams(u32::MAX)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,340 @@
+//! The request lifecycle of one member: validate, then propose through Raft and wait for the
+//! apply result, or pass a read barrier and read local state; then build the response header.
+//!
+//! Speaks domain types only; `server::grpc` converts from and to the wire. It must not reach
+//! into storage internals (it reads through `MvccStore::range` and proposes through `apply`'s
+//! codec) and must not return protobuf types.
+
+mod error;
+pub mod grpc;
+pub mod http;
+pub mod validate;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use self::error::Error;
+use crate::apply::Applier;
+use crate::apply::codec::{self, Applied, ApplyError, Proposal};
+use crate::limits::{ETCD_COMPAT_VERSION, REQUEST_BYTES_MAX};
+use crate::raft::{RaftError, RaftNode, RaftStatus};
+use crate::storage::mvcc::{MvccError, MvccStore};
+use crate::types::{
+    ClusterId, DeleteRangeRequest, DeleteRangeResponse, MemberId, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, Revision, TxnRequest, TxnResponse,
+};
+
+/// What every response header carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// The cluster.
+    pub cluster_id: ClusterId,
+    /// The member that answered.
+    pub member_id: MemberId,
+    /// Store revision for the response (see etcd-api.md §4).
+    pub revision: Revision,
+    /// Current Raft term.
+    pub raft_term: u64,
+}
+
+/// One member of the cluster as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Member id.
+    pub id: MemberId,
+    /// Name, empty until the member started.
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Client URLs.
+    pub client_urls: Vec<String>,
+    /// True for a non-voting member.
+    pub is_learner: bool,
+}
+
+/// What Maintenance.Status reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// Header (current revision).
+    pub header: Header,
+    /// etcd-compatible version string.
+    pub version: String,
+    /// Backend size on disk.
+    pub db_size_bytes: i64,
+    /// Backend size holding live data.
+    pub db_size_in_use_bytes: i64,
+    /// Leader id, 0 when none.
+    pub leader: MemberId,
+    /// Raft commit index.
+    pub raft_index: u64,
+    /// Raft term.
+    pub raft_term: u64,
+    /// Raft applied index.
+    pub raft_applied_index: u64,
+    /// Problems, e.g. "etcdserver: no leader".
+    pub errors: Vec<String>,
+    /// True when this member is a learner.
+    pub is_learner: bool,
+    /// Configured backend quota.
+    pub db_size_quota_bytes: i64,
+}
+
+/// Identity of this member within its cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The cluster.
+    pub cluster_id: ClusterId,
+    /// This member.
+    pub member_id: MemberId,
+}
+
+/// The request lifecycle of one member.
+pub struct Server {
+    identity: Identity,
+    raft: Arc<RaftNode>,
+    applier: Arc<Applier>,
+    store: Arc<MvccStore>,
+    quota_bytes: u64,
+    /// Source of proposal ids; unique per member for its lifetime.
+    next_proposal_id: AtomicU64,
+}
+
+impl Server {
+    /// Wires a server over a running Raft member and its applier.
+    pub fn new(
+        identity: Identity,
+        raft: Arc<RaftNode>,
+        applier: Arc<Applier>,
+        quota_bytes: u64,
+    ) -> Server {
+        let store = Arc::clone(applier.store());
+        Server {
+            identity,
+            raft,
+            applier,
+            store,
+            quota_bytes,
+            next_proposal_id: AtomicU64::new(1),
+        }
+    }
+
+    /// This member's identity.
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
+    /// The Raft member.
+    pub fn raft(&self) -> &Arc<RaftNode> {
+        &self.raft
+    }
+
+    /// A header for a response at `revision`.
+    pub fn header(&self, revision: Revision) -> Header {
+        Header {
+            cluster_id: self.identity.cluster_id,
+            member_id: self.identity.member_id,
+            revision,
+            raft_term: self.raft.status().term,
+        }
+    }
+
+    /// A header at the current revision.
+    pub fn current_header(&self) -> Header {
+        self.header(self.store.current_revision())
+    }
+
+    /// Reads a key range; linearizable unless `serializable` is set.
+    ///
+    /// # Errors
+    /// Validation errors, compacted/future revisions, and Raft unavailability.
+    pub async fn range(&self, request: RangeRequest) -> Result<(RangeResponse, Header), Error> {
+        validate::range(&request)?;
+        if !request.serializable {
+            self.read_barrier().await?;
+        }
+        let response = self.store.range(&request).map_err(mvcc_error)?;
+        Ok((response, self.current_header()))
+    }
+
+    /// Writes one key.
+    ///
+    /// # Errors
+    /// Validation errors, an unknown lease, and Raft unavailability.
+    pub async fn put(&self, request: PutRequest) -> Result<(PutResponse, Header), Error> {
+        validate::put(&request)?;
+        let (revision, applied) = self.propose(&Proposal::Put(request)).await?;
+        match applied {
+            Applied::Put(response) => Ok((response, self.header(revision))),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes a key range.
+    ///
+    /// # Errors
+    /// Validation errors and Raft unavailability.
+    pub async fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<(DeleteRangeResponse, Header), Error> {
+        validate::delete_range(&request)?;
+        let (revision, applied) = self.propose(&Proposal::DeleteRange(request)).await?;
+        match applied {
+            Applied::DeleteRange(response) => Ok((response, self.header(revision))),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs a transaction. One without writes skips Raft: it passes a read barrier (unless
+    /// every range in it is serializable) and runs against local state.
+    ///
+    /// # Errors
+    /// Validation errors, compacted/future revisions, an unknown lease, Raft unavailability.
+    pub async fn txn(&self, request: TxnRequest) -> Result<(TxnResponse, Header), Error> {
+        validate::txn(&request)?;
+        if request.is_read_only() {
+            if !all_ranges_serializable(&request) {
+                self.read_barrier().await?;
+            }
+            let (response, revision) = self.applier.read_only_txn(&request).map_err(apply_error)?;
+            return Ok((response, self.header(revision)));
+        }
+        let (revision, applied) = self.propose(&Proposal::Txn(request)).await?;
+        match applied {
+            Applied::Txn(response) => Ok((response, self.header(revision))),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Compacts history up to `revision`.
+    ///
+    /// # Errors
+    /// Compacted/future revisions and Raft unavailability.
+    pub async fn compact(&self, revision: Revision, physical: bool) -> Result<Header, Error> {
+        let (current, applied) = self
+            .propose(&Proposal::Compact { revision, physical })
+            .await?;
+        match applied {
+            Applied::Compact => Ok(self.header(current)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The member's status, as Maintenance.Status reports it.
+    pub fn status(&self) -> Status {
+        let raft: RaftStatus = self.raft.status();
+        let backend = self.store.backend();
+        let mut errors = Vec::new();
+        if raft.leader.is_none() {
+            errors.push(Error::NoLeader.to_string());
+        }
+        let is_learner = self
+            .raft
+            .members()
+            .iter()
+            .any(|(id, _, learner)| *id == self.identity.member_id && *learner);
+        Status {
+            header: self.current_header(),
+            version: ETCD_COMPAT_VERSION.to_string(),
+            db_size_bytes: i64::try_from(backend.size_bytes()).unwrap_or(i64::MAX),
+            db_size_in_use_bytes: i64::try_from(backend.size_in_use_bytes()).unwrap_or(i64::MAX),
+            leader: raft.leader.unwrap_or(0),
+            raft_index: raft.commit_index,
+            raft_term: raft.term,
+            raft_applied_index: raft.applied_index,
+            errors,
+            is_learner,
+            db_size_quota_bytes: i64::try_from(self.quota_bytes).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The cluster's members, by id.
+    pub fn members(&self) -> Vec<Member> {
+        self.raft
+            .members()
+            .into_iter()
+            .map(|(id, node, is_learner)| Member {
+                id,
+                name: node.name,
+                peer_urls: node.peer_urls,
+                client_urls: node.client_urls,
+                is_learner,
+            })
+            .collect()
+    }
+
+    /// True when the member can serve a linearizable read now (for `/health`).
+    pub async fn is_healthy(&self) -> bool {
+        let probe = RangeRequest {
+            range: crate::types::KeyRange::single("health"),
+            limit: 1,
+            keys_only: true,
+            ..RangeRequest::default()
+        };
+        self.range(probe).await.is_ok()
+    }
+
+    async fn read_barrier(&self) -> Result<(), Error> {
+        self.raft.read_barrier().await.map_err(raft_error)
+    }
+
+    async fn propose(&self, proposal: &Proposal) -> Result<(Revision, Applied), Error> {
+        let id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
+        let payload = codec::encode_proposal(id, proposal);
+        if payload.len() > REQUEST_BYTES_MAX {
+            return Err(Error::RequestTooLarge);
+        }
+        let result = self.raft.propose(payload).await.map_err(raft_error)?;
+        let outcome = codec::decode_outcome(&result).map_err(apply_error)?;
+        Ok((outcome.revision, outcome.result))
+    }
+}
+
+fn all_ranges_serializable(request: &TxnRequest) -> bool {
+    use crate::types::RequestOp;
+    request
+        .success
+        .iter()
+        .chain(request.failure.iter())
+        .all(|op| match op {
+            RequestOp::Range(range) => range.serializable,
+            RequestOp::Txn(inner) => all_ranges_serializable(inner),
+            RequestOp::Put(_) | RequestOp::DeleteRange(_) => true,
+        })
+}
+
+fn unexpected(applied: &Applied) -> Error {
+    Error::Internal(format!(
+        "apply answered with the wrong result kind: {applied:?}"
+    ))
+}
+
+fn raft_error(error: RaftError) -> Error {
+    match error {
+        RaftError::NoLeader | RaftError::NotLeader { .. } => Error::NoLeader,
+        RaftError::LeaderChanged => Error::LeaderChanged,
+        RaftError::Timeout => Error::Timeout,
+        RaftError::Stopped(_) => Error::Stopped,
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+fn apply_error(error: ApplyError) -> Error {
+    match error {
+        ApplyError::Compacted => Error::Compacted,
+        ApplyError::FutureRevision => Error::FutureRevision,
+        ApplyError::LeaseNotFound => Error::LeaseNotFound,
+        ApplyError::KeyNotFound => Error::KeyNotFound,
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+fn mvcc_error(error: MvccError) -> Error {
+    match error {
+        MvccError::Compacted { .. } => Error::Compacted,
+        MvccError::FutureRevision { .. } => Error::FutureRevision,
+        MvccError::LeaseNotFound(_) => Error::LeaseNotFound,
+        MvccError::KeyNotFound => Error::KeyNotFound,
+        other => Error::Internal(other.to_string()),
+    }
+}

@@ -1,0 +1,46 @@
+//! The multi-version key space with etcd v3 semantics: revisions, Range, Put, DeleteRange,
+//! Txn, Compact and HashKV.
+//!
+//! Owns: the revision counter, the in-memory key index, the history rows in the `kv` column
+//! family, compaction, and the `mvcc/` keys of the `meta` column family.
+//! Must not: read the clock, spawn tasks, `.await`, or import raft/server/pb modules. Leases
+//! are consulted only through [`LeaseLookup`]; attaching keys to leases is apply's job,
+//! driven by the events of each commit.
+//!
+//! Layout, one concern per file:
+//! * `revision`: (main, sub) revisions and the byte layout of history-row keys;
+//! * `codec`: the byte layout of history-row values;
+//! * `key_index`: one key's generations (with a worked example) and its compaction rule;
+//! * `index`: the index of all keys, and a batch's pending changes layered over it;
+//! * `read`: Range and Compare semantics shared by committed and in-batch reads;
+//! * `store`: [`MvccStore`], recovery, committed reads, HashKV;
+//! * `write`: [`WriteTxn`], request execution, revision assignment and commit.
+//!
+//! Storage: every change is one history row keyed by its revision (`kv` column family);
+//! a put row holds the full key-value, a tombstone row only the key and deletion revision.
+//! The key index lives in memory only and is rebuilt from the rows on open. A write batch
+//! becomes one RocksDB write; readers switch to it atomically at commit.
+//!
+//! Invariants:
+//! * `compact_revision <= current_revision`; revisions only grow;
+//! * a committed read at revision `r >= compact_revision` sees exactly the changes with
+//!   main revision `<= r`;
+//! * the index and the rows agree (checked pairwise whenever a row is loaded).
+
+mod codec;
+mod error;
+mod index;
+mod key_index;
+mod read;
+mod revision;
+mod store;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::MvccError;
+pub use store::{
+    COMPACT_REVISION_KEY, Committed, HashKv, LeaseLookup, MvccStore, RESERVED_META_PREFIX,
+};
+pub use write::WriteTxn;

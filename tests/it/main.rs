@@ -1,0 +1,18 @@
+//! The integration test binary: every test here drives a real `mnemo` process (or etcdctl
+//! against one) from the outside, on loopback ports picked at run time.
+//!
+//! One binary keeps link time down; each module covers one area:
+//! - `support`: spawning members, clients, etcdctl and a raw HTTP/1.1 GET;
+//! - `grpc_kv`: KV, Maintenance.Status and Cluster.MemberList over gRPC, against etcd's semantics;
+//! - `etcdctl`: etcdctl 3.4's printed output against a member, equal to etcd's up to ids;
+//! - `crash`: acknowledged writes survive `kill -9` in the middle of a write load;
+//! - `restart`: a large store answers the same ranges after SIGTERM and after `kill -9`;
+//! - `http`: `/health` and `/version` on the client port.
+
+mod support;
+
+mod crash;
+mod etcdctl;
+mod grpc_kv;
+mod http;
+mod restart;

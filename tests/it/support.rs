@@ -1,0 +1,672 @@
+//! Test harness: runs `mnemo` members as child processes on free loopback ports with a
+//! temporary data directory, and talks to them over gRPC, etcdctl and raw HTTP/1.1.
+//!
+//! Rules every helper keeps: only 127.0.0.1 is used; only processes started here are signalled,
+//! by PID through their `Child` handle; every wait polls a condition under a deadline and an
+//! attempt cap, so a broken member fails a test instead of hanging it.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mnemo::pb::etcdserverpb::cluster_client::ClusterClient;
+use mnemo::pb::etcdserverpb::kv_client::KvClient;
+use mnemo::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use mnemo::pb::etcdserverpb::{
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tonic::transport::{Channel, Endpoint};
+
+/// How long a member may take from spawn to answering `/health` with 200.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a member may take to exit after SIGTERM or SIGKILL.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of one gRPC call; nothing a test sends should take this long.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of one raw HTTP request.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between two checks of a polled condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Largest gRPC response the test clients accept (whole-store ranges are several MB).
+pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Spawn attempts when another process grabbed a port between picking and binding it.
+const START_ATTEMPTS_MAX: usize = 3;
+
+/// Returns a loopback port that was free a moment ago: binds port 0, reads the port, and
+/// releases it for the member to bind.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener
+        .local_addr()
+        .expect("local_addr of a bound listener")
+        .port()
+}
+
+/// The server to run: the `mnemo` binary of this build, unless `MNEMO_IT_SERVER` names another
+/// server that takes etcd's flags (for example `/usr/bin/etcd`, to check that the expectations
+/// encoded here are etcd's own).
+pub fn server_binary() -> PathBuf {
+    std::env::var_os("MNEMO_IT_SERVER")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mnemo")), PathBuf::from)
+}
+
+/// Whether the server under test is this build's `mnemo` (not a `MNEMO_IT_SERVER` override).
+pub fn testing_mnemo() -> bool {
+    std::env::var_os("MNEMO_IT_SERVER").is_none()
+}
+
+/// Polls `condition` every [`POLL_INTERVAL`] until it returns `Some`, for at most `timeout`
+/// (and a matching number of attempts). Panics naming `what` when the deadline passes.
+pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let attempts_max = timeout.as_millis() / POLL_INTERVAL.as_millis() + 1;
+    for _ in 0..attempts_max {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// One `mnemo` process, its ports and its data directory.
+///
+/// The data directory and the log outlive restarts; dropping the member kills the process
+/// (if it still runs) and removes the directory.
+pub struct Member {
+    name: String,
+    /// Holds `data/` (the member's `--data-dir`) and `member.log` (stdout and stderr).
+    dir: TempDir,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+impl Member {
+    /// Starts a fresh single-member cluster named `infra0` and waits until it serves.
+    pub async fn start() -> Member {
+        Member::start_named("infra0").await
+    }
+
+    /// Starts a fresh single-member cluster with member name `name` and waits until it serves.
+    pub async fn start_named(name: &str) -> Member {
+        let dir = tempfile::Builder::new()
+            .prefix("mnemo-it-")
+            .tempdir()
+            .expect("create a temp dir");
+        let mut member = Member {
+            name: name.to_owned(),
+            dir,
+            client_port: 0,
+            peer_port: 0,
+            child: None,
+        };
+        for attempt in 1..=START_ATTEMPTS_MAX {
+            member.client_port = free_port();
+            member.peer_port = free_port();
+            if member.peer_port == member.client_port {
+                continue;
+            }
+            member.spawn();
+            match member.wait_ready().await {
+                Ok(()) => return member,
+                Err(why) if attempt < START_ATTEMPTS_MAX && member.lost_port_race() => {
+                    eprintln!("member {name}: port taken before it could bind ({why}); retrying");
+                    let _ = std::fs::remove_dir_all(member.data_dir());
+                }
+                Err(why) => panic!(
+                    "member {name} did not become ready: {why}\n{}",
+                    member.log_tail()
+                ),
+            }
+        }
+        panic!(
+            "member {name}: no start attempt succeeded\n{}",
+            member.log_tail()
+        );
+    }
+
+    /// The member's name (`--name`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The client URL, `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The peer URL, `http://127.0.0.1:<port>`.
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// The client address.
+    pub fn client_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.client_port))
+    }
+
+    /// The `--data-dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("member.log")
+    }
+
+    /// Whether the process is running (it has not been stopped by this harness or exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+        }
+    }
+
+    fn spawn(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "member {} is already running",
+            self.name
+        );
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the member log");
+        let log_err = log.try_clone().expect("clone the member log handle");
+        let endpoint = self.endpoint();
+        let peer_url = self.peer_url();
+        let child = Command::new(server_binary())
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen-client-urls")
+            .arg(&endpoint)
+            .arg("--advertise-client-urls")
+            .arg(&endpoint)
+            .arg("--listen-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-cluster")
+            .arg(format!("{}={}", self.name, peer_url))
+            .arg("--initial-cluster-state")
+            .arg("new")
+            .arg("--initial-cluster-token")
+            .arg(format!("it-{}", self.client_port))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .expect("spawn the mnemo binary");
+        self.child = Some(child);
+    }
+
+    /// Waits until `/health` answers 200 with `"health":"true"`, or fails early if the process
+    /// exits.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let attempts_max = READY_TIMEOUT.as_millis() / POLL_INTERVAL.as_millis() + 1;
+        let mut last = String::from("no answer yet");
+        for _ in 0..attempts_max {
+            let child = self.child.as_mut().expect("wait_ready on a stopped member");
+            if let Some(status) = child.try_wait().expect("try_wait on the member") {
+                self.child = None;
+                return Err(format!("process exited with {status} before serving"));
+            }
+            match http_get(self.client_addr(), "/health").await {
+                Ok(response)
+                    if response.status == 200 && response.body_text().contains("\"true\"") =>
+                {
+                    return Ok(());
+                }
+                Ok(response) => {
+                    last = format!(
+                        "/health answered {} {}",
+                        response.status,
+                        response.body_text()
+                    )
+                }
+                Err(err) => last = format!("/health failed: {err}"),
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        Err(format!("not healthy after {READY_TIMEOUT:?}; last: {last}"))
+    }
+
+    fn lost_port_race(&mut self) -> bool {
+        let exited = !self.is_running();
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        exited && (log.contains("in use") || log.contains("AddrInUse"))
+    }
+
+    /// The last lines of the member's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(40);
+        format!(
+            "--- last lines of {} ---\n{}",
+            self.log_path().display(),
+            lines[start..].join("\n")
+        )
+    }
+
+    /// The PID of the running process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("member is not running").id()
+    }
+
+    /// Kills the process with SIGKILL (`kill -9`) and reaps it.
+    pub fn kill9(&mut self) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .expect("kill9 on a member that is not running");
+        child.kill().expect("send SIGKILL to the member");
+        child.wait().expect("reap the killed member")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let pid = self.pid();
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill -TERM");
+        assert!(sent.success(), "kill -TERM {pid} failed: {sent}");
+        let mut child = self
+            .child
+            .take()
+            .expect("terminate on a member that is not running");
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        let attempts_max = EXIT_TIMEOUT.as_millis() / POLL_INTERVAL.as_millis() + 1;
+        for _ in 0..attempts_max {
+            if let Some(status) = child.try_wait().expect("try_wait on the member") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "member {} did not exit within {EXIT_TIMEOUT:?} of SIGTERM\n{}",
+            self.name,
+            self.log_tail()
+        );
+    }
+
+    /// Starts the stopped member again on the same data directory and ports, and waits until it
+    /// serves.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart needs a stopped member");
+        self.spawn();
+        if let Err(why) = self.wait_ready().await {
+            panic!(
+                "member {} did not come back after restart: {why}\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+    }
+
+    /// A gRPC channel to the member with connect and per-call deadlines.
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.endpoint())
+            .expect("a valid endpoint URL")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(RPC_TIMEOUT)
+            .connect()
+            .await
+            .unwrap_or_else(|err| {
+                panic!("connect to {}: {err}\n{}", self.endpoint(), self.log_tail())
+            })
+    }
+
+    /// A KV client that accepts large responses.
+    pub async fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel().await)
+            .max_decoding_message_size(RESPONSE_BYTES_MAX)
+            .max_encoding_message_size(RESPONSE_BYTES_MAX)
+    }
+
+    /// A Maintenance client.
+    pub async fn maintenance(&self) -> MaintenanceClient<Channel> {
+        MaintenanceClient::new(self.channel().await)
+    }
+
+    /// A Cluster client.
+    pub async fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel().await)
+    }
+
+    /// Runs etcdctl against this member; see [`etcdctl`].
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        etcdctl(&self.endpoint(), args, None)
+    }
+
+    /// Runs etcdctl against this member with `stdin` as its standard input.
+    pub fn etcdctl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        etcdctl(&self.endpoint(), args, Some(stdin))
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Where etcdctl is; fails the test (never skips it) when it is not installed.
+pub fn etcdctl_path() -> PathBuf {
+    let from_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("etcdctl"));
+    let candidates = from_path.chain(std::iter::once(PathBuf::from("/usr/bin/etcdctl")));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "etcdctl is not installed (not in PATH nor /usr/bin): run scripts/setup, which installs \
+         etcd-client (etcdctl 3.4) — the etcdctl compatibility tests cannot run without it"
+    );
+}
+
+/// Runs `etcdctl --endpoints=<endpoint> <args>` with the v3 API and bounded dial and command
+/// timeouts, optionally feeding `stdin`, and returns its output. `ETCDCTL_*` variables of the
+/// caller's environment are removed so they cannot redirect it.
+pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(etcdctl_path());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ETCDCTL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--dial-timeout=5s")
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn etcdctl");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("etcdctl stdin pipe");
+        pipe.write_all(input.as_bytes())
+            .expect("write etcdctl stdin");
+        // Dropping the pipe closes it, which ends etcdctl's input.
+    }
+    child.wait_with_output().expect("wait for etcdctl")
+}
+
+/// etcdctl's standard output as text.
+pub fn stdout_of(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("etcdctl stdout is UTF-8")
+}
+
+/// etcdctl's standard error as text.
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("etcdctl stderr is UTF-8")
+}
+
+/// Asserts etcdctl succeeded and returns its standard output.
+#[track_caller]
+pub fn ok_stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "etcdctl failed with {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout_of(output),
+        stderr_of(output)
+    );
+    stdout_of(output)
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as (lossy) UTF-8 text.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Sends `GET <path> HTTP/1.1` with `Connection: close` over a plain TCP stream and parses the
+/// answer (content-length, chunked, or read-to-close bodies). Bounded by [`HTTP_TIMEOUT`].
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        parse_http_response(&raw)
+    };
+    match tokio::time::timeout(HTTP_TIMEOUT, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("GET {path} took over {HTTP_TIMEOUT:?}"),
+        )),
+    }
+}
+
+fn parse_http_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned());
+    let head_end = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| invalid("no end of headers"))?;
+    let head =
+        std::str::from_utf8(&raw[..head_end]).map_err(|_| invalid("headers are not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| invalid("no status line"))?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(invalid(&format!(
+            "not an HTTP/1 status line: {status_line:?}"
+        )));
+    }
+    let status = parts
+        .next()
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| invalid("bad status code"))?;
+    let mut headers = Vec::new();
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| invalid("malformed header"))?;
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let rest = &raw[head_end + 4..];
+    let chunked = headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        decode_chunked(rest).ok_or_else(|| invalid("malformed chunked body"))?
+    } else if let Some((_, length)) = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+    {
+        let length: usize = length.parse().map_err(|_| invalid("bad content-length"))?;
+        rest.get(..length)
+            .ok_or_else(|| invalid("body shorter than content-length"))?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn decode_chunked(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    // Each chunk holds at least one byte, so there are never more chunks than body bytes.
+    for _ in 0..=rest.len() {
+        let line_end = rest.windows(2).position(|window| window == b"\r\n")?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size + 2..)?;
+    }
+    None
+}
+
+// ---- small gRPC conveniences shared by the modules ----
+
+/// Puts `key` = `value` and returns the response; panics on error.
+pub async fn put(
+    kv: &mut KvClient<Channel>,
+    key: impl AsRef<[u8]>,
+    value: impl AsRef<[u8]>,
+) -> PutResponse {
+    let request = PutRequest {
+        key: key.as_ref().to_vec().into(),
+        value: value.as_ref().to_vec().into(),
+        ..Default::default()
+    };
+    kv.put(request)
+        .await
+        .unwrap_or_else(|status| panic!("put failed: {status:?}"))
+        .into_inner()
+}
+
+/// Runs a Range; panics on error.
+pub async fn range(kv: &mut KvClient<Channel>, request: RangeRequest) -> RangeResponse {
+    let shown = format!("{request:?}");
+    kv.range(request)
+        .await
+        .unwrap_or_else(|status| panic!("range {shown} failed: {status:?}"))
+        .into_inner()
+}
+
+/// Runs a DeleteRange; panics on error.
+pub async fn delete(
+    kv: &mut KvClient<Channel>,
+    request: DeleteRangeRequest,
+) -> DeleteRangeResponse {
+    let shown = format!("{request:?}");
+    kv.delete_range(request)
+        .await
+        .unwrap_or_else(|status| panic!("delete {shown} failed: {status:?}"))
+        .into_inner()
+}
+
+/// The header revision of a response, or 0 when it has no header.
+pub fn header_revision<H: HasHeader>(response: &H) -> i64 {
+    response.header_ref().map_or(0, |header| header.revision)
+}
+
+/// Responses with a `header` field.
+pub trait HasHeader {
+    fn header_ref(&self) -> Option<&mnemo::pb::etcdserverpb::ResponseHeader>;
+}
+
+macro_rules! has_header {
+    ($($ty:ident),* $(,)?) => {$(
+        impl HasHeader for mnemo::pb::etcdserverpb::$ty {
+            fn header_ref(&self) -> Option<&mnemo::pb::etcdserverpb::ResponseHeader> {
+                self.header.as_ref()
+            }
+        }
+    )*};
+}
+
+has_header!(
+    RangeResponse,
+    PutResponse,
+    DeleteRangeResponse,
+    TxnResponse,
+    CompactionResponse,
+    StatusResponse,
+    MemberListResponse,
+);
+
+/// Asserts `result` failed with gRPC `code` and exactly `message`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    message: &str,
+) {
+    match result {
+        Ok(value) => panic!("expected {code:?} {message:?}, got success: {value:?}"),
+        Err(status) => {
+            assert_eq!(
+                (status.code(), status.message()),
+                (code, message),
+                "wrong error (full status: {status:?})"
+            );
+        }
+    }
+}
+
+/// Parses "MAJOR.MINOR.PATCH" (ignoring any pre-release or build suffix) into numbers.
+pub fn parse_semver(version: &str) -> Option<(u64, u64, u64)> {
+    let core = version.split(['-', '+']).next()?;
+    let mut parts = core.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    let patch = parts.next()?.parse().ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((major, minor, patch))
+}
