@@ -334,28 +334,75 @@ fn request_op_to_pb(op: &RequestOp) -> rpc::RequestOp {
     }
 }
 
-/// Converts a transaction response to its wire form. Following etcd, the header of every
-/// inner range, put and delete response carries only the transaction's `revision`, and a
-/// nested transaction's header is empty.
+/// Converts a transaction response to its wire form. `revision` is the transaction's header
+/// revision. Following etcd, every inner range, put and delete response carries only a
+/// revision: the transaction's new one once an operation before or at it changed a key, the
+/// revision before the transaction until then. A nested transaction's own header is empty.
 pub fn txn_response_to_pb(
     response: TxnResponse,
     header: Option<rpc::ResponseHeader>,
     revision: Revision,
 ) -> rpc::TxnResponse {
+    let before = if txn_changed(&response) {
+        revision - 1
+    } else {
+        revision
+    };
+    let mut changed = false;
+    txn_to_pb_inner(
+        response,
+        header,
+        Revisions {
+            before,
+            after: revision,
+        },
+        &mut changed,
+    )
+}
+
+/// The revisions an inner header can carry.
+#[derive(Clone, Copy)]
+struct Revisions {
+    before: Revision,
+    after: Revision,
+}
+
+fn txn_to_pb_inner(
+    response: TxnResponse,
+    header: Option<rpc::ResponseHeader>,
+    revisions: Revisions,
+    changed: &mut bool,
+) -> rpc::TxnResponse {
+    let responses = response
+        .responses
+        .into_iter()
+        .map(|op| response_op_to_pb(op, revisions, changed))
+        .collect();
     rpc::TxnResponse {
         header,
         succeeded: response.succeeded,
-        responses: response
-            .responses
-            .into_iter()
-            .map(|op| response_op_to_pb(op, revision))
-            .collect(),
+        responses,
     }
 }
 
-fn response_op_to_pb(op: ResponseOp, revision: Revision) -> rpc::ResponseOp {
+/// True when an executed operation (at any depth) changed a key.
+fn txn_changed(response: &TxnResponse) -> bool {
+    response.responses.iter().any(|op| match op {
+        ResponseOp::Put(_) => true,
+        ResponseOp::DeleteRange(delete) => delete.deleted > 0,
+        ResponseOp::Range(_) => false,
+        ResponseOp::Txn(inner) => txn_changed(inner),
+    })
+}
+
+fn response_op_to_pb(op: ResponseOp, revisions: Revisions, changed: &mut bool) -> rpc::ResponseOp {
     use rpc::response_op::Response;
-    let inner_header = || {
+    let header = |changed: bool| {
+        let revision = if changed {
+            revisions.after
+        } else {
+            revisions.before
+        };
         Some(rpc::ResponseHeader {
             revision,
             ..Default::default()
@@ -363,17 +410,20 @@ fn response_op_to_pb(op: ResponseOp, revision: Revision) -> rpc::ResponseOp {
     };
     let response = match op {
         ResponseOp::Range(range) => {
-            Response::ResponseRange(range_response_to_pb(range, inner_header()))
+            Response::ResponseRange(range_response_to_pb(range, header(*changed)))
         }
-        ResponseOp::Put(put) => Response::ResponsePut(put_response_to_pb(put, inner_header())),
+        ResponseOp::Put(put) => {
+            *changed = true;
+            Response::ResponsePut(put_response_to_pb(put, header(true)))
+        }
         ResponseOp::DeleteRange(delete) => {
-            Response::ResponseDeleteRange(delete_response_to_pb(delete, inner_header()))
+            *changed |= delete.deleted > 0;
+            Response::ResponseDeleteRange(delete_response_to_pb(delete, header(*changed)))
         }
-        ResponseOp::Txn(txn) => Response::ResponseTxn(txn_response_to_pb(
-            txn,
-            Some(rpc::ResponseHeader::default()),
-            revision,
-        )),
+        ResponseOp::Txn(txn) => {
+            let empty = Some(rpc::ResponseHeader::default());
+            Response::ResponseTxn(txn_to_pb_inner(txn, empty, revisions, changed))
+        }
     };
     rpc::ResponseOp {
         response: Some(response),
@@ -437,6 +487,55 @@ mod tests {
             })],
         };
         assert_eq!(txn_from_pb(txn_to_pb(&txn)).unwrap(), txn);
+    }
+
+    #[test]
+    fn inner_headers_carry_the_revision_current_when_each_op_ran() {
+        let response = TxnResponse {
+            succeeded: true,
+            responses: vec![
+                ResponseOp::Range(RangeResponse::default()),
+                ResponseOp::DeleteRange(DeleteRangeResponse::default()),
+                ResponseOp::Put(PutResponse::default()),
+                ResponseOp::Range(RangeResponse::default()),
+                ResponseOp::Txn(TxnResponse {
+                    succeeded: true,
+                    responses: vec![ResponseOp::Range(RangeResponse::default())],
+                }),
+            ],
+        };
+        let wire = txn_response_to_pb(response, None, 7);
+        let revisions: Vec<Option<Revision>> = wire
+            .responses
+            .iter()
+            .map(|op| match op.response.as_ref().unwrap() {
+                rpc::response_op::Response::ResponseRange(r) => r.header.map(|h| h.revision),
+                rpc::response_op::Response::ResponsePut(r) => r.header.map(|h| h.revision),
+                rpc::response_op::Response::ResponseDeleteRange(r) => r.header.map(|h| h.revision),
+                rpc::response_op::Response::ResponseTxn(r) => {
+                    assert_eq!(r.header, Some(rpc::ResponseHeader::default()));
+                    match r.responses[0].response.as_ref().unwrap() {
+                        rpc::response_op::Response::ResponseRange(inner) => {
+                            inner.header.map(|h| h.revision)
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            })
+            .collect();
+        assert_eq!(revisions, vec![Some(6), Some(6), Some(7), Some(7), Some(7)]);
+        // A transaction that changed nothing reports its (current) revision everywhere.
+        let read_only = TxnResponse {
+            succeeded: false,
+            responses: vec![ResponseOp::Range(RangeResponse::default())],
+        };
+        let wire = txn_response_to_pb(read_only, None, 7);
+        match wire.responses[0].response.as_ref().unwrap() {
+            rpc::response_op::Response::ResponseRange(r) => {
+                assert_eq!(r.header.unwrap().revision, 7)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

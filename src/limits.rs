@@ -71,3 +71,12 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 const _: () =
     assert!(ELECTION_TIMEOUT_DEFAULT.as_millis() >= 5 * HEARTBEAT_INTERVAL_DEFAULT.as_millis());
+
+/// Largest HTTP/2 frame payload the client port accepts and produces (HTTP/2's default, which
+/// the server does not raise).
+pub const H2_FRAME_BYTES_MAX: usize = 16 * 1024;
+
+/// Largest header block a client may send on the client port.
+pub const H2_HEADER_BLOCK_BYTES_MAX: usize = 1024 * 1024;
+
+const _: () = assert!(H2_HEADER_BLOCK_BYTES_MAX >= H2_FRAME_BYTES_MAX);

@@ -16,6 +16,7 @@ pub mod codec;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -46,13 +47,30 @@ pub struct Applier {
     store: Arc<MvccStore>,
     /// The last committed revision; receivers wake when it moves.
     revision: watch::Sender<Revision>,
+    /// Raft index of the last applied entry, set before the entry's proposer hears back.
+    applied_index: AtomicU64,
 }
 
 impl Applier {
     /// An applier over `store`.
-    pub fn new(store: Arc<MvccStore>) -> Applier {
+    ///
+    /// # Errors
+    /// Backend failures reading the applied position.
+    pub fn new(store: Arc<MvccStore>) -> io::Result<Applier> {
         let (revision, _) = watch::channel(store.current_revision());
-        Applier { store, revision }
+        let applied = read_applied_state(&store)?
+            .applied
+            .map_or(0, |position| position.index);
+        Ok(Applier {
+            store,
+            revision,
+            applied_index: AtomicU64::new(applied),
+        })
+    }
+
+    /// Raft index of the last applied entry.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
     }
 
     /// The store it applies to.
@@ -187,6 +205,8 @@ impl StateMachineHost for Applier {
             txn.put_raw(Cf::Meta, META_MEMBERSHIP, &blob);
         }
         let committed = txn.commit().map_err(io::Error::other)?;
+        self.applied_index
+            .store(last.position.index, Ordering::Release);
         self.revision.send_replace(committed.revision);
         Ok(responses)
     }

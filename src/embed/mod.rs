@@ -87,7 +87,9 @@ impl Node {
             .map_err(|err| NodeError::Storage(err.to_string()))?;
         let store = MvccStore::open(Arc::new(backend))
             .map_err(|err| NodeError::Storage(err.to_string()))?;
-        let applier = Arc::new(Applier::new(Arc::new(store)));
+        let applier = Arc::new(
+            Applier::new(Arc::new(store)).map_err(|err| NodeError::Storage(err.to_string()))?,
+        );
         let raft_config = RaftConfig {
             member_id: identity.member_id,
             wal_dir: member_dir.join("wal"),

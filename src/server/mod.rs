@@ -95,7 +95,7 @@ pub struct Server {
     applier: Arc<Applier>,
     store: Arc<MvccStore>,
     quota_bytes: u64,
-    /// Source of proposal ids; unique per member for its lifetime.
+    /// Source of proposal ids, unique per member across restarts (see [`first_proposal_id`]).
     next_proposal_id: AtomicU64,
 }
 
@@ -114,7 +114,7 @@ impl Server {
             applier,
             store,
             quota_bytes,
-            next_proposal_id: AtomicU64::new(1),
+            next_proposal_id: AtomicU64::new(first_proposal_id(identity.member_id)),
         }
     }
 
@@ -223,6 +223,7 @@ impl Server {
     /// The member's status, as Maintenance.Status reports it.
     pub fn status(&self) -> Status {
         let raft: RaftStatus = self.raft.status();
+        let applied_index = self.applier.applied_index().max(raft.applied_index);
         let backend = self.store.backend();
         let mut errors = Vec::new();
         if raft.leader.is_none() {
@@ -239,9 +240,11 @@ impl Server {
             db_size_bytes: i64::try_from(backend.size_bytes()).unwrap_or(i64::MAX),
             db_size_in_use_bytes: i64::try_from(backend.size_in_use_bytes()).unwrap_or(i64::MAX),
             leader: raft.leader.unwrap_or(0),
-            raft_index: raft.commit_index,
+            // Consensus metrics trail the apply loop slightly; the applier's own count is
+            // never behind a write its proposer has seen acknowledged.
+            raft_index: raft.commit_index.max(applied_index),
             raft_term: raft.term,
-            raft_applied_index: raft.applied_index,
+            raft_applied_index: applied_index,
             errors,
             is_learner,
             db_size_quota_bytes: i64::try_from(self.quota_bytes).unwrap_or(i64::MAX),
@@ -288,6 +291,19 @@ impl Server {
         let outcome = codec::decode_outcome(&result).map_err(apply_error)?;
         Ok((outcome.revision, outcome.result))
     }
+}
+
+/// The first proposal id of this run, shaped like etcd's request ids: the member's low 16 bits,
+/// then the start time in milliseconds (40 bits), then a counter (8 bits, carrying upwards).
+/// Ids therefore differ across members and restarts, and encode to as many bytes as etcd's,
+/// so the request size limit falls where etcd's does.
+fn first_proposal_id(member_id: MemberId) -> u64 {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        });
+    (member_id << 48) | ((millis & ((1 << 40) - 1)) << 8)
 }
 
 fn all_ranges_serializable(request: &TxnRequest) -> bool {

@@ -107,6 +107,8 @@ fn parse_json(text: &str) -> Value {
         .unwrap_or_else(|err| panic!("etcdctl printed invalid JSON ({err}): {text}"))
 }
 
+/// `put` (with --prev-kv) and `get` with --prefix, --from-key, --limit, a range, --keys-only,
+/// --print-value-only, --consistency=s and --rev print exactly what they print against etcd.
 #[tokio::test]
 async fn put_and_get_print_etcds_simple_format() {
     let member = Member::start().await;
@@ -191,6 +193,7 @@ fn fixture_lines(order: &[&str]) -> String {
         .collect()
 }
 
+/// `get --sort-by` with every target and --order, with and without --limit.
 #[tokio::test]
 async fn get_sort_by_every_target_in_both_orders() {
     let member = Member::start().await;
@@ -240,6 +243,8 @@ async fn get_sort_by_every_target_in_both_orders() {
     );
 }
 
+/// `get -w json`: the header with ids, base64 keys and values, revisions, `count` (which ignores
+/// --limit), `more`, and fields at their default value omitted.
 #[tokio::test]
 async fn get_json_output_has_header_base64_kvs_and_count() {
     let member = Member::start().await;
@@ -327,6 +332,7 @@ async fn get_json_output_has_header_base64_kvs_and_count() {
     assert_eq!(everything["count"], json!(5));
 }
 
+/// `del` prints the number deleted, then the previous kvs with --prev-kv.
 #[tokio::test]
 async fn del_prints_the_deleted_count_and_prev_kvs() {
     let member = Member::start().await;
@@ -363,6 +369,8 @@ async fn del_prints_the_deleted_count_and_prev_kvs() {
     expected_header(&state, member_id, cluster_id, 14);
 }
 
+/// `txn` reading stdin: SUCCESS/FAILURE and one block per op, with mod/value/version/create
+/// compares; `-w json` of a failed txn.
 #[tokio::test]
 async fn txn_from_stdin_prints_the_branch_and_each_response() {
     let member = Member::start().await;
@@ -411,6 +419,8 @@ async fn txn_from_stdin_prints_the_branch_and_each_response() {
     );
 }
 
+/// `compaction N` prints `compacted revision N`; reads below it and repeated or future
+/// compactions fail with etcd's errors.
 #[tokio::test]
 async fn compaction_prints_the_revision_and_old_reads_fail() {
     let member = Member::start().await;
@@ -447,6 +457,7 @@ async fn compaction_prints_the_revision_and_old_reads_fail() {
     );
 }
 
+/// `endpoint status` in the simple, JSON and table formats.
 #[tokio::test]
 async fn endpoint_status_in_simple_json_and_table_formats() {
     let member = Member::start().await;
@@ -568,6 +579,7 @@ async fn endpoint_status_in_simple_json_and_table_formats() {
     );
 }
 
+/// `endpoint health`: etcdctl 3.4 prints the verdict on stderr; also `-w json`.
 #[tokio::test]
 async fn endpoint_health_reports_healthy() {
     let member = Member::start().await;
@@ -608,6 +620,7 @@ async fn endpoint_health_reports_healthy() {
     assert!(entries[0].get("error").is_none(), "{parsed}");
 }
 
+/// `member list` in the simple, table and JSON formats.
 #[tokio::test]
 async fn member_list_in_simple_table_and_json_formats() {
     let member = Member::start_named("alpha").await;

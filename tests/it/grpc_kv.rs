@@ -157,7 +157,7 @@ fn full(kv: &KeyValue) -> (String, String, i64, i64, i64, i64) {
 }
 
 fn header(header: Option<&ResponseHeader>) -> ResponseHeader {
-    header.cloned().expect("response has a header")
+    header.copied().expect("response has a header")
 }
 
 async fn current_revision(kv: &mut KvClient<Channel>) -> i64 {
@@ -173,10 +173,10 @@ fn range_response(op: &mnemo::pb::etcdserverpb::ResponseOp) -> &RangeResponse {
 
 fn inner_header(op: &mnemo::pb::etcdserverpb::ResponseOp) -> ResponseHeader {
     let header = match op.response.as_ref() {
-        Some(Response::ResponseRange(response)) => response.header.clone(),
-        Some(Response::ResponsePut(response)) => response.header.clone(),
-        Some(Response::ResponseDeleteRange(response)) => response.header.clone(),
-        Some(Response::ResponseTxn(response)) => response.header.clone(),
+        Some(Response::ResponseRange(response)) => response.header,
+        Some(Response::ResponsePut(response)) => response.header,
+        Some(Response::ResponseDeleteRange(response)) => response.header,
+        Some(Response::ResponseTxn(response)) => response.header,
         None => panic!("empty response op"),
     };
     header.unwrap_or_default()
@@ -192,6 +192,8 @@ fn revision_only(revision: i64) -> ResponseHeader {
 
 // ---- Range ----
 
+/// Range syntax (etcd-api.md §3.1): empty range_end, half-open ranges, "\0" range_end, all keys,
+/// prefixes, byte order, and key >= range_end answering nothing without an error.
 #[tokio::test]
 async fn range_key_forms_select_single_keys_ranges_prefixes_and_everything() {
     let member = Member::start().await;
@@ -252,6 +254,7 @@ async fn range_key_forms_select_single_keys_ranges_prefixes_and_everything() {
     }
 }
 
+/// An empty key is refused before anything runs (§3.1, §5).
 #[tokio::test]
 async fn range_with_empty_key_is_rejected() {
     let member = Member::start().await;
@@ -268,6 +271,7 @@ async fn range_with_empty_key_is_rejected() {
     );
 }
 
+/// `limit` cuts the result, `more` says keys were left out, `count` ignores the limit (§3.2).
 #[tokio::test]
 async fn range_limit_sets_more_and_count_ignores_limit() {
     let member = Member::start().await;
@@ -352,6 +356,9 @@ async fn range_limit_sets_more_and_count_ignores_limit() {
     );
 }
 
+/// Reads at a revision (§3.2): history, latest for revision <= 0, the future and compacted
+/// errors, and the compaction revision itself still readable; the header keeps the current
+/// revision (§4).
 #[tokio::test]
 async fn range_reads_old_current_future_and_compacted_revisions() {
     let member = Member::start().await;
@@ -449,6 +456,8 @@ async fn put_sort_fixture(kv: &mut KvClient<Channel>) {
     put(kv, "outside", "not in k*").await;
 }
 
+/// Every sort target in both orders, NONE with a target meaning ascending, and the limit
+/// applied after sorting (§3.2).
 #[tokio::test]
 async fn range_sorts_by_every_target_and_order() {
     let member = Member::start().await;
@@ -503,6 +512,7 @@ async fn range_sorts_by_every_target_and_order() {
     }
 }
 
+/// `keys_only` drops values only; `count_only` returns only the count (§3.2).
 #[tokio::test]
 async fn range_keys_only_and_count_only() {
     let member = Member::start().await;
@@ -566,6 +576,8 @@ async fn range_keys_only_and_count_only() {
     assert_eq!(old.count, 3, "at revision 4 only k3, k1 and k4 existed");
 }
 
+/// The min/max mod and create revision filters are inclusive, 0 means unset, and `count` ignores
+/// them (§3.2).
 #[tokio::test]
 async fn range_filters_by_mod_and_create_revision_inclusively() {
     let member = Member::start().await;
@@ -578,7 +590,9 @@ async fn range_filters_by_mod_and_create_revision_inclusively() {
         max_create_revision: max_create,
         ..rr("k", "l")
     };
-    let cases: [((i64, i64, i64, i64), &[&str]); 9] = [
+    // (min_mod, max_mod, min_create, max_create) and the keys expected.
+    type Filters = (i64, i64, i64, i64);
+    let cases: [(Filters, &[&str]); 9] = [
         ((9, 0, 0, 0), &["k1", "k3", "k4"]),
         ((10, 0, 0, 0), &["k1", "k4"]),
         ((0, 9, 0, 0), &["k2", "k3"]),
@@ -636,6 +650,7 @@ async fn range_filters_by_mod_and_create_revision_inclusively() {
     assert_eq!(keys(&sorted), ["k1", "k4", "k3"]);
 }
 
+/// A serializable read on a single member sees the same data as a linearizable one (§3.2).
 #[tokio::test]
 async fn serializable_range_returns_the_same_data() {
     let member = Member::start().await;
@@ -670,6 +685,8 @@ async fn serializable_range_returns_the_same_data() {
 
 // ---- Put ----
 
+/// Put bookkeeping (§3.1): revision, version and create_revision, prev_kv when asked, a new
+/// generation after a delete.
 #[tokio::test]
 async fn put_bumps_revision_and_version_and_returns_prev_kv() {
     let member = Member::start().await;
@@ -740,6 +757,8 @@ async fn put_bumps_revision_and_version_and_returns_prev_kv() {
     );
 }
 
+/// `ignore_value` / `ignore_lease` reuse the current value or lease, and their three errors
+/// (§3.2 Put, §5) leave the revision alone.
 #[tokio::test]
 async fn put_ignore_value_and_ignore_lease() {
     let member = Member::start().await;
@@ -826,6 +845,7 @@ async fn put_ignore_value_and_ignore_lease() {
     assert!(range(&mut kv, rr("missing", "")).await.kvs.is_empty());
 }
 
+/// An unknown lease is NotFound and an empty key InvalidArgument (§3.2 Put, §5).
 #[tokio::test]
 async fn put_with_unknown_lease_or_without_key_fails() {
     let member = Member::start().await;
@@ -848,6 +868,8 @@ async fn put_with_unknown_lease_or_without_key_fails() {
     assert!(range(&mut kv, rr("k", "")).await.kvs.is_empty());
 }
 
+/// The 1.5 MiB request limit applies to the encoded request: a 1,572,844-byte value is already
+/// refused (§6, observed on etcd), while 1,000,000 bytes are fine.
 #[tokio::test]
 async fn put_of_a_value_over_the_request_limit_is_too_large() {
     let member = Member::start().await;
@@ -873,6 +895,8 @@ async fn put_of_a_value_over_the_request_limit_is_too_large() {
 
 // ---- DeleteRange ----
 
+/// DeleteRange over a key, a range, a prefix, from a key and everything: `deleted` counts,
+/// `prev_kvs`, one revision per call, no revision when nothing was deleted (§3.2, §4).
 #[tokio::test]
 async fn delete_range_forms_counts_and_prev_kvs() {
     let member = Member::start().await;
@@ -984,6 +1008,8 @@ async fn delete_range_forms_counts_and_prev_kvs() {
 
 // ---- Txn ----
 
+/// All five compare targets with all four results, against values below, equal to and above
+/// the key's (§3.2 Txn); unset operands compare against zero; all compares must hold.
 #[tokio::test]
 async fn txn_compares_every_target_with_every_result() {
     let member = Member::start().await;
@@ -1110,6 +1136,8 @@ async fn txn_compares_every_target_with_every_result() {
     assert_eq!(current_revision(&mut kv).await, revision);
 }
 
+/// A compare with range_end holds only if every key in the range matches; an empty range
+/// compares against zero, and VALUE on it is false (§3.2 Txn).
 #[tokio::test]
 async fn txn_compare_over_a_range_needs_every_key_to_match() {
     let member = Member::start().await;
@@ -1200,6 +1228,8 @@ async fn txn_compare_over_a_range_needs_every_key_to_match() {
     }
 }
 
+/// Absent keys: VERSION, CREATE, MOD and LEASE compare against 0, VALUE is always false
+/// (§3.2 Txn); the lock recipe's create-if-absent txn works.
 #[tokio::test]
 async fn txn_compare_on_an_absent_key_uses_zero_and_value_is_always_false() {
     let member = Member::start().await;
@@ -1294,6 +1324,8 @@ async fn txn_compare_on_an_absent_key_uses_zero_and_value_is_always_false() {
     );
 }
 
+/// Txn evaluation (§3.2): later ops see earlier writes, one revision per writing txn, nested
+/// compares see the pre-txn state, the failure branch, and no revision for txns that change nothing.
 #[tokio::test]
 async fn txn_runs_ops_in_order_in_one_revision_with_compares_on_the_old_state() {
     let member = Member::start().await;
@@ -1422,6 +1454,9 @@ async fn txn_runs_ops_in_order_in_one_revision_with_compares_on_the_old_state() 
     assert_eq!(current_revision(&mut kv).await, 5);
 }
 
+/// Inner response headers hold only a revision (§3.2 Txn, §4): ops before the first write report
+/// the pre-txn revision, later ops the txn's, and a nested txn's own header is empty (all
+/// observed on etcd 3.4.23).
 #[tokio::test]
 async fn txn_inner_headers_carry_only_the_revision() {
     let member = Member::start().await;
@@ -1497,6 +1532,8 @@ async fn txn_inner_headers_carry_only_the_revision() {
     );
 }
 
+/// At most 128 ops per list (compare, success, failure); a nested txn gets the budget its parent
+/// leaves (§3.2 Txn validation, §6).
 #[tokio::test]
 async fn txn_with_more_than_128_ops_in_a_list_is_rejected() {
     let member = Member::start().await;
@@ -1605,6 +1642,8 @@ async fn txn_with_more_than_128_ops_in_a_list_is_rejected() {
     );
 }
 
+/// Duplicate-key validation (§3.2 Txn): puts of one key, puts inside deletes, across nesting
+/// levels and in either list are refused; then/else sharing, overlapping deletes and reads are not.
 #[tokio::test]
 async fn txn_with_duplicate_keys_is_rejected() {
     let member = Member::start().await;
@@ -1728,6 +1767,8 @@ async fn txn_with_duplicate_keys_is_rejected() {
     }
 }
 
+/// An empty RequestOp is `key not found`; empty keys in compares and ops are `key is not
+/// provided` (§3.2 Txn validation, §5).
 #[tokio::test]
 async fn txn_validation_rejects_empty_ops_and_empty_compare_keys() {
     let member = Member::start().await;
@@ -1769,6 +1810,8 @@ async fn txn_validation_rejects_empty_ops_and_empty_compare_keys() {
     assert_eq!(current_revision(&mut kv).await, 1);
 }
 
+/// Lease and future-revision errors come only from the branch that runs, and abort the whole
+/// txn (§3.2 Txn).
 #[tokio::test]
 async fn txn_checks_leases_and_revisions_only_on_the_chosen_branch() {
     let member = Member::start().await;
@@ -1815,6 +1858,8 @@ async fn txn_checks_leases_and_revisions_only_on_the_chosen_branch() {
 
 // ---- Compact ----
 
+/// Compaction (§3.2 Compact): keeps the newest version at or below the revision, refuses
+/// repeated, older and future revisions, supports physical, and does not move the revision.
 #[tokio::test]
 async fn compact_keeps_the_newest_version_and_rejects_old_and_future_revisions() {
     let member = Member::start().await;
@@ -1956,6 +2001,8 @@ async fn compact_keeps_the_newest_version_and_rejects_old_and_future_revisions()
 
 // ---- headers, Status, MemberList ----
 
+/// Header rules (§4): stable non-zero ids, a term >= 1, and the right revision per response kind;
+/// a new cluster starts at revision 1 (§3.1).
 #[tokio::test]
 async fn response_headers_carry_ids_term_and_the_right_revision() {
     let member = Member::start().await;
@@ -2021,6 +2068,8 @@ async fn response_headers_carry_ids_term_and_the_right_revision() {
     assert_eq!(header_revision(&status), 4, "status: the current revision");
 }
 
+/// Maintenance.Status (§3.6): a version of at least 3.5.13 (§10), the member leads itself, and
+/// the raft indexes are positive and move with writes.
 #[tokio::test]
 async fn status_reports_version_leader_and_raft_progress() {
     let member = Member::start().await;
@@ -2075,6 +2124,8 @@ async fn status_reports_version_leader_and_raft_progress() {
     assert!(later.raft_applied_index > status.raft_applied_index);
 }
 
+/// Cluster.MemberList (§3.5): the one member with its name and URLs; the header has no revision
+/// (§4).
 #[tokio::test]
 async fn member_list_reports_the_single_member() {
     let member = Member::start_named("solo-member").await;
@@ -2105,6 +2156,7 @@ async fn member_list_reports_the_single_member() {
     );
 }
 
+/// Services mnemo does not serve yet answer UNIMPLEMENTED at once instead of hanging (§11.1).
 #[tokio::test]
 async fn unimplemented_methods_answer_unimplemented_promptly() {
     use mnemo::pb::etcdserverpb::lease_client::LeaseClient;

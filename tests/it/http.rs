@@ -10,6 +10,7 @@ fn json_body(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|err| panic!("body is not JSON ({err}): {body:?}"))
 }
 
+/// `GET /health` answers 200 with `"health":"true"`, and gRPC keeps working on the same port.
 #[tokio::test]
 async fn health_answers_200_with_health_true() {
     let member = Member::start().await;
@@ -45,6 +46,7 @@ async fn health_answers_200_with_health_true() {
     assert_ne!(status.into_inner().leader, 0);
 }
 
+/// `GET /version` gives the etcd API versions plus mnemo's own, matching Status.version.
 #[tokio::test]
 async fn version_reports_the_etcd_api_version_and_mnemos_own() {
     let member = Member::start().await;
@@ -80,6 +82,7 @@ async fn version_reports_the_etcd_api_version_and_mnemos_own() {
     assert_eq!(status.version, server);
 }
 
+/// An unknown path is a 404, as on etcd.
 #[tokio::test]
 async fn unknown_http_path_is_not_found() {
     let member = Member::start().await;

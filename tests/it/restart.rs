@@ -39,7 +39,7 @@ fn key(index: usize) -> String {
 
 /// Values of varied length and content; a few are empty.
 fn value(index: usize, round: u32) -> String {
-    if index % 997 == 0 {
+    if index.is_multiple_of(997) {
         return String::new();
     }
     let filler = [

@@ -4,6 +4,7 @@
 //! and nothing else: every call is converted and handed to [`Server`]. It must not hold
 //! business logic or touch storage directly.
 
+mod authority;
 mod cluster;
 mod kv;
 mod maintenance;
@@ -13,9 +14,11 @@ pub mod status;
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use self::authority::AuthorityFix;
 use self::cluster::ClusterService;
 use self::kv::KvService;
 use self::maintenance::MaintenanceService;
@@ -73,6 +76,20 @@ pub async fn serve(
         // Clients multiplex many watch streams over one connection.
         .max_concurrent_streams(u32::MAX)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
+}
+
+/// Accepted client connections: no Nagle delay on small responses, and etcd clients' invalid
+/// `:authority` repaired before the HTTP/2 library sees it.
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<AuthorityFix<tokio::net::TcpStream>>> {
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "cannot disable Nagle on a client connection");
+        }
+        Ok(AuthorityFix::new(stream))
+    })
 }
