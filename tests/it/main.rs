@@ -7,10 +7,14 @@
 //! - `etcdctl`: etcdctl 3.4's printed output against a member, equal to etcd's up to ids;
 //! - `crash`: acknowledged writes survive `kill -9` in the middle of a write load;
 //! - `restart`: a large store answers the same ranges after SIGTERM and after `kill -9`;
-//! - `http`: `/health` and `/version` on the client port.
+//! - `http`: `/health` and `/version` on the client port;
+//! - `cli`: etcd's flags, `MNEMO_*` environment variables, refusals of bad settings;
+//! - `clients`: the in-process and gRPC `KvClient`s agree.
 
 mod support;
 
+mod cli;
+mod clients;
 mod crash;
 mod etcdctl;
 mod grpc_kv;
