@@ -114,6 +114,12 @@ impl LogStore {
         };
         Ok((store, fresh))
     }
+
+    fn reader(&self) -> LogReader {
+        LogReader {
+            memory: Arc::clone(&self.memory),
+        }
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogReader {
@@ -134,11 +140,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        Ok(self.memory.lock().slice(&range))
+        self.reader().try_get_log_entries(range).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.memory.lock().vote)
+        self.reader().read_vote().await
     }
 }
 

@@ -253,16 +253,27 @@ fn build(host: &dyn StateMachineHost, snap_dir: &Path) -> io::Result<EngineSnaps
     })
 }
 
-/// Deletes every finished snapshot except `keep`: checkpoints hard-link table files, so old
-/// ones pin disk space.
-fn remove_older_snapshots(snap_dir: &Path, keep: &Path) -> io::Result<()> {
+/// The finished snapshot directories in `snap_dir`.
+fn snapshot_dirs(snap_dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
     for dir_entry in fs::read_dir(snap_dir)? {
         let path = dir_entry?.path();
         let is_snapshot = path
             .file_name()
             .and_then(|name| name.to_str())
             .is_some_and(|name| name.starts_with(SNAPSHOT_PREFIX));
-        if is_snapshot && path != keep {
+        if is_snapshot {
+            dirs.push(path);
+        }
+    }
+    Ok(dirs)
+}
+
+/// Deletes every finished snapshot except `keep`: checkpoints hard-link table files, so old
+/// ones pin disk space.
+fn remove_older_snapshots(snap_dir: &Path, keep: &Path) -> io::Result<()> {
+    for path in snapshot_dirs(snap_dir)? {
+        if path != keep {
             fs::remove_dir_all(&path)?;
         }
     }
@@ -270,20 +281,11 @@ fn remove_older_snapshots(snap_dir: &Path, keep: &Path) -> io::Result<()> {
 }
 
 fn latest_snapshot(snap_dir: &Path) -> io::Result<Option<EngineSnapshot>> {
-    let mut newest: Option<PathBuf> = None;
-    for dir_entry in fs::read_dir(snap_dir)? {
-        let path = dir_entry?.path();
-        let is_snapshot = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| name.starts_with(SNAPSHOT_PREFIX));
-        if is_snapshot
-            && path.join(META_FILE).exists()
-            && newest.as_ref().is_none_or(|best| &path > best)
-        {
-            newest = Some(path);
-        }
-    }
+    // Names carry the zero-padded index, so the greatest name is the newest snapshot.
+    let newest = snapshot_dirs(snap_dir)?
+        .into_iter()
+        .filter(|path| path.join(META_FILE).exists())
+        .max();
     let Some(path) = newest else { return Ok(None) };
     let meta: Meta = serde_json::from_slice(&fs::read(path.join(META_FILE))?).map_err(|err| {
         io::Error::new(io::ErrorKind::InvalidData, format!("snapshot meta: {err}"))
