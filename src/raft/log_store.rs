@@ -222,7 +222,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         let done: Completion = Box::new(move |result| callback.io_completed(result));
-        self.wal.append(records, done)?;
+        // The queue is bounded; when it is full, the wait for room happens on a blocking
+        // thread, never on a runtime worker. openraft awaits each append, so order holds.
+        if let Some(full) = self.wal.try_append(records, done)? {
+            let wal = Arc::clone(&self.wal);
+            tokio::task::spawn_blocking(move || wal.append_waiting(full))
+                .await
+                .map_err(io::Error::other)??;
+        }
         Ok(())
     }
 

@@ -157,6 +157,9 @@ enum Job {
     },
 }
 
+/// An append that did not fit in the writer's queue (see [`Wal::try_append`]).
+pub struct QueueFull(Job);
+
 /// Handle to an open write-ahead log. Cloning is not offered: one owner submits jobs, in order.
 pub struct Wal {
     jobs: mpsc::SyncSender<Job>,
@@ -210,7 +213,8 @@ impl Wal {
         ))
     }
 
-    /// Queues entries for appending; `done` runs after they are fsynced.
+    /// Queues entries for appending; `done` runs after they are fsynced. Blocks while the
+    /// queue is full.
     ///
     /// # Errors
     /// [`WalError::Stopped`] if the writer is gone.
@@ -218,6 +222,32 @@ impl Wal {
         self.jobs
             .send(Job::Append { entries, done })
             .map_err(|_| WalError::Stopped)
+    }
+
+    /// Queues entries like [`Wal::append`] without ever blocking: when the queue is full the
+    /// append comes back, to be queued with [`Wal::append_waiting`] from a thread that may
+    /// block.
+    ///
+    /// # Errors
+    /// [`WalError::Stopped`] if the writer is gone.
+    pub fn try_append(
+        &self,
+        entries: Vec<WalEntry>,
+        done: Completion,
+    ) -> Result<Option<QueueFull>, WalError> {
+        match self.jobs.try_send(Job::Append { entries, done }) {
+            Ok(()) => Ok(None),
+            Err(mpsc::TrySendError::Full(job)) => Ok(Some(QueueFull(job))),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(WalError::Stopped),
+        }
+    }
+
+    /// Queues an append that found the queue full, waiting for room.
+    ///
+    /// # Errors
+    /// [`WalError::Stopped`] if the writer is gone.
+    pub fn append_waiting(&self, full: QueueFull) -> Result<(), WalError> {
+        self.jobs.send(full.0).map_err(|_| WalError::Stopped)
     }
 
     /// Records a committed-position hint; it becomes durable with the next group commit.

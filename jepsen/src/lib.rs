@@ -1,0 +1,32 @@
+//! mnemo-jepsen: black-box testing of mnemo in the style of Jepsen.
+//!
+//! Owns everything under `jepsen/`. So far that is the offline half: recorded histories and
+//! their file formats ([`history`]), sequential specifications ([`model`]) and the
+//! linearizability checker ([`checker::linearizable`]). The online half (cluster control,
+//! nemeses, workloads, recording) comes later and will write histories in [`history::jsonl`].
+//!
+//! Must not: depend on the `mnemo` crate's internals. The harness treats mnemo as a black box
+//! reached over its etcd-compatible API, and the checkers only read histories, so they can judge
+//! any etcd-like store.
+//!
+//! Dependency order, lowest first: `history` (core types) ← `model` ← `history::{jepsen_etcd,
+//! edn_kv, jsonl}` (parsers into the models' vocabularies) and `checker`.
+//!
+//! ```
+//! use mnemo_jepsen::checker::linearizable::{check, CheckOptions, Verdict};
+//! use mnemo_jepsen::history::jepsen_etcd;
+//! use mnemo_jepsen::model::register::RegisterModel;
+//!
+//! // A write of 1 that completed, then a read that still saw the register absent.
+//! let log = "INFO  jepsen.util - 0\t:invoke\t:write\t1\n\
+//!            INFO  jepsen.util - 0\t:ok\t:write\t1\n\
+//!            INFO  jepsen.util - 1\t:invoke\t:read\tnil\n\
+//!            INFO  jepsen.util - 1\t:ok\t:read\tnil\n";
+//! let history = jepsen_etcd::parse(log.as_bytes()).unwrap();
+//! let verdict = check(&RegisterModel, &history, &CheckOptions::default());
+//! assert!(matches!(verdict, Verdict::NotLinearizable { .. }));
+//! ```
+
+pub mod checker;
+pub mod history;
+pub mod model;
