@@ -232,22 +232,30 @@ pub fn compare_from_pb(compare: rpc::Compare) -> Compare {
         Ok(Result::NotEqual) => CompareResult::NotEqual,
         Ok(Result::Equal) | Err(_) => CompareResult::Equal,
     };
-    let number = |union: &Option<TargetUnion>| match union {
-        Some(TargetUnion::Version(value))
-        | Some(TargetUnion::CreateRevision(value))
-        | Some(TargetUnion::ModRevision(value))
-        | Some(TargetUnion::Lease(value)) => *value,
-        _ => 0,
-    };
+    // etcd-compat: each target reads only its own value field; a value of another type counts
+    // as unset (zero), as etcd's compare does.
+    let union = compare.target_union;
     let target = match Target::try_from(compare.target) {
-        Ok(Target::Create) => CompareTarget::Create(number(&compare.target_union)),
-        Ok(Target::Mod) => CompareTarget::Mod(number(&compare.target_union)),
-        Ok(Target::Value) => CompareTarget::Value(match compare.target_union {
+        Ok(Target::Create) => CompareTarget::Create(match union {
+            Some(TargetUnion::CreateRevision(value)) => value,
+            _ => 0,
+        }),
+        Ok(Target::Mod) => CompareTarget::Mod(match union {
+            Some(TargetUnion::ModRevision(value)) => value,
+            _ => 0,
+        }),
+        Ok(Target::Value) => CompareTarget::Value(match union {
             Some(TargetUnion::Value(value)) => value,
             _ => bytes::Bytes::new(),
         }),
-        Ok(Target::Lease) => CompareTarget::Lease(number(&compare.target_union)),
-        Ok(Target::Version) | Err(_) => CompareTarget::Version(number(&compare.target_union)),
+        Ok(Target::Lease) => CompareTarget::Lease(match union {
+            Some(TargetUnion::Lease(value)) => value,
+            _ => 0,
+        }),
+        Ok(Target::Version) | Err(_) => CompareTarget::Version(match union {
+            Some(TargetUnion::Version(value)) => value,
+            _ => 0,
+        }),
     };
     Compare {
         range: KeyRange::new(compare.key, compare.range_end),
@@ -545,6 +553,17 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(txn_from_pb(wire), Err(ConvertError::EmptyRequestOp));
+    }
+
+    #[test]
+    fn compare_value_of_another_type_reads_as_zero() {
+        let wire = rpc::Compare {
+            target: rpc::compare::CompareTarget::Mod as i32,
+            key: "k".into(),
+            target_union: Some(rpc::compare::TargetUnion::Version(5)),
+            ..Default::default()
+        };
+        assert_eq!(compare_from_pb(wire).target, CompareTarget::Mod(0));
     }
 
     #[test]

@@ -76,6 +76,9 @@ const _: () =
 /// the server does not raise).
 pub const H2_FRAME_BYTES_MAX: usize = 16 * 1024;
 
+/// HPACK header table size of the client port: HTTP/2's default, which the server keeps.
+pub const H2_HEADER_TABLE_BYTES: usize = 4096;
+
 /// Largest header block a client may send on the client port.
 pub const H2_HEADER_BLOCK_BYTES_MAX: usize = 1024 * 1024;
 

@@ -132,7 +132,9 @@ fn apply_error(error: MvccError) -> ApplyError {
         MvccError::FutureRevision { .. } => ApplyError::FutureRevision,
         MvccError::LeaseNotFound(_) => ApplyError::LeaseNotFound,
         MvccError::KeyNotFound => ApplyError::KeyNotFound,
-        other => ApplyError::Internal(other.to_string()),
+        fatal @ (MvccError::Backend(_) | MvccError::Corrupt(_)) => {
+            ApplyError::Internal(fatal.to_string())
+        }
     }
 }
 
@@ -193,8 +195,17 @@ impl StateMachineHost for Applier {
                 CommittedData::Normal(bytes) => {
                     let outcome = codec::decode_proposal(bytes)
                         .and_then(|(_id, proposal)| Self::apply_proposal(&mut txn, &proposal));
+                    // An entry this member cannot decode, or a storage failure, must not be
+                    // skipped while the applied position moves past it: this member's state
+                    // would then differ from the others'. The batch is dropped and the member
+                    // stops; it re-applies from the log once the cause is fixed.
                     if let Err(ApplyError::Internal(reason)) = &outcome {
-                        tracing::error!(index = entry.position.index, %reason, "entry could not be applied");
+                        tracing::error!(index = entry.position.index, %reason, "entry cannot be applied; stopping");
+                        drop(txn);
+                        return Err(io::Error::other(format!(
+                            "raft entry {} cannot be applied: {reason}",
+                            entry.position.index
+                        )));
                     }
                     responses.push(codec::encode_outcome(outcome));
                 }

@@ -235,16 +235,18 @@ fn build(host: &dyn StateMachineHost, snap_dir: &Path) -> io::Result<EngineSnaps
         last_log_id,
         last_membership: decode_membership(state.membership.as_ref())?,
     };
-    fs::write(
-        building.join(META_FILE),
-        serde_json::to_vec(&meta).map_err(io::Error::other)?,
-    )?;
+    // The metadata is fsynced (with its directory) before the snapshot gets its final name,
+    // and the rename is fsynced before older snapshots go: a crash at any point leaves at
+    // least one complete snapshot.
+    let encoded = serde_json::to_vec(&meta).map_err(io::Error::other)?;
+    super::wal::write_file_atomically(&building, META_FILE, &encoded)?;
     let index = state.applied.map_or(0, |LogPos { index, .. }| index);
     let target = snap_dir.join(format!("{SNAPSHOT_PREFIX}{index:020}"));
     if target.exists() {
         fs::remove_dir_all(&target)?;
     }
     fs::rename(&building, &target)?;
+    fs::File::open(snap_dir)?.sync_all()?;
     remove_older_snapshots(snap_dir, &target)?;
     tracing::info!(index, path = %target.display(), "snapshot built");
     Ok(Snapshot {
@@ -281,17 +283,27 @@ fn remove_older_snapshots(snap_dir: &Path, keep: &Path) -> io::Result<()> {
 }
 
 fn latest_snapshot(snap_dir: &Path) -> io::Result<Option<EngineSnapshot>> {
-    // Names carry the zero-padded index, so the greatest name is the newest snapshot.
-    let newest = snapshot_dirs(snap_dir)?
-        .into_iter()
-        .filter(|path| path.join(META_FILE).exists())
-        .max();
-    let Some(path) = newest else { return Ok(None) };
-    let meta: Meta = serde_json::from_slice(&fs::read(path.join(META_FILE))?).map_err(|err| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("snapshot meta: {err}"))
-    })?;
-    Ok(Some(Snapshot {
-        meta,
-        snapshot: SnapshotDir(path),
-    }))
+    // Names carry the zero-padded index, so sorting them orders snapshots by age. A snapshot
+    // whose metadata cannot be read is skipped (openraft builds a new one when needed).
+    let mut dirs = snapshot_dirs(snap_dir)?;
+    dirs.sort();
+    for path in dirs.into_iter().rev() {
+        let parsed = fs::read(path.join(META_FILE))
+            .map_err(|err| err.to_string())
+            .and_then(|bytes| {
+                serde_json::from_slice::<Meta>(&bytes).map_err(|err| err.to_string())
+            });
+        match parsed {
+            Ok(meta) => {
+                return Ok(Some(Snapshot {
+                    meta,
+                    snapshot: SnapshotDir(path),
+                }));
+            }
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "skipping a snapshot without readable metadata");
+            }
+        }
+    }
+    Ok(None)
 }

@@ -190,6 +190,19 @@ impl Wal {
         // live entries; they are not part of the log any more.
         if let Some(purged) = recovered.purged {
             recovered.entries.retain(|entry| entry.index > purged.index);
+            locations.retain(|location| location.index > purged.index);
+            if let Some(first) = recovered.entries.first()
+                && first.index != purged.index + 1
+            {
+                return Err(WalError::Corrupt {
+                    path: dir.to_path_buf(),
+                    offset: 0,
+                    reason: format!(
+                        "log starts at index {} but only entries up to {} were purged",
+                        first.index, purged.index
+                    ),
+                });
+            }
         }
         check_contiguous(&recovered.entries, dir)?;
         let writer_state = Writer {
@@ -255,9 +268,12 @@ impl Wal {
     /// # Errors
     /// [`WalError::Stopped`] if the writer is gone.
     pub fn set_committed(&self, committed: LogPos) -> Result<(), WalError> {
-        self.jobs
-            .send(Job::Committed(committed))
-            .map_err(|_| WalError::Stopped)
+        // The hint only shortens replay after a restart, and a later one supersedes it, so
+        // when the queue is full it is dropped rather than waited for.
+        match self.jobs.try_send(Job::Committed(committed)) {
+            Ok(()) | Err(mpsc::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(WalError::Stopped),
+        }
     }
 
     /// Removes every entry after `last_kept` (all of them for `None`), durably, before

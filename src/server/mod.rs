@@ -152,8 +152,15 @@ impl Server {
         if !request.serializable {
             self.read_barrier().await?;
         }
-        let response = self.store.range(&request).map_err(mvcc_error)?;
-        Ok((response, self.current_header()))
+        // Index walks and RocksDB reads can be long for big ranges: keep them off the
+        // runtime's worker threads.
+        let store = Arc::clone(&self.store);
+        let (response, revision) =
+            tokio::task::spawn_blocking(move || store.range_with_revision(&request))
+                .await
+                .map_err(|err| Error::Internal(format!("range task failed: {err}")))?
+                .map_err(mvcc_error)?;
+        Ok((response, self.header(revision)))
     }
 
     /// Writes one key.
@@ -196,7 +203,12 @@ impl Server {
             if !all_ranges_serializable(&request) {
                 self.read_barrier().await?;
             }
-            let (response, revision) = self.applier.read_only_txn(&request).map_err(apply_error)?;
+            let applier = Arc::clone(&self.applier);
+            let (response, revision) =
+                tokio::task::spawn_blocking(move || applier.read_only_txn(&request))
+                    .await
+                    .map_err(|err| Error::Internal(format!("txn task failed: {err}")))?
+                    .map_err(apply_error)?;
             return Ok((response, self.header(revision)));
         }
         let (revision, applied) = self.propose(&Proposal::Txn(request)).await?;
@@ -204,6 +216,22 @@ impl Server {
             Applied::Txn(response) => Ok((response, self.header(revision))),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Hashes the MVCC history up to `revision` (0 = current), for HashKV.
+    ///
+    /// # Errors
+    /// Compacted or future revisions.
+    pub async fn hash_kv(
+        &self,
+        revision: Revision,
+    ) -> Result<(crate::storage::mvcc::HashKv, Header), Error> {
+        let store = Arc::clone(&self.store);
+        let hash = tokio::task::spawn_blocking(move || store.hash_kv(revision))
+            .await
+            .map_err(|err| Error::Internal(format!("hash task failed: {err}")))?
+            .map_err(mvcc_error)?;
+        Ok((hash, self.current_header()))
     }
 
     /// Compacts history up to `revision`.
@@ -306,6 +334,8 @@ fn first_proposal_id(member_id: MemberId) -> u64 {
     (member_id << 48) | ((millis & ((1 << 40) - 1)) << 8)
 }
 
+/// etcd-compat: a read-only txn skips the read barrier only when every operation is a
+/// serializable range; a nested txn always takes the barrier (etcd's `isTxnSerializable`).
 fn all_ranges_serializable(request: &TxnRequest) -> bool {
     use crate::types::RequestOp;
     request
@@ -314,8 +344,7 @@ fn all_ranges_serializable(request: &TxnRequest) -> bool {
         .chain(request.failure.iter())
         .all(|op| match op {
             RequestOp::Range(range) => range.serializable,
-            RequestOp::Txn(inner) => all_ranges_serializable(inner),
-            RequestOp::Put(_) | RequestOp::DeleteRange(_) => true,
+            RequestOp::Txn(_) | RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
         })
 }
 
@@ -331,7 +360,7 @@ fn raft_error(error: RaftError) -> Error {
         RaftError::LeaderChanged => Error::LeaderChanged,
         RaftError::Timeout => Error::Timeout,
         RaftError::Stopped(_) => Error::Stopped,
-        other => Error::Internal(other.to_string()),
+        RaftError::Storage(reason) => Error::Internal(reason),
     }
 }
 
@@ -341,7 +370,7 @@ fn apply_error(error: ApplyError) -> Error {
         ApplyError::FutureRevision => Error::FutureRevision,
         ApplyError::LeaseNotFound => Error::LeaseNotFound,
         ApplyError::KeyNotFound => Error::KeyNotFound,
-        other => Error::Internal(other.to_string()),
+        ApplyError::Internal(reason) => Error::Internal(reason),
     }
 }
 
@@ -351,6 +380,8 @@ fn mvcc_error(error: MvccError) -> Error {
         MvccError::FutureRevision { .. } => Error::FutureRevision,
         MvccError::LeaseNotFound(_) => Error::LeaseNotFound,
         MvccError::KeyNotFound => Error::KeyNotFound,
-        other => Error::Internal(other.to_string()),
+        fatal @ (MvccError::Backend(_) | MvccError::Corrupt(_)) => {
+            Error::Internal(fatal.to_string())
+        }
     }
 }

@@ -66,8 +66,10 @@ fn txn_within(request: &TxnRequest, ops_max: usize) -> Result<(), Error> {
     for compare in &request.compare {
         non_empty(&compare.range.key)?;
     }
+    // etcd-compat: a nested txn gets what the longest list of its parent left of the budget
+    // (etcd's checkTxnRequest passes maxTxnOps minus that length).
+    let budget = ops_max - longest;
     for ops in [&request.success, &request.failure] {
-        let budget = ops_max - ops.len();
         for op in ops {
             match op {
                 RequestOp::Range(inner) => range(inner)?,
@@ -90,10 +92,15 @@ struct Writes {
 /// same list (or a transaction nested in it) deletes. The two branches of one nested
 /// transaction exclude each other, so they may put the same key.
 fn check_writes(ops: &[RequestOp]) -> Result<Writes, Error> {
+    // etcd-compat: etcd checks overlaps with intervals in which a "\0" end means nothing, so
+    // a from-key delete (`range_end == "\0"`) never conflicts with a put in etcd; the same
+    // transactions are accepted here.
     let mut deletes: Vec<KeyRange> = ops
         .iter()
         .filter_map(|op| match op {
-            RequestOp::DeleteRange(delete) => Some(delete.range.clone()),
+            RequestOp::DeleteRange(delete) if !delete.range.is_to_end() => {
+                Some(delete.range.clone())
+            }
             _ => None,
         })
         .collect();
@@ -195,6 +202,8 @@ mod tests {
             check(vec![nested(vec![put_op("k")], vec![put_op("k")])]),
             Ok(())
         );
+        // etcd-compat: a from-key delete does not conflict with a put (etcd's interval check).
+        assert_eq!(check(vec![delete_op("a", "\0"), put_op("b")]), Ok(()));
         // Overlapping deletes and reads never conflict.
         assert_eq!(
             check(vec![delete_op("a", "z"), delete_op("b", "c")]),
@@ -248,5 +257,36 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(put(&lease), Err(Error::LeaseProvided));
+    }
+
+    #[test]
+    fn nested_budget_follows_the_longest_list_compares_included() {
+        // etcd: 100 compares and one nested txn of 50 puts is too many.
+        let compare = |index: usize| crate::types::Compare {
+            range: KeyRange::single(format!("c{index}")),
+            result: crate::types::CompareResult::Equal,
+            target: crate::types::CompareTarget::Version(0),
+        };
+        let request = TxnRequest {
+            compare: (0..100).map(compare).collect(),
+            success: vec![nested(
+                (0..50).map(|i| put_op(&format!("n{i}"))).collect(),
+                vec![],
+            )],
+            failure: vec![],
+        };
+        assert_eq!(txn(&request), Err(Error::TooManyOps));
+        let request = TxnRequest {
+            compare: (0..100).map(compare).collect(),
+            ..request
+        };
+        let fits = TxnRequest {
+            success: vec![nested(
+                (0..28).map(|i| put_op(&format!("n{i}"))).collect(),
+                vec![],
+            )],
+            ..request
+        };
+        assert_eq!(txn(&fits), Ok(()));
     }
 }

@@ -2162,7 +2162,7 @@ async fn unimplemented_methods_answer_unimplemented_promptly() {
     use mnemo::pb::etcdserverpb::lease_client::LeaseClient;
     use mnemo::pb::etcdserverpb::watch_client::WatchClient;
     use mnemo::pb::etcdserverpb::{
-        AlarmRequest, HashKvRequest, LeaseGrantRequest, MemberAddRequest, WatchRequest,
+        DefragmentRequest, LeaseGrantRequest, MemberAddRequest, MoveLeaderRequest, WatchRequest,
     };
 
     let member = Member::start().await;
@@ -2186,21 +2186,21 @@ async fn unimplemented_methods_answer_unimplemented_promptly() {
         .await,
     );
     let mut maintenance = member.maintenance().await;
-    within("Alarm")(
+    within("Defragment")(
         tokio::time::timeout(deadline, async {
             maintenance
-                .alarm(AlarmRequest::default())
+                .defragment(DefragmentRequest::default())
                 .await
-                .expect_err("Alarm must fail")
+                .expect_err("Defragment must fail")
         })
         .await,
     );
-    within("HashKV")(
+    within("MoveLeader")(
         tokio::time::timeout(deadline, async {
             maintenance
-                .hash_kv(HashKvRequest::default())
+                .move_leader(MoveLeaderRequest::default())
                 .await
-                .expect_err("HashKV must fail")
+                .expect_err("MoveLeader must fail")
         })
         .await,
     );
@@ -2235,4 +2235,52 @@ async fn unimplemented_methods_answer_unimplemented_promptly() {
     // The member still serves after refusing those.
     let mut kv = member.kv().await;
     assert_eq!(header_revision(&put(&mut kv, "k", "v").await), 2);
+}
+
+/// Maintenance.Alarm GET lists no alarms (none can be raised yet) with a header, as etcdctl
+/// 3.5's `endpoint health` and `alarm list` expect; HashKV hashes the history, equal for equal
+/// histories, different once the history differs, and refuses compacted revisions (§3.6).
+#[tokio::test]
+async fn alarm_list_is_empty_and_hash_kv_follows_the_history() {
+    use mnemo::pb::etcdserverpb::{AlarmRequest, HashKvRequest};
+
+    let member = Member::start().await;
+    let mut kv = member.kv().await;
+    let mut maintenance = member.maintenance().await;
+    let alarms = maintenance
+        .alarm(AlarmRequest::default())
+        .await
+        .expect("alarm get")
+        .into_inner();
+    assert!(alarms.alarms.is_empty());
+    assert!(alarms.header.is_some_and(|header| header.revision == 1));
+
+    put(&mut kv, "a", "1").await;
+    let hash = |revision| {
+        let mut maintenance = maintenance.clone();
+        async move { maintenance.hash_kv(HashKvRequest { revision }).await }
+    };
+    let first = hash(0).await.expect("hash").into_inner();
+    let again = hash(0).await.expect("hash").into_inner();
+    assert_eq!(first.hash, again.hash);
+    assert_eq!(first.hash_revision, 2);
+    put(&mut kv, "a", "2").await;
+    let later = hash(0).await.expect("hash").into_inner();
+    assert_ne!(later.hash, first.hash);
+    assert_eq!(
+        hash(2).await.expect("hash at 2").into_inner().hash,
+        first.hash
+    );
+    kv.compact(CompactionRequest {
+        revision: 3,
+        physical: true,
+    })
+    .await
+    .expect("compact");
+    let status = hash(2).await.expect_err("compacted revision");
+    assert_eq!(status.code(), Code::OutOfRange);
+    assert_eq!(
+        status.message(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
 }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::limits::{H2_FRAME_BYTES_MAX, H2_HEADER_BLOCK_BYTES_MAX};
+use crate::limits::{H2_FRAME_BYTES_MAX, H2_HEADER_BLOCK_BYTES_MAX, H2_HEADER_TABLE_BYTES};
 
 /// The client connection preface of HTTP/2.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -42,8 +42,8 @@ const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
 /// Bytes of the priority fields in a HEADERS payload.
 const PRIORITY_BYTES: usize = 5;
-/// Bytes read from the socket at a time.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Bytes read from the socket at a time: one default-size frame.
+const READ_CHUNK_BYTES: usize = H2_FRAME_BYTES_MAX;
 
 /// What the connection turned out to speak.
 enum Mode {
@@ -75,6 +75,11 @@ pub struct AuthorityFix<S> {
     decoder: loona_hpack::Decoder<'static>,
     encoder: loona_hpack::Encoder<'static>,
     eof: bool,
+    /// True once a block was re-encoded: from then on h2's header table follows our encoder,
+    /// not the client's, and raw client blocks can no longer be passed through.
+    reencoded: bool,
+    /// Set when the connection cannot go on; reads return it.
+    failed: Option<String>,
 }
 
 impl<S> AuthorityFix<S> {
@@ -86,7 +91,15 @@ impl<S> AuthorityFix<S> {
             raw: BytesMut::new(),
             ready: BytesMut::new(),
             pending: None,
-            decoder: loona_hpack::Decoder::new(),
+            decoder: {
+                // The client may grow its table only up to what the server advertised (HTTP/2's
+                // default, which h2 keeps); more is a compression error, and unbounded memory.
+                let mut decoder = loona_hpack::Decoder::new();
+                decoder.set_max_allowed_table_size(H2_HEADER_TABLE_BYTES);
+                decoder
+            },
+            reencoded: false,
+            failed: None,
             encoder: loona_hpack::Encoder::new(),
             eof: false,
         }
@@ -121,6 +134,11 @@ impl<S> AuthorityFix<S> {
                     let length = usize::from(self.raw[0]) << 16
                         | usize::from(self.raw[1]) << 8
                         | usize::from(self.raw[2]);
+                    if length > H2_FRAME_BYTES_MAX {
+                        // Larger than the server allows: h2 must see it as sent (and refuse
+                        // it), without this layer buffering up to 16 MiB first.
+                        return self.give_up(BytesMut::new());
+                    }
                     if self.raw.len() < FRAME_HEADER_BYTES + length {
                         return;
                     }
@@ -180,6 +198,15 @@ impl<S> AuthorityFix<S> {
     /// Stops rewriting: the pending block (its original framing is gone, so it goes out as one
     /// HEADERS frame) and everything after it pass through unchanged.
     fn give_up(&mut self, frame: BytesMut) {
+        if self.reencoded {
+            // h2's header table now mirrors our encoder; raw client blocks would be decoded
+            // against the wrong table. Close the connection instead.
+            tracing::debug!("client HTTP/2 stream cannot be re-encoded any further; closing it");
+            self.pending = None;
+            self.raw.clear();
+            self.failed = Some("HTTP/2 header block that cannot be re-encoded".into());
+            return;
+        }
         tracing::debug!(
             "client sent an HTTP/2 header block mnemo cannot re-encode; passing it through"
         );
@@ -209,6 +236,7 @@ impl<S> AuthorityFix<S> {
             }
         };
         let headers = repair_authority(headers);
+        self.reencoded = true;
         let encoded = self.encoder.encode(
             headers
                 .iter()
@@ -321,6 +349,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
+            if let Some(reason) = &this.failed
+                && this.ready.is_empty()
+            {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    reason.clone(),
+                )));
+            }
             if !this.ready.is_empty() {
                 let count = this.ready.len().min(buf.remaining());
                 buf.put_slice(&this.ready[..count]);
@@ -574,5 +610,45 @@ mod tests {
         assert_eq!(blocks.len(), 1);
         assert_eq!(authority(&blocks[0]).as_deref(), Some("h:1"));
         assert_eq!(blocks[0][1].1, big);
+    }
+
+    #[tokio::test]
+    async fn undecodable_block_after_a_rewrite_closes_the_connection() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let mut input = H2_PREFACE.to_vec();
+        input.extend(client_block(
+            &mut encoder,
+            &[(b":authority", b"http://h:1")],
+            1000,
+            false,
+        ));
+        // An indexed field pointing far past any table: not decodable.
+        let mut broken = BytesMut::new();
+        write_frame(
+            &mut broken,
+            FRAME_HEADERS,
+            FLAG_END_HEADERS,
+            3,
+            &[0xff, 0x7f],
+        );
+        input.extend_from_slice(&broken);
+        let mut shim = AuthorityFix::new(std::io::Cursor::new(input));
+        let mut out = Vec::new();
+        let error = shim
+            .read_to_end(&mut out)
+            .await
+            .expect_err("the stream must fail");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        // The first, repaired block was still delivered before the failure.
+        assert!(out.len() > H2_PREFACE.len());
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_before_any_rewrite_passes_through_unbuffered() {
+        let mut input = H2_PREFACE.to_vec();
+        let mut big = BytesMut::new();
+        write_frame(&mut big, 0x0, 0, 1, &vec![0u8; H2_FRAME_BYTES_MAX + 1]);
+        input.extend_from_slice(&big);
+        assert_eq!(through_shim(input.clone()).await, input);
     }
 }

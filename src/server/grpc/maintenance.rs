@@ -1,5 +1,6 @@
-//! The etcd Maintenance service. Status and HashKV are served; the operations that belong to
-//! later work (alarms, defragment, snapshot, move-leader, downgrade) answer UNIMPLEMENTED.
+//! The etcd Maintenance service. Status, HashKV and listing alarms are served; the operations
+//! that belong to later work (raising alarms, defragment, snapshot, move-leader, downgrade)
+//! answer UNIMPLEMENTED.
 
 use std::sync::Arc;
 
@@ -27,9 +28,22 @@ type SnapshotStream = futures::stream::Empty<Result<rpc::SnapshotResponse, Statu
 impl Maintenance for MaintenanceService {
     async fn alarm(
         &self,
-        _request: Request<rpc::AlarmRequest>,
+        request: Request<rpc::AlarmRequest>,
     ) -> Result<Response<rpc::AlarmResponse>, Status> {
-        Err(unimplemented("Maintenance/Alarm"))
+        // No alarm can be raised yet (the quota and corruption checks come with the operations
+        // work), so the list is truly empty and clearing one is a no-op. etcdctl 3.5+ lists
+        // alarms in `endpoint health` and `alarm disarm`.
+        match rpc::alarm_request::AlarmAction::try_from(request.into_inner().action) {
+            Ok(
+                rpc::alarm_request::AlarmAction::Get | rpc::alarm_request::AlarmAction::Deactivate,
+            ) => Ok(Response::new(rpc::AlarmResponse {
+                header: Some(header_to_pb(self.server.current_header())),
+                alarms: Vec::new(),
+            })),
+            Ok(rpc::alarm_request::AlarmAction::Activate) | Err(_) => {
+                Err(unimplemented("Maintenance/Alarm ACTIVATE"))
+            }
+        }
     }
 
     async fn status(
@@ -69,9 +83,15 @@ impl Maintenance for MaintenanceService {
 
     async fn hash_kv(
         &self,
-        _request: Request<rpc::HashKvRequest>,
+        request: Request<rpc::HashKvRequest>,
     ) -> Result<Response<rpc::HashKvResponse>, Status> {
-        Err(unimplemented("Maintenance/HashKV"))
+        let (hash, header) = self.server.hash_kv(request.into_inner().revision).await?;
+        Ok(Response::new(rpc::HashKvResponse {
+            header: Some(header_to_pb(header)),
+            hash: hash.hash,
+            compact_revision: hash.compact_revision,
+            hash_revision: hash.hash_revision,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;

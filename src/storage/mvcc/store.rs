@@ -209,8 +209,22 @@ impl MvccStore {
     /// [`MvccError::FutureRevision`] / [`MvccError::Compacted`] for an unreadable revision;
     /// fatal errors on backend failure or corruption.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        self.range_with_revision(request)
+            .map(|(response, _)| response)
+    }
+
+    /// As [`MvccStore::range`], also returning the store revision the read saw, which is what
+    /// the response header must carry (a revision read separately could be newer than the
+    /// data, and a client watching from it would miss events).
+    ///
+    /// # Errors
+    /// As [`MvccStore::range`].
+    pub fn range_with_revision(
+        &self,
+        request: &RangeRequest,
+    ) -> Result<(RangeResponse, Revision), MvccError> {
         let no_pending = PendingIndex::new();
-        let (plan, collected, snapshot) = {
+        let (plan, collected, snapshot, revision) = {
             let state = self.state.read();
             let plan = plan_range(request, state.current_revision, state.compact_revision)?;
             let collected = collect(
@@ -219,11 +233,17 @@ impl MvccStore {
             );
             // Taken under the lock, so it holds every row the collected versions point at,
             // even if a compaction commits before the rows are loaded.
-            (plan, collected, self.backend.snapshot())
+            (
+                plan,
+                collected,
+                self.backend.snapshot(),
+                state.current_revision,
+            )
         };
-        finish_range(request, &plan, collected, |key, version| {
+        let response = finish_range(request, &plan, collected, |key, version| {
             load_row(|row_key| snapshot.get(Cf::Kv, row_key), key, version)
-        })
+        })?;
+        Ok((response, revision))
     }
 
     /// Runs a txn without writes (see [`TxnRequest::is_read_only`]) on committed state,
