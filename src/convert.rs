@@ -60,6 +60,28 @@ pub fn event_to_pb(event: Event) -> mvccpb::Event {
     }
 }
 
+/// True when the request's sort order and target are values etcd knows. etcd 3.6 refuses
+/// others; the conversion below would read them as the defaults.
+pub fn range_sort_is_known(request: &rpc::RangeRequest) -> bool {
+    rpc::range_request::SortOrder::try_from(request.sort_order).is_ok()
+        && rpc::range_request::SortTarget::try_from(request.sort_target).is_ok()
+}
+
+/// True when every range in the transaction, nested ones included, passes
+/// [`range_sort_is_known`].
+pub fn txn_sorts_are_known(request: &rpc::TxnRequest) -> bool {
+    use rpc::request_op::Request;
+    request
+        .success
+        .iter()
+        .chain(request.failure.iter())
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(range)) => range_sort_is_known(range),
+            Some(Request::RequestTxn(txn)) => txn_sorts_are_known(txn),
+            Some(Request::RequestPut(_) | Request::RequestDeleteRange(_)) | None => true,
+        })
+}
+
 /// Converts a range request from its wire form.
 pub fn range_from_pb(request: rpc::RangeRequest) -> RangeRequest {
     let sort_order = match rpc::range_request::SortOrder::try_from(request.sort_order) {

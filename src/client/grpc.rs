@@ -58,6 +58,7 @@ fn from_status(status: tonic::Status) -> ClientError {
         EtcdError::TooManyOps,
         EtcdError::DuplicateKey,
         EtcdError::RequestTooLarge,
+        EtcdError::InvalidSortOption,
         EtcdError::Compacted,
         EtcdError::FutureRevision,
         EtcdError::LeaseNotFound,

@@ -26,6 +26,9 @@ pub enum Error {
     /// Two writes of one key in a transaction.
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
+    /// A range with a sort order or target etcd does not know (etcd 3.6 and later).
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
     /// A request whose encoded entry exceeds the request size limit.
     #[error("etcdserver: request is too large")]
     RequestTooLarge,

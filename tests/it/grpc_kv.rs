@@ -2284,3 +2284,29 @@ async fn alarm_list_is_empty_and_hash_kv_follows_the_history() {
         "etcdserver: mvcc: required revision has been compacted"
     );
 }
+
+/// etcd 3.6 refuses sort enums it does not know, in a Range and in a Txn's ranges (§3.2).
+#[tokio::test]
+async fn unknown_sort_options_are_refused() {
+    let member = Member::start().await;
+    let mut kv = member.kv().await;
+    let bad_order = RangeRequest {
+        sort_order: 7,
+        ..rr("a", "")
+    };
+    let status = kv.range(bad_order).await.expect_err("unknown sort order");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "etcdserver: invalid sort option");
+    let bad_target = RangeRequest {
+        sort_target: 9,
+        ..rr("a", "")
+    };
+    let txn = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(Request::RequestRange(bad_target)),
+        }],
+        ..Default::default()
+    };
+    let status = kv.txn(txn).await.expect_err("unknown sort target in a txn");
+    assert_eq!(status.message(), "etcdserver: invalid sort option");
+}

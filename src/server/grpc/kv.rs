@@ -29,7 +29,12 @@ impl Kv for KvService {
         &self,
         request: Request<rpc::RangeRequest>,
     ) -> Result<Response<rpc::RangeResponse>, Status> {
-        let request = convert::range_from_pb(request.into_inner());
+        let request = request.into_inner();
+        // etcd-compat: 3.6 refuses unknown sort enums (3.4 read them as the defaults).
+        if !convert::range_sort_is_known(&request) {
+            return Err(Error::InvalidSortOption.into());
+        }
+        let request = convert::range_from_pb(request);
         let (response, header) = self.server.range(request).await?;
         Ok(Response::new(convert::range_response_to_pb(
             response,
@@ -74,8 +79,12 @@ impl Kv for KvService {
         &self,
         request: Request<rpc::TxnRequest>,
     ) -> Result<Response<rpc::TxnResponse>, Status> {
+        let request = request.into_inner();
+        if !convert::txn_sorts_are_known(&request) {
+            return Err(Error::InvalidSortOption.into());
+        }
         // etcd-compat: an operation with no request is reported as "key not found".
-        let request = convert::txn_from_pb(request.into_inner()).map_err(|_| Error::KeyNotFound)?;
+        let request = convert::txn_from_pb(request).map_err(|_| Error::KeyNotFound)?;
         let (response, header) = self.server.txn(request).await?;
         let revision = header.revision;
         Ok(Response::new(convert::txn_response_to_pb(

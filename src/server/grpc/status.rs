@@ -16,6 +16,7 @@ pub fn to_status(error: &Error) -> Status {
         | Error::LeaseProvided
         | Error::TooManyOps
         | Error::DuplicateKey
+        | Error::InvalidSortOption
         | Error::RequestTooLarge => Code::InvalidArgument,
         Error::Compacted | Error::FutureRevision => Code::OutOfRange,
         Error::LeaseNotFound => Code::NotFound,
@@ -80,6 +81,11 @@ mod tests {
                 Error::RequestTooLarge,
                 Code::InvalidArgument,
                 "etcdserver: request is too large",
+            ),
+            (
+                Error::InvalidSortOption,
+                Code::InvalidArgument,
+                "etcdserver: invalid sort option",
             ),
             (
                 Error::Compacted,
