@@ -155,11 +155,9 @@ impl Server {
         // Index walks and RocksDB reads can be long for big ranges: keep them off the
         // runtime's worker threads.
         let store = Arc::clone(&self.store);
-        let (response, revision) =
-            tokio::task::spawn_blocking(move || store.range_with_revision(&request))
-                .await
-                .map_err(|err| Error::Internal(format!("range task failed: {err}")))?
-                .map_err(mvcc_error)?;
+        let (response, revision) = off_runtime(move || store.range_with_revision(&request))
+            .await?
+            .map_err(mvcc_error)?;
         Ok((response, self.header(revision)))
     }
 
@@ -204,11 +202,9 @@ impl Server {
                 self.read_barrier().await?;
             }
             let applier = Arc::clone(&self.applier);
-            let (response, revision) =
-                tokio::task::spawn_blocking(move || applier.read_only_txn(&request))
-                    .await
-                    .map_err(|err| Error::Internal(format!("txn task failed: {err}")))?
-                    .map_err(apply_error)?;
+            let (response, revision) = off_runtime(move || applier.read_only_txn(&request))
+                .await?
+                .map_err(apply_error)?;
             return Ok((response, self.header(revision)));
         }
         let (revision, applied) = self.propose(&Proposal::Txn(request)).await?;
@@ -227,9 +223,8 @@ impl Server {
         revision: Revision,
     ) -> Result<(crate::storage::mvcc::HashKv, Header), Error> {
         let store = Arc::clone(&self.store);
-        let hash = tokio::task::spawn_blocking(move || store.hash_kv(revision))
-            .await
-            .map_err(|err| Error::Internal(format!("hash task failed: {err}")))?
+        let hash = off_runtime(move || store.hash_kv(revision))
+            .await?
             .map_err(mvcc_error)?;
         Ok((hash, self.current_header()))
     }
@@ -319,6 +314,16 @@ impl Server {
         let outcome = codec::decode_outcome(&result).map_err(apply_error)?;
         Ok((outcome.revision, outcome.result))
     }
+}
+
+/// Runs storage work (index walks, RocksDB reads) on a blocking thread, never on a runtime
+/// worker.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| Error::Internal(format!("storage task failed: {err}")))
 }
 
 /// The first proposal id of this run, shaped like etcd's request ids: the member's low 16 bits,
