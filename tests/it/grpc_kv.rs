@@ -2310,3 +2310,28 @@ async fn unknown_sort_options_are_refused() {
     let status = kv.txn(txn).await.expect_err("unknown sort target in a txn");
     assert_eq!(status.message(), "etcdserver: invalid sort option");
 }
+
+/// A request message over the gRPC receive limit (request limit + 512 KiB) is refused the way
+/// etcd's gRPC server refuses it: ResourceExhausted, `grpc: received message larger than max
+/// (N vs. 2097152)` (etcd-api.md §5).
+#[tokio::test]
+async fn message_over_the_grpc_limit_is_resource_exhausted() {
+    let member = Member::start().await;
+    let mut kv = member.kv().await.max_encoding_message_size(usize::MAX);
+    let value = vec![b'x'; 3_000_000];
+    let status = kv
+        .put(put_req("big", value))
+        .await
+        .expect_err("a 3 MB message must be refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("grpc: received message larger than max (")
+            && status.message().ends_with(" vs. 2097152)"),
+        "{}",
+        status.message()
+    );
+    // The member keeps serving.
+    put(&mut kv, "small", "ok").await;
+}

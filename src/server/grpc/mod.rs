@@ -75,6 +75,9 @@ pub async fn serve(
         .accept_http1(true)
         // Clients multiplex many watch streams over one connection.
         .max_concurrent_streams(u32::MAX)
+        .layer(tower::util::MapResponseLayer::new(
+            status::etcd_oversized_message,
+        ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await

@@ -34,6 +34,49 @@ impl From<Error> for Status {
     }
 }
 
+/// What tonic's decoder says when a request message exceeds the receive limit.
+const TONIC_OVERSIZED_PREFIX: &str = "Error, decoded message length too large: found ";
+
+/// Rewrites tonic's answer to an over-limit request message into etcd's (gRPC-Go's):
+/// ResourceExhausted `grpc: received message larger than max (N vs. LIMIT)` instead of
+/// OutOfRange with tonic's wording, which clients would read as a compacted revision's code.
+/// tonic sends such errors as trailers-only responses, so the status is in the headers.
+pub fn etcd_oversized_message<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers();
+    if headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        != Some("11")
+    {
+        return response;
+    }
+    let Some(message) = headers
+        .get("grpc-message")
+        .and_then(|value| value.to_str().ok())
+    else {
+        return response;
+    };
+    // grpc-message is percent-encoded on the wire.
+    let Ok(message) = percent_encoding::percent_decode_str(message).decode_utf8() else {
+        return response;
+    };
+    let Some(rest) = message.strip_prefix(TONIC_OVERSIZED_PREFIX) else {
+        return response;
+    };
+    let found = rest.split(' ').next().unwrap_or_default();
+    let rewritten = format!(
+        "grpc: received message larger than max ({found} vs. {})",
+        crate::limits::GRPC_RECV_BYTES_MAX
+    );
+    let Ok(value) = http::HeaderValue::from_str(&rewritten) else {
+        return response;
+    };
+    let headers = response.headers_mut();
+    headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    headers.insert("grpc-message", value);
+    response
+}
+
 /// The answer for a method this build does not serve yet.
 pub fn unimplemented(method: &str) -> Status {
     Status::unimplemented(format!("{method} is not implemented by this mnemo build"))
@@ -42,6 +85,28 @@ pub fn unimplemented(method: &str) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_messages_get_grpc_gos_code_and_text() {
+        let tonic_answer = Status::out_of_range(format!(
+            "{TONIC_OVERSIZED_PREFIX}3000000 bytes, the limit is: 2097152 bytes"
+        ))
+        .into_http::<()>();
+        let rewritten = etcd_oversized_message(tonic_answer);
+        let status = Status::from_header_map(rewritten.headers()).unwrap();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "grpc: received message larger than max (3000000 vs. 2097152)"
+        );
+        // Other OutOfRange answers (a compacted revision) are left alone.
+        let compacted = to_status(&Error::Compacted).into_http::<()>();
+        let untouched = etcd_oversized_message(compacted);
+        assert_eq!(
+            Status::from_header_map(untouched.headers()).unwrap().code(),
+            Code::OutOfRange
+        );
+    }
 
     /// Every error's code and text, as etcd sends them (etcd-api.md §5).
     #[test]
