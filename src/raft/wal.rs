@@ -764,13 +764,18 @@ fn parse_record(content: &[u8], offset: usize) -> Result<(&[u8], usize), String>
 }
 
 /// True when the damage at `offset` can only be an unfinished last write: the bad record
-/// reaches (or claims to reach past) the end of the file, or all that follows is zeros.
+/// reaches (or claims to reach past) the end of the file, or its header is zeros (a page that
+/// was never written).
 fn damage_is_tail(content: &[u8], offset: usize) -> bool {
     let rest = &content[offset..];
-    if rest.iter().all(|byte| *byte == 0) {
+    if rest.len() < FRAME_HEADER_BYTES {
         return true;
     }
-    if rest.len() < FRAME_HEADER_BYTES {
+    // The writer never writes a zero record header. Zeros where a header belongs are pages
+    // that never reached the disk: after a power loss, unsynced pages can land out of order,
+    // leaving zeros followed by later unsynced bytes. Everything acknowledged was fsynced, and
+    // so lies before them.
+    if rest[..FRAME_HEADER_BYTES].iter().all(|byte| *byte == 0) {
         return true;
     }
     let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;

@@ -5,6 +5,8 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::mpsc;
 
+use bytes::BytesMut;
+
 use super::*;
 
 const SMALL_SEGMENT_BYTES: u64 = 4 * 1024;
@@ -197,6 +199,27 @@ fn zero_filled_tail_is_cut_off() {
     let (_wal, recovered) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES * 1024).unwrap();
     assert_eq!(recovered.entries, entries(1..=5));
     assert_eq!(recovered.truncated_tail_bytes, 64);
+}
+
+#[test]
+fn unsynced_pages_landing_out_of_order_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES * 1024).unwrap();
+        append_durably(&wal, entries(1..=5));
+    }
+    // A power loss kept a later unsynced page but not the one before it: zeros, then bytes
+    // of a record that was never acknowledged.
+    let segment = last_segment(dir.path());
+    let mut unsynced = BytesMut::new();
+    unsynced.extend_from_slice(&[0u8; 512]);
+    unsynced.extend_from_slice(&frame(&entry_body(&entry(7, 1, "never acknowledged"))));
+    let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
+    file.write_all(&unsynced).unwrap();
+    drop(file);
+    let (_wal, recovered) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES * 1024).unwrap();
+    assert_eq!(recovered.entries, entries(1..=5));
+    assert_eq!(recovered.truncated_tail_bytes, unsynced.len() as u64);
 }
 
 #[test]
