@@ -42,8 +42,9 @@ pub const WAL_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Largest single WAL record; a bigger length prefix is treated as corruption.
 pub const WAL_RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// Most entries one group commit writes before it fsyncs.
-pub const WAL_GROUP_COMMIT_ENTRIES_MAX: usize = 4096;
+/// Most queued jobs (each an append of one or more entries) one group commit takes before it
+/// fsyncs.
+pub const WAL_GROUP_COMMIT_JOBS_MAX: usize = 4096;
 
 /// Bound of the queue of appends waiting for the WAL writer; senders wait when it is full.
 pub const WAL_QUEUE_DEPTH: usize = 1024;
@@ -65,6 +66,10 @@ const _: () = assert!(SNAPSHOT_CATCHUP_ENTRIES <= SNAPSHOT_COUNT_DEFAULT);
 
 /// Longest election timeout accepted (etcd refuses above 50 s).
 pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(50_000);
+
+/// Election timeouts a starting member waits for a leader before serving anyway (a lone
+/// member elects itself within one).
+pub const LEADER_WAIT_ELECTION_TIMEOUTS: u32 = 3;
 
 /// How long shutdown waits for a client listener to finish its in-flight requests.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);

@@ -5,7 +5,7 @@
 //!                                           |  put / delete / txn / compact per entry
 //!                                           |  + applied log position + membership (Meta CF)
 //!                                           v
-//!                                      one RocksDB write batch --> revision published
+//!                                      one RocksDB write batch --> results to proposers
 //! ```
 //! Apply is deterministic: it reads no clock, draws no random numbers and does no I/O other
 //! than the backend batch, so every member that applies the same log holds the same state.
@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use tokio::sync::watch;
 
 use self::codec::{Applied, ApplyError, ApplyOutcome, Proposal};
 use crate::raft::{AppliedState, CommittedData, CommittedEntry, LogPos, StateMachineHost};
@@ -45,8 +44,6 @@ impl LeaseLookup for NoLeases {
 /// Applies committed entries to the MVCC store.
 pub struct Applier {
     store: Arc<MvccStore>,
-    /// The last committed revision; receivers wake when it moves.
-    revision: watch::Sender<Revision>,
     /// Raft index of the last applied entry, set before the entry's proposer hears back.
     applied_index: AtomicU64,
 }
@@ -57,13 +54,11 @@ impl Applier {
     /// # Errors
     /// Backend failures reading the applied position.
     pub fn new(store: Arc<MvccStore>) -> io::Result<Applier> {
-        let (revision, _) = watch::channel(store.current_revision());
         let applied = read_applied_state(&store)?
             .applied
             .map_or(0, |position| position.index);
         Ok(Applier {
             store,
-            revision,
             applied_index: AtomicU64::new(applied),
         })
     }
@@ -76,11 +71,6 @@ impl Applier {
     /// The store it applies to.
     pub fn store(&self) -> &Arc<MvccStore> {
         &self.store
-    }
-
-    /// Follows the committed revision.
-    pub fn subscribe_revision(&self) -> watch::Receiver<Revision> {
-        self.revision.subscribe()
     }
 
     /// Runs a transaction that has no write against the committed state, without Raft and
@@ -215,10 +205,10 @@ impl StateMachineHost for Applier {
         if let Some(blob) = membership {
             txn.put_raw(Cf::Meta, META_MEMBERSHIP, &blob);
         }
-        let committed = txn.commit().map_err(io::Error::other)?;
+        // The commit's events are for watchers; nothing consumes them until watch exists (#4).
+        txn.commit().map_err(io::Error::other)?;
         self.applied_index
             .store(last.position.index, Ordering::Release);
-        self.revision.send_replace(committed.revision);
         Ok(responses)
     }
 

@@ -17,8 +17,8 @@ pub use self::config::{ClusterState, Config, ConfigError, parse_urls};
 use self::identity::Identity;
 use crate::apply::Applier;
 use crate::client::LocalClient;
-use crate::limits::SHUTDOWN_DRAIN;
-use crate::raft::{MemberNode, RaftConfig, RaftNode};
+use crate::limits::{LEADER_WAIT_ELECTION_TIMEOUTS, SHUTDOWN_DRAIN};
+use crate::raft::{RaftConfig, RaftNode};
 use crate::server::{self, Server};
 use crate::storage::backend::Backend;
 use crate::storage::mvcc::MvccStore;
@@ -108,7 +108,7 @@ impl Node {
         let raft = Arc::new(raft);
         // A lone member elects itself within one election timeout; in a larger cluster the
         // member serves (with "no leader" errors) until the others are reachable.
-        let leader_wait = config.election_timeout * 3;
+        let leader_wait = config.election_timeout * LEADER_WAIT_ELECTION_TIMEOUTS;
         if let Err(err) = raft.wait_for_leader(leader_wait).await {
             tracing::warn!(%err, "no leader yet; serving anyway");
         }
@@ -171,17 +171,6 @@ impl Node {
     /// The request lifecycle of this member.
     pub fn server(&self) -> &Arc<Server> {
         &self.server
-    }
-
-    /// The member's own node description.
-    pub fn member(&self) -> Option<MemberNode> {
-        let me = self.server.identity().member_id;
-        self.server
-            .raft()
-            .members()
-            .into_iter()
-            .find(|(id, _, _)| *id == me)
-            .map(|(_, node, _)| node)
     }
 
     /// Stops the member in order: listeners, in-flight requests, consensus, storage.

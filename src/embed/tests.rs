@@ -1,7 +1,7 @@
 //! Member-level tests: snapshots and log purging keep the log bounded, and a member restarted
 //! after a purge still holds every key.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
 use crate::client::KvClient;
@@ -36,18 +36,12 @@ async fn log_is_snapshotted_and_purged_and_restart_keeps_every_key() {
     }
     // Snapshots are taken in the background; wait until one covers most of the writes and
     // the log before it has been purged.
-    let started = Instant::now();
-    let (snapshot, purged) = loop {
-        let (snapshot, purged) = node.server().raft().log_compaction_state();
-        if snapshot.unwrap_or(0) >= TEST_SNAPSHOT_COUNT * 3 && purged.unwrap_or(0) > 0 {
-            break (snapshot.unwrap(), purged.unwrap());
-        }
-        assert!(
-            started.elapsed() < COMPACTION_DEADLINE,
-            "no snapshot/purge: {snapshot:?} {purged:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (snapshot, purged) = node
+        .server()
+        .raft()
+        .wait_for_log_compaction(TEST_SNAPSHOT_COUNT * 3, COMPACTION_DEADLINE)
+        .await
+        .expect("a snapshot and a purge within the deadline");
     assert!(
         purged < snapshot,
         "purge {purged} must stay behind snapshot {snapshot}"

@@ -383,38 +383,35 @@ impl RaftNode {
             .collect()
     }
 
-    /// Asks for a snapshot now (tests and tools; normally `snapshot_count` drives it).
+    /// Waits until a snapshot covers at least `index` and the log before it has been purged,
+    /// returning (snapshot index, purged index); for tests and tools.
     ///
     /// # Errors
-    /// [`RaftError::Stopped`] if the member is gone.
-    pub async fn trigger_snapshot(&self) -> Result<(), RaftError> {
-        self.engine
-            .trigger()
-            .snapshot()
+    /// [`RaftError::Timeout`] when that does not happen within `timeout`.
+    pub async fn wait_for_log_compaction(
+        &self,
+        index: u64,
+        timeout: Duration,
+    ) -> Result<(u64, u64), RaftError> {
+        let mut metrics = self.engine.metrics();
+        let wait = async {
+            loop {
+                {
+                    let current = metrics.borrow_watched();
+                    let snapshot = current.snapshot.as_ref().map_or(0, |log_id| log_id.index);
+                    let purged = current.purged.as_ref().map_or(0, |log_id| log_id.index);
+                    if snapshot >= index && purged > 0 {
+                        return Ok((snapshot, purged));
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(RaftError::Stopped("raft metrics closed".into()));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|err| RaftError::Stopped(err.to_string()))
-    }
-
-    /// Asks to purge the log up to `index` (tests and tools).
-    ///
-    /// # Errors
-    /// [`RaftError::Stopped`] if the member is gone.
-    pub async fn trigger_purge(&self, index: u64) -> Result<(), RaftError> {
-        self.engine
-            .trigger()
-            .purge_log(index)
-            .await
-            .map_err(|err| RaftError::Stopped(err.to_string()))
-    }
-
-    /// The snapshot and purge positions, for tests: (last snapshot index, last purged index).
-    pub fn log_compaction_state(&self) -> (Option<u64>, Option<u64>) {
-        let metrics = self.engine.metrics();
-        let metrics = metrics.borrow_watched();
-        (
-            metrics.snapshot.as_ref().map(|log_id| log_id.index),
-            metrics.purged.as_ref().map(|log_id| log_id.index),
-        )
+            .map_err(|_| RaftError::Timeout)?
     }
 
     /// Stops consensus; the log is flushed by the time this returns.

@@ -42,7 +42,7 @@ use bytes::Bytes;
 
 #[cfg(doc)]
 use crate::limits::WAL_SEGMENT_BYTES_MAX;
-use crate::limits::{WAL_GROUP_COMMIT_ENTRIES_MAX, WAL_QUEUE_DEPTH, WAL_RECORD_BYTES_MAX};
+use crate::limits::{WAL_GROUP_COMMIT_JOBS_MAX, WAL_QUEUE_DEPTH, WAL_RECORD_BYTES_MAX};
 
 /// Bytes of the record frame before the body: length and checksum.
 const FRAME_HEADER_BYTES: usize = 8;
@@ -359,7 +359,7 @@ impl Writer {
         let mut failed: Option<String> = None;
         while let Ok(first) = jobs.recv() {
             let mut batch = vec![first];
-            while batch.len() < WAL_GROUP_COMMIT_ENTRIES_MAX {
+            while batch.len() < WAL_GROUP_COMMIT_JOBS_MAX {
                 match jobs.try_recv() {
                     Ok(job) => batch.push(job),
                     Err(_) => break,

@@ -118,11 +118,6 @@ impl Server {
         }
     }
 
-    /// This member's identity.
-    pub fn identity(&self) -> Identity {
-        self.identity
-    }
-
     /// The Raft member.
     pub fn raft(&self) -> &Arc<RaftNode> {
         &self.raft

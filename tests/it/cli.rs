@@ -2,12 +2,12 @@
 //! `ETCD_*`, and a clear message with a non-zero exit for anything it cannot use.
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mnemo::pb::etcdserverpb::MemberListRequest;
 use mnemo::pb::etcdserverpb::cluster_client::ClusterClient;
 
-use crate::support::{EXIT_TIMEOUT, free_port};
+use crate::support::{EXIT_TIMEOUT, free_port, poll_until};
 
 /// How long a refused start may take before the test calls it a hang.
 const REFUSAL_DEADLINE: Duration = Duration::from_secs(20);
@@ -31,17 +31,33 @@ fn refused_start(args: &[&str], envs: &[(&str, &str)]) -> Output {
     for (name, value) in envs {
         command.env(name, value);
     }
-    let mut child = command.spawn().expect("spawn mnemo");
-    let started = Instant::now();
-    loop {
-        if child.try_wait().expect("poll mnemo").is_some() {
-            return child.wait_with_output().expect("collect output");
-        }
-        if started.elapsed() > REFUSAL_DEADLINE {
-            let _ = child.kill();
+    let child = command.spawn().expect("spawn mnemo");
+    let pid = child.id();
+    // Wait for the exit itself on another thread, so the deadline does not need polling.
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(child.wait_with_output());
+    });
+    match exit.recv_timeout(REFUSAL_DEADLINE) {
+        Ok(output) => output.expect("collect output"),
+        Err(_) => {
+            // Only this test's own child, by the pid it was given.
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
             panic!("mnemo {args:?} kept running; it should have refused to start");
         }
-        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills the child it holds when dropped, so a failing test leaves no process behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -122,7 +138,7 @@ async fn settings_come_from_mnemo_environment_variables() {
     let client_url = format!("http://127.0.0.1:{}", free_port());
     let peer_url = format!("http://127.0.0.1:{}", free_port());
     let data_dir = dir.path().join("from-env.data");
-    let mut child = Command::new(server_binary())
+    let child = Command::new(server_binary())
         .current_dir(dir.path())
         .env("MNEMO_NAME", "from-env")
         .env("MNEMO_DATA_DIR", &data_dir)
@@ -135,23 +151,24 @@ async fn settings_come_from_mnemo_environment_variables() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn mnemo");
-    let started = Instant::now();
-    let members = loop {
-        let attempt = async {
-            let mut cluster = ClusterClient::connect(client_url.clone()).await.ok()?;
-            cluster.member_list(MemberListRequest::default()).await.ok()
-        };
-        if let Some(response) = attempt.await {
-            break response.into_inner().members;
-        }
-        if started.elapsed() > EXIT_TIMEOUT {
-            let _ = child.kill();
-            panic!("member configured from the environment never served on {client_url}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let _child = KillOnDrop(child);
+    // Readiness has no event to wait on from outside: poll the member list until it answers.
+    let members = poll_until(
+        "member configured from the environment",
+        EXIT_TIMEOUT,
+        || {
+            let client_url = client_url.clone();
+            async move {
+                let mut cluster = ClusterClient::connect(client_url).await.ok()?;
+                let response = cluster
+                    .member_list(MemberListRequest::default())
+                    .await
+                    .ok()?;
+                Some(response.into_inner().members)
+            }
+        },
+    )
+    .await;
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].name, "from-env");
     assert_eq!(members[0].peer_ur_ls, vec![peer_url]);
