@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "proto/etcd/v3lock.proto",
     "proto/etcd/v3election.proto",
     "proto/internal/raft.proto",
+    "proto/internal/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -88,3 +88,56 @@ pub const H2_HEADER_TABLE_BYTES: usize = 4096;
 pub const H2_HEADER_BLOCK_BYTES_MAX: usize = 1024 * 1024;
 
 const _: () = assert!(H2_HEADER_BLOCK_BYTES_MAX >= H2_FRAME_BYTES_MAX);
+
+/// Largest peer message sent or accepted. An append carries at most
+/// [`PEER_APPEND_ENTRIES_MAX`] entries of at most [`GRPC_RECV_BYTES_MAX`] each.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 160 * 1024 * 1024;
+
+/// Most log entries in one append sent to a follower: bounds a peer message while still
+/// batching a busy leader's writes.
+pub const PEER_APPEND_ENTRIES_MAX: u64 = 64;
+
+/// How long a member waits for a TCP connection to a peer.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// First pause before retrying an unreachable peer; doubled on each failure.
+pub const PEER_BACKOFF_INITIAL: Duration = Duration::from_millis(50);
+
+/// Longest pause between retries of an unreachable peer, so a restarted member is found
+/// again within about a second.
+pub const PEER_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Bytes of snapshot data in one streamed chunk.
+pub const PEER_SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// How long sending one snapshot chunk may take before the transfer is abandoned (and
+/// retried from the start).
+pub const PEER_SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the leader waits for a follower to install a fully received snapshot (copying a
+/// large checkpoint and rebuilding the key index can take a while).
+pub const PEER_SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Shortest pause between two log lines about refused peer traffic from the same source.
+pub const PEER_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Fraction of the leader's log, in percent, a learner must have to be promoted (etcd: 90).
+pub const LEARNER_PROMOTE_PROGRESS_PERCENT: u64 = 90;
+
+/// Most learners in a cluster (etcd 3.4/3.5: 1).
+pub const LEARNERS_MAX: usize = 1;
+
+/// How long MoveLeader waits for the target to take over.
+pub const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(7);
+
+const _: () = assert!(
+    PEER_MESSAGE_BYTES_MAX >= PEER_APPEND_ENTRIES_MAX as usize * (GRPC_RECV_BYTES_MAX + 1024)
+);
+const _: () = assert!(PEER_SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX);
+
+/// How long a member joining a running cluster waits for one of the members named in
+/// `--initial-cluster` to tell it the cluster's id and members.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pause between two attempts of a started member to publish its name and client URLs.
+pub const PUBLISH_RETRY_INTERVAL: Duration = Duration::from_millis(500);

@@ -208,8 +208,19 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!("ready to serve client requests");
-        wait_for_signal().await;
+        let removed = tokio::select! {
+            () = wait_for_signal() => None,
+            reason = node.removed() => Some(reason),
+        };
         node.shutdown().await;
-        ExitCode::SUCCESS
+        match removed {
+            None => ExitCode::SUCCESS,
+            Some(reason) => {
+                eprintln!(
+                    "mnemo: this member has been removed from the cluster ({reason}); exiting"
+                );
+                ExitCode::FAILURE
+            }
+        }
     })
 }

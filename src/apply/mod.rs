@@ -10,6 +10,10 @@
 //! Apply is deterministic: it reads no clock, draws no random numbers and does no I/O other
 //! than the backend batch, so every member that applies the same log holds the same state.
 //! It must not call into `raft` or `server`.
+//!
+//! Installing a snapshot (`StateMachineHost::install`) is not an apply: `storage::member_db`
+//! replaces the whole state with the received checkpoint, and apply only checks that the
+//! checkpoint's applied position decodes and then takes it as its own.
 
 pub mod codec;
 
@@ -23,6 +27,7 @@ use bytes::Bytes;
 use self::codec::{Applied, ApplyError, ApplyOutcome, Proposal};
 use crate::raft::{AppliedState, CommittedData, CommittedEntry, LogPos, StateMachineHost};
 use crate::storage::backend::Cf;
+use crate::storage::member_db::MemberDb;
 use crate::storage::mvcc::{LeaseLookup, MvccError, MvccStore, WriteTxn};
 use crate::types::{LeaseId, Revision, TxnRequest, TxnResponse};
 
@@ -43,22 +48,22 @@ impl LeaseLookup for NoLeases {
 
 /// Applies committed entries to the MVCC store.
 pub struct Applier {
-    store: Arc<MvccStore>,
-    /// Raft index of the last applied entry, set before the entry's proposer hears back.
+    /// The member's state database; its store is the one entries are applied to.
+    db: MemberDb,
+    /// Raft index of the last applied entry, set before the entry's proposer hears back, and
+    /// set to the checkpoint's once an install has swapped the state.
     applied_index: AtomicU64,
 }
 
 impl Applier {
-    /// An applier over `store`.
+    /// An applier over the member's state database `db`.
     ///
     /// # Errors
     /// Backend failures reading the applied position.
-    pub fn new(store: Arc<MvccStore>) -> io::Result<Applier> {
-        let applied = read_applied_state(&store)?
-            .applied
-            .map_or(0, |position| position.index);
+    pub fn new(db: MemberDb) -> io::Result<Applier> {
+        let applied = applied_index_of(&read_applied_state(db.store())?);
         Ok(Applier {
-            store,
+            db,
             applied_index: AtomicU64::new(applied),
         })
     }
@@ -68,9 +73,10 @@ impl Applier {
         self.applied_index.load(Ordering::Acquire)
     }
 
-    /// The store it applies to.
+    /// The store it applies to. The same object for the applier's whole life: an install
+    /// replaces what is inside it.
     pub fn store(&self) -> &Arc<MvccStore> {
-        &self.store
+        self.db.store()
     }
 
     /// Runs a transaction that has no write against the committed state, without Raft and
@@ -82,7 +88,7 @@ impl Applier {
         &self,
         request: &TxnRequest,
     ) -> Result<(TxnResponse, Revision), ApplyError> {
-        self.store.read_txn(request).map_err(apply_error)
+        self.store().read_txn(request).map_err(apply_error)
     }
 
     fn apply_proposal(
@@ -152,7 +158,13 @@ fn decode_position(bytes: &[u8]) -> io::Result<LogPos> {
     })
 }
 
+fn applied_index_of(state: &AppliedState) -> u64 {
+    state.applied.map_or(0, |position| position.index)
+}
+
 fn read_applied_state(store: &MvccStore) -> io::Result<AppliedState> {
+    // One backend handle for both keys, so they come from the same database even if an
+    // install swaps it meanwhile.
     let backend = store.backend();
     let applied = backend
         .get(Cf::Meta, META_APPLIED)
@@ -168,14 +180,14 @@ fn read_applied_state(store: &MvccStore) -> io::Result<AppliedState> {
 
 impl StateMachineHost for Applier {
     fn applied_state(&self) -> io::Result<AppliedState> {
-        read_applied_state(&self.store)
+        read_applied_state(self.store())
     }
 
     fn apply(&self, entries: &[CommittedEntry]) -> io::Result<Vec<Bytes>> {
         let Some(last) = entries.last() else {
             return Ok(Vec::new());
         };
-        let mut txn = self.store.write();
+        let mut txn = self.store().write();
         let mut responses = Vec::new();
         let mut membership = None;
         for entry in entries {
@@ -215,9 +227,9 @@ impl StateMachineHost for Applier {
     fn checkpoint(&self, target: &Path) -> io::Result<AppliedState> {
         // Holding the writer's place keeps apply out while the copy is taken, so the applied
         // position read here is the one the copy holds.
-        let writer = self.store.write();
-        let state = read_applied_state(&self.store)?;
-        self.store
+        let writer = self.store().write();
+        let state = read_applied_state(self.store())?;
+        self.store()
             .backend()
             .checkpoint(target)
             .map_err(io::Error::other)?;
@@ -225,11 +237,17 @@ impl StateMachineHost for Applier {
         Ok(state)
     }
 
-    fn install(&self, _source: &Path) -> io::Result<()> {
-        // TODO(#3): swap the backend for the received checkpoint and rebuild the key index.
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "installing a snapshot from another member needs the cluster transport",
-        ))
+    fn install(&self, source: &Path) -> io::Result<()> {
+        // A checkpoint whose applied position does not decode would leave Raft unable to
+        // restart from it: refuse it before anything is switched.
+        let installed = self.db.install(source, read_applied_state)?;
+        // No apply runs during an install (the Raft state machine calls one at a time), so
+        // nothing can store an older index after this.
+        self.applied_index
+            .store(applied_index_of(&installed), Ordering::Release);
+        Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

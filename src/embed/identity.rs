@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::NodeError;
 use super::config::{Config, url_text};
-use crate::raft::MemberNode;
+use crate::raft::{MemberEntry, MemberNode};
 
 /// File holding the identity inside the member directory.
 const IDENTITY_FILE: &str = "identity.json";
@@ -59,75 +59,112 @@ pub(super) fn cluster_id(member_ids: &[u64]) -> u64 {
 }
 
 impl Identity {
-    /// Reads the stored identity, or derives and stores it on the first start.
-    pub(super) fn load_or_create(
-        member_dir: &Path,
-        config: &Config,
-    ) -> Result<Identity, NodeError> {
+    /// The identity stored in `member_dir`, if this member started before.
+    pub(super) fn load(member_dir: &Path, config: &Config) -> Result<Option<Identity>, NodeError> {
         let path = member_dir.join(IDENTITY_FILE);
-        let data_dir_error = |reason: String| NodeError::DataDir {
-            path: path.display().to_string(),
-            reason,
-        };
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let identity: Identity = serde_json::from_slice(&bytes)
-                    .map_err(|err| data_dir_error(err.to_string()))?;
+                let identity: Identity =
+                    serde_json::from_slice(&bytes).map_err(|err| NodeError::DataDir {
+                        path: path.display().to_string(),
+                        reason: err.to_string(),
+                    })?;
                 if identity.name != config.name {
                     tracing::warn!(stored = %identity.name, flag = %config.name, "data dir belongs to another name; keeping the stored identity");
                 }
-                return Ok(identity);
+                Ok(Some(identity))
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(data_dir_error(err.to_string())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(NodeError::DataDir {
+                path: path.display().to_string(),
+                reason: err.to_string(),
+            }),
         }
+    }
+
+    /// The identity of a founding member of a new cluster, derived from the flags alone so
+    /// every founding member computes the same ids.
+    pub(super) fn for_new_cluster(config: &Config) -> Result<Identity, NodeError> {
         let members = config.initial_cluster_members()?;
         let ids: Vec<u64> = members
             .iter()
             .map(|(_, urls)| member_id(urls, &config.initial_cluster_token))
             .collect();
-        let mine: Vec<String> = config
-            .initial_advertise_peer_urls
-            .iter()
-            .map(url_text)
-            .collect();
-        let identity = Identity {
+        Ok(Identity {
             name: config.name.clone(),
-            member_id: member_id(&mine, &config.initial_cluster_token),
+            member_id: member_id(&advertised(config), &config.initial_cluster_token),
             cluster_id: cluster_id(&ids),
-        };
-        let encoded =
-            serde_json::to_vec_pretty(&identity).map_err(|err| data_dir_error(err.to_string()))?;
-        crate::raft::wal::write_file_atomically(member_dir, IDENTITY_FILE, &encoded)
-            .map_err(|err| data_dir_error(err.to_string()))?;
-        Ok(identity)
+        })
     }
 
-    /// The founding membership, keyed by member id.
-    pub(super) fn initial_members(&self, config: &Config) -> BTreeMap<u64, MemberNode> {
+    /// The identity of a member joining a running cluster, which gave it its id (at
+    /// MemberAdd) and its cluster id.
+    pub(super) fn for_existing_cluster(
+        config: &Config,
+        cluster_id: u64,
+        members: &[MemberEntry],
+    ) -> Result<Identity, NodeError> {
+        let mut mine = advertised(config);
+        mine.sort();
+        let found = members.iter().find(|(_, node, _)| {
+            let mut theirs = node.peer_urls.clone();
+            theirs.sort();
+            theirs == mine
+        });
+        match found {
+            Some((id, _, _)) => Ok(Identity {
+                name: config.name.clone(),
+                member_id: *id,
+                cluster_id,
+            }),
+            None => Err(NodeError::Join(format!(
+                "no member of cluster {cluster_id:x} has the peer URLs {mine:?}; add this member first (etcdctl member add {} --peer-urls={})",
+                config.name,
+                mine.join(",")
+            ))),
+        }
+    }
+
+    /// Stores the identity so a restart keeps it whatever the flags say.
+    pub(super) fn save(&self, member_dir: &Path) -> Result<(), NodeError> {
+        let data_dir_error = |reason: String| NodeError::DataDir {
+            path: member_dir.join(IDENTITY_FILE).display().to_string(),
+            reason,
+        };
+        let encoded =
+            serde_json::to_vec_pretty(self).map_err(|err| data_dir_error(err.to_string()))?;
+        crate::raft::wal::write_file_atomically(member_dir, IDENTITY_FILE, &encoded)
+            .map_err(|err| data_dir_error(err.to_string()))
+    }
+
+    /// The membership a new cluster starts with. Every founding member must build exactly
+    /// the same one (its first log entry), so client URLs are left empty: each member
+    /// publishes its own once it runs, as etcd does.
+    pub(super) fn initial_members(config: &Config) -> BTreeMap<u64, MemberNode> {
         let members = config.initial_cluster_members().unwrap_or_default();
         members
             .into_iter()
             .map(|(name, peer_urls)| {
                 let id = member_id(&peer_urls, &config.initial_cluster_token);
-                // Only this member knows its client URLs now; the others publish theirs when
-                // they start (issue #3).
-                let client_urls = if id == self.member_id {
-                    config.advertise_client_urls.iter().map(url_text).collect()
-                } else {
-                    Vec::new()
-                };
                 (
                     id,
                     MemberNode {
                         name,
                         peer_urls,
-                        client_urls,
+                        client_urls: Vec::new(),
                     },
                 )
             })
             .collect()
     }
+}
+
+fn advertised(config: &Config) -> Vec<String> {
+    config
+        .initial_advertise_peer_urls
+        .iter()
+        .map(url_text)
+        .collect()
 }
 
 #[cfg(test)]
@@ -167,12 +204,40 @@ mod tests {
     #[test]
     fn identity_survives_restart_with_other_flags() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Identity::load_or_create(dir.path(), &Config::default()).unwrap();
+        let first = Identity::for_new_cluster(&Config::default()).unwrap();
+        first.save(dir.path()).unwrap();
         let other_token = Config {
             initial_cluster_token: "changed".into(),
             ..Config::default()
         };
-        let second = Identity::load_or_create(dir.path(), &other_token).unwrap();
-        assert_eq!(first, second);
+        assert_ne!(Identity::for_new_cluster(&other_token).unwrap(), first);
+        let second = Identity::load(dir.path(), &other_token).unwrap();
+        assert_eq!(second, Some(first));
+    }
+
+    #[test]
+    fn a_joining_member_takes_the_id_the_cluster_gave_its_urls() {
+        let config = Config {
+            name: "new".into(),
+            initial_advertise_peer_urls: crate::embed::parse_urls(
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2480",
+            )
+            .unwrap(),
+            ..Config::default()
+        };
+        let node = |url: &str| MemberNode {
+            name: String::new(),
+            peer_urls: vec![url.to_owned()],
+            client_urls: Vec::new(),
+        };
+        let members = vec![
+            (5, node("http://127.0.0.1:2380"), false),
+            (9, node("http://127.0.0.1:2480"), true),
+        ];
+        let identity = Identity::for_existing_cluster(&config, 77, &members).unwrap();
+        assert_eq!((identity.member_id, identity.cluster_id), (9, 77));
+        let error = Identity::for_existing_cluster(&config, 77, &members[..1]).unwrap_err();
+        assert!(error.to_string().contains("member add"), "{error}");
     }
 }

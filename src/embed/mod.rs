@@ -1,8 +1,10 @@
-//! Composition of a member: opens storage, starts consensus, wires the server and listens on
-//! the client URLs; shuts down in order.
+//! Composition of a member: works out its identity (founding a new cluster, joining a running
+//! one, or restarting from its data dir), opens storage, starts consensus, serves the peer and
+//! client URLs, publishes its name and client URLs, and shuts down in order.
 //!
 //! Shutdown order: stop accepting and finish in-flight requests, stop Raft (which flushes the
-//! log), then close the backend. This module must hold no logic that belongs lower down.
+//! log), then close the backend. A member removed from the cluster shuts itself down the same
+//! way. This module must hold no logic that belongs lower down.
 
 mod config;
 mod identity;
@@ -17,11 +19,12 @@ pub use self::config::{ClusterState, Config, ConfigError, parse_urls};
 use self::identity::Identity;
 use crate::apply::Applier;
 use crate::client::LocalClient;
-use crate::limits::{LEADER_WAIT_ELECTION_TIMEOUTS, SHUTDOWN_DRAIN};
+use crate::limits::{
+    JOIN_TIMEOUT, LEADER_WAIT_ELECTION_TIMEOUTS, PUBLISH_RETRY_INTERVAL, SHUTDOWN_DRAIN,
+};
 use crate::raft::{RaftConfig, RaftNode};
 use crate::server::{self, Server};
-use crate::storage::backend::Backend;
-use crate::storage::mvcc::MvccStore;
+use crate::storage::member_db::MemberDb;
 
 /// Why a member could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +47,10 @@ pub enum NodeError {
     /// Consensus could not start (for example the raft log is corrupt).
     #[error("raft: {0}")]
     Raft(String),
-    /// A client URL could not be listened on.
+    /// Joining an existing cluster failed.
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
+    /// A client or peer URL could not be listened on.
     #[error("cannot listen on {url}: {reason}")]
     Listen {
         /// The URL.
@@ -58,8 +64,89 @@ pub enum NodeError {
 pub struct Node {
     server: Arc<Server>,
     client_addrs: Vec<SocketAddr>,
+    peer_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
+    peer_listeners: Vec<JoinHandle<()>>,
+    publisher: JoinHandle<()>,
+}
+
+/// Binds every URL in `urls`, returning the listeners and the addresses they are bound to.
+async fn bind_all(urls: &[url::Url]) -> Result<Vec<(TcpListener, SocketAddr)>, NodeError> {
+    let mut bound = Vec::new();
+    for url in urls {
+        let address = config::socket_addr(url)?;
+        let listen_error = |err: std::io::Error| NodeError::Listen {
+            url: url.to_string(),
+            reason: err.to_string(),
+        };
+        let listener = TcpListener::bind(address).await.map_err(listen_error)?;
+        let local = listener.local_addr().map_err(listen_error)?;
+        bound.push((listener, local));
+    }
+    Ok(bound)
+}
+
+/// The identity of this member: stored in the data dir after the first start; derived from
+/// the flags for a founding member; asked of the running members for one joining them.
+async fn identity(member_dir: &std::path::Path, config: &Config) -> Result<Identity, NodeError> {
+    if let Some(stored) = Identity::load(member_dir, config)? {
+        return Ok(stored);
+    }
+    let identity = match config.initial_cluster_state {
+        ClusterState::New => Identity::for_new_cluster(config)?,
+        ClusterState::Existing => {
+            let mine: Vec<String> = config
+                .initial_advertise_peer_urls
+                .iter()
+                .map(config::url_text)
+                .collect();
+            let others: Vec<String> = config
+                .initial_cluster_members()?
+                .into_iter()
+                .filter(|(name, _)| name != &config.name)
+                .flat_map(|(_, urls)| urls)
+                .collect();
+            if others.is_empty() {
+                return Err(NodeError::Join(
+                    "--initial-cluster names no other member to join".into(),
+                ));
+            }
+            let (cluster_id, members) = crate::raft::fetch_membership(&others, &mine, JOIN_TIMEOUT)
+                .await
+                .map_err(NodeError::Join)?;
+            Identity::for_existing_cluster(config, cluster_id, &members)?
+        }
+    };
+    identity.save(member_dir)?;
+    Ok(identity)
+}
+
+/// Announces this member's name and client URLs through the leader until it has been done,
+/// as etcd publishes a started member's attributes.
+async fn publish(server: std::sync::Weak<Server>, name: String, client_urls: Vec<String>) {
+    loop {
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        let published = server.members().iter().any(|member| {
+            member.id == server.current_header().member_id
+                && member.name == name
+                && member.client_urls == client_urls
+        });
+        if published {
+            return;
+        }
+        match server.publish(name.clone(), client_urls.clone()).await {
+            Ok(()) => {
+                tracing::info!(%name, ?client_urls, "published this member's name and client URLs");
+                return;
+            }
+            Err(err) => tracing::debug!(%err, "publishing this member's attributes; will retry"),
+        }
+        drop(server);
+        tokio::time::sleep(PUBLISH_RETRY_INTERVAL).await;
+    }
 }
 
 impl Node {
@@ -75,7 +162,10 @@ impl Node {
             path: member_dir.display().to_string(),
             reason: err.to_string(),
         })?;
-        let identity = Identity::load_or_create(&member_dir, &config)?;
+        // Peer URLs are bound first: a member joining a cluster must already be reachable
+        // when the leader starts sending it the log.
+        let peer_bound = bind_all(&config.listen_peer_urls).await?;
+        let identity = identity(&member_dir, &config).await?;
         tracing::info!(
             name = %identity.name,
             member_id = %format!("{:x}", identity.member_id),
@@ -83,21 +173,23 @@ impl Node {
             data_dir = %config.data_dir.display(),
             "starting member"
         );
-        let backend = Backend::open(&member_dir.join("db"))
-            .map_err(|err| NodeError::Storage(err.to_string()))?;
-        let store = MvccStore::open(Arc::new(backend))
-            .map_err(|err| NodeError::Storage(err.to_string()))?;
-        let applier = Arc::new(
-            Applier::new(Arc::new(store)).map_err(|err| NodeError::Storage(err.to_string()))?,
-        );
+        let db = MemberDb::open(&member_dir).map_err(|err| NodeError::Storage(err.to_string()))?;
+        let applier =
+            Arc::new(Applier::new(db).map_err(|err| NodeError::Storage(err.to_string()))?);
+        let initial_members = match config.initial_cluster_state {
+            ClusterState::New => Identity::initial_members(&config),
+            // The leader sends a joining member the membership with the log.
+            ClusterState::Existing => std::collections::BTreeMap::new(),
+        };
         let raft_config = RaftConfig {
+            cluster_id: identity.cluster_id,
             member_id: identity.member_id,
             wal_dir: member_dir.join("wal"),
             snap_dir: member_dir.join("snap"),
             heartbeat_interval: config.heartbeat_interval,
             election_timeout: config.election_timeout,
             snapshot_count: config.snapshot_count,
-            initial_members: identity.initial_members(&config),
+            initial_members,
         };
         let raft = RaftNode::start(
             raft_config,
@@ -106,6 +198,23 @@ impl Node {
         .await
         .map_err(|err| NodeError::Raft(err.to_string()))?;
         let raft = Arc::new(raft);
+        let (stop, stopped) = watch::channel(false);
+        let shutdown_signal = |mut stopped: watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let mut peer_addrs = Vec::new();
+        let mut peer_listeners = Vec::new();
+        for (listener, bound) in peer_bound {
+            tracing::info!(address = %bound, "serving peer requests");
+            peer_addrs.push(bound);
+            let raft = Arc::clone(&raft);
+            let shutdown = shutdown_signal(stopped.clone());
+            peer_listeners.push(tokio::spawn(async move {
+                if let Err(err) = raft.serve_peers(listener, shutdown).await {
+                    tracing::error!(%err, "peer listener failed");
+                }
+            }));
+        }
         // A lone member elects itself within one election timeout; in a larger cluster the
         // member serves (with "no leader" errors) until the others are reachable.
         let leader_wait = config.election_timeout * LEADER_WAIT_ELECTION_TIMEOUTS;
@@ -122,27 +231,28 @@ impl Node {
             applier,
             config.quota_backend_bytes,
         ));
-        let (stop, stopped) = watch::channel(false);
+        // With a leader at hand the member publishes before it serves clients, so its member
+        // list is complete from the first request; otherwise it keeps trying in the background.
+        let publishing = publish(
+            Arc::downgrade(&server),
+            config.name.clone(),
+            config
+                .advertise_client_urls
+                .iter()
+                .map(config::url_text)
+                .collect(),
+        );
+        let mut publishing = Box::pin(publishing);
+        let publisher = match tokio::time::timeout(leader_wait, &mut publishing).await {
+            Ok(()) => tokio::spawn(async {}),
+            Err(_) => tokio::spawn(publishing),
+        };
         let mut client_addrs = Vec::new();
         let mut listeners = Vec::new();
-        for url in &config.listen_client_urls {
-            let address = config::socket_addr(url)?;
-            let listener = TcpListener::bind(address)
-                .await
-                .map_err(|err| NodeError::Listen {
-                    url: url.to_string(),
-                    reason: err.to_string(),
-                })?;
-            let bound = listener.local_addr().map_err(|err| NodeError::Listen {
-                url: url.to_string(),
-                reason: err.to_string(),
-            })?;
+        for (listener, bound) in bind_all(&config.listen_client_urls).await? {
             tracing::info!(address = %bound, "serving client requests");
             client_addrs.push(bound);
-            let mut stopped = stopped.clone();
-            let shutdown = async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
+            let shutdown = shutdown_signal(stopped.clone());
             let server = Arc::clone(&server);
             listeners.push(tokio::spawn(async move {
                 if let Err(err) = server::grpc::serve(server, listener, shutdown).await {
@@ -153,8 +263,11 @@ impl Node {
         Ok(Node {
             server,
             client_addrs,
+            peer_addrs,
             stop,
             listeners,
+            peer_listeners,
+            publisher,
         })
     }
 
@@ -168,20 +281,41 @@ impl Node {
         &self.client_addrs
     }
 
+    /// The addresses the peer listeners are bound to (useful with port 0).
+    pub fn peer_addrs(&self) -> &[SocketAddr] {
+        &self.peer_addrs
+    }
+
     /// The request lifecycle of this member.
     pub fn server(&self) -> &Arc<Server> {
         &self.server
     }
 
+    /// Resolves with the reason once this member learns it was removed from the cluster; the
+    /// caller should then shut it down.
+    pub async fn removed(&self) -> String {
+        let mut removed = self.server.raft().removed();
+        loop {
+            if let Some(reason) = removed.borrow_and_update().clone() {
+                return reason;
+            }
+            if removed.changed().await.is_err() {
+                // The flag's owner is gone: the member is stopping anyway.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Stops the member in order: listeners, in-flight requests, consensus, storage.
     pub async fn shutdown(self) {
+        self.publisher.abort();
         let _ = self.stop.send(true);
-        for listener in self.listeners {
+        for listener in self.listeners.into_iter().chain(self.peer_listeners) {
             if tokio::time::timeout(SHUTDOWN_DRAIN, listener)
                 .await
                 .is_err()
             {
-                tracing::warn!("a client listener did not drain in time");
+                tracing::warn!("a listener did not drain in time");
             }
         }
         self.server.raft().shutdown().await;

@@ -19,25 +19,37 @@
 
 mod log_store;
 mod network;
+mod peer_service;
 mod state_machine;
 pub mod wal;
+mod wire;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use openraft::ChangeMembers;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError as EngineError};
 use openraft::{Config as EngineConfig, ReadPolicy, SnapshotPolicy};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use self::log_store::LogStore;
-use self::network::PeerNetworkFactory;
+use self::network::{PeerContext, PeerNetworkFactory};
 use self::state_machine::StateMachine;
 pub use self::wal::LogPos;
-use crate::limits::{REQUEST_TIMEOUT, SNAPSHOT_CATCHUP_ENTRIES, WAL_SEGMENT_BYTES_MAX};
+pub use self::wire::MemberChange;
+use self::wire::{ForwardRequest, ForwardResponse};
+use crate::limits::{
+    LEARNER_PROMOTE_PROGRESS_PERCENT, LEARNERS_MAX, MOVE_LEADER_TIMEOUT, PEER_APPEND_ENTRIES_MAX,
+    PEER_MESSAGE_BYTES_MAX, PEER_SNAPSHOT_CHUNK_BYTES, PEER_SNAPSHOT_CHUNK_TIMEOUT,
+    REQUEST_TIMEOUT, SNAPSHOT_CATCHUP_ENTRIES, WAL_SEGMENT_BYTES_MAX,
+};
 
 /// An opaque proposal: the bytes the apply layer encoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -154,7 +166,8 @@ pub trait StateMachineHost: Send + Sync + 'static {
     fn checkpoint(&self, target: &Path) -> io::Result<AppliedState>;
 
     /// Replaces the whole state with the copy in `source` (made by [`Self::checkpoint`] on
-    /// some member).
+    /// some member). The host copies what it needs and leaves `source` as it is: the adapter
+    /// keeps it as the current snapshot and may send it on to other members.
     ///
     /// # Errors
     /// Backend failures, or a copy that cannot be installed.
@@ -164,6 +177,8 @@ pub trait StateMachineHost: Send + Sync + 'static {
 /// How to run the consensus of one member.
 #[derive(Clone, Debug)]
 pub struct RaftConfig {
+    /// The cluster this member belongs to; every peer message carries it.
+    pub cluster_id: u64,
     /// This member's id.
     pub member_id: u64,
     /// Directory of the write-ahead log and vote.
@@ -172,12 +187,45 @@ pub struct RaftConfig {
     pub snap_dir: PathBuf,
     /// Leader heartbeat interval.
     pub heartbeat_interval: Duration,
-    /// Election timeout (the lower bound; the upper bound is twice it).
+    /// Election timeout: followers wait between half of it and all of it without hearing
+    /// from a leader before they campaign, and refuse votes for all of it (see
+    /// `engine_config`).
     pub election_timeout: Duration,
     /// Applied entries between two snapshots.
     pub snapshot_count: u64,
-    /// Members of a new cluster; ignored when the log already exists.
+    /// Members of a new cluster; ignored when the log already exists, and empty for a member
+    /// joining an existing cluster (the leader sends it the membership).
     pub initial_members: BTreeMap<u64, MemberNode>,
+}
+
+/// Why a membership change was refused; the texts are etcd's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum MembershipError {
+    /// No member has that id.
+    #[error("member not found")]
+    NotFound,
+    /// The id is taken.
+    #[error("member ID already exist")]
+    IdExists,
+    /// Another member uses one of the peer URLs.
+    #[error("Peer URLs already exists")]
+    PeerUrlsExist,
+    /// The cluster already has the most learners allowed.
+    #[error("too many learner members in cluster")]
+    TooManyLearners,
+    /// Promote named a voter.
+    #[error("can only promote a learner member")]
+    NotLearner,
+    /// Promote named a learner that is too far behind.
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotInSync,
+    /// MoveLeader named a member that cannot lead.
+    #[error("bad leader transferee")]
+    BadTransferee,
+    /// Another membership change is still in progress, or openraft refused the change.
+    #[error("membership change refused: {0}")]
+    Refused(String),
 }
 
 /// Consensus failures as the server reports them.
@@ -205,6 +253,9 @@ pub enum RaftError {
     /// The storage or configuration could not be opened.
     #[error("raft storage error: {0}")]
     Storage(String),
+    /// A membership change was refused.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
 }
 
 /// A snapshot of the consensus state, for Status and headers.
@@ -224,91 +275,82 @@ pub struct RaftStatus {
     pub last_log_index: u64,
 }
 
-/// A running Raft member.
-pub struct RaftNode {
+/// One member as the membership lists it: id, what it published, and whether it is a learner.
+pub type MemberEntry = (u64, MemberNode, bool);
+
+/// What the client-facing calls and the peer service share: the engine and the transport.
+#[derive(Clone)]
+pub(crate) struct Core {
     engine: Engine,
-    member_id: u64,
+    ctx: Arc<PeerContext>,
 }
 
-impl RaftNode {
-    /// Opens the log and state, starts consensus, and bootstraps a new cluster from
-    /// `config.initial_members` if this member has no log yet.
-    ///
-    /// # Errors
-    /// [`RaftError::Storage`] when the log cannot be opened (for example it is corrupt).
-    pub async fn start(
-        config: RaftConfig,
-        host: Arc<dyn StateMachineHost>,
-    ) -> Result<RaftNode, RaftError> {
-        let (log_store, fresh) = LogStore::open(&config.wal_dir, WAL_SEGMENT_BYTES_MAX)
-            .map_err(|err| RaftError::Storage(err.to_string()))?;
-        let state_machine = StateMachine::new(host, config.snap_dir.clone())
-            .map_err(|err| RaftError::Storage(err.to_string()))?;
-        let engine_config = engine_config(&config)?;
-        let engine = Engine::new(
-            config.member_id,
-            Arc::new(engine_config),
-            PeerNetworkFactory,
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(|err| RaftError::Stopped(err.to_string()))?;
-        if fresh {
-            match engine.initialize(config.initial_members.clone()).await {
-                Ok(()) => {}
-                Err(EngineError::APIError(err)) => {
-                    tracing::info!(%err, "cluster already initialized");
-                }
-                Err(err) => return Err(RaftError::Stopped(err.to_string())),
-            }
+fn write_error(error: EngineError<TypeConfig, ClientWriteError<TypeConfig>>) -> RaftError {
+    match error {
+        EngineError::APIError(ClientWriteError::ForwardToLeader(forward)) => RaftError::NotLeader {
+            leader: forward.leader_id,
+        },
+        EngineError::APIError(ClientWriteError::LogEntryDiscarded(_)) => RaftError::LeaderChanged,
+        EngineError::APIError(ClientWriteError::ChangeMembershipError(err)) => {
+            RaftError::Membership(MembershipError::Refused(err.to_string()))
         }
-        Ok(RaftNode {
-            engine,
-            member_id: config.member_id,
-        })
+        EngineError::APIError(other) => RaftError::Stopped(other.to_string()),
+        EngineError::Fatal(fatal) => RaftError::Stopped(fatal.to_string()),
+    }
+}
+
+impl Core {
+    fn member_id(&self) -> u64 {
+        self.ctx.member_id
     }
 
-    /// Proposes `payload` and waits until it is committed and applied, returning the apply
-    /// result.
-    ///
-    /// # Errors
-    /// [`RaftError::NotLeader`] (this member cannot order it), [`RaftError::LeaderChanged`]
-    /// (outcome unknown), [`RaftError::Timeout`], [`RaftError::Stopped`].
-    pub async fn propose(&self, payload: Bytes) -> Result<Bytes, RaftError> {
+    fn leader(&self) -> Option<u64> {
+        self.engine.metrics().borrow_watched().current_leader
+    }
+
+    fn members(&self) -> Vec<MemberEntry> {
+        let metrics = self.engine.metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| (*id, node.clone(), !voters.contains(id)))
+            .collect()
+    }
+
+    fn peer_url(&self, member: u64) -> Option<String> {
+        let metrics = self.engine.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&member)
+            .and_then(|node| node.peer_urls.first().cloned())
+    }
+
+    /// Proposes on this member, which must lead.
+    async fn propose_local(&self, payload: Bytes) -> Result<Bytes, RaftError> {
         let write = self.engine.client_write(Payload(payload));
         let outcome = tokio::time::timeout(REQUEST_TIMEOUT, write)
             .await
             .map_err(|_| RaftError::Timeout)?;
-        match outcome {
-            Ok(response) => Ok(response.data.0),
-            Err(EngineError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(RaftError::NotLeader {
-                    leader: forward.leader_id,
-                })
-            }
-            Err(EngineError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
-                Err(RaftError::LeaderChanged)
-            }
-            Err(EngineError::APIError(other)) => Err(RaftError::Stopped(other.to_string())),
-            Err(EngineError::Fatal(fatal)) => Err(RaftError::Stopped(fatal.to_string())),
-        }
+        outcome.map(|response| response.data.0).map_err(write_error)
     }
 
-    /// Waits until this member has applied everything committed before the call, after
-    /// confirming with a quorum that it still leads (ReadIndex). Reads that follow see every
-    /// write acknowledged before the call.
-    ///
-    /// # Errors
-    /// [`RaftError::NotLeader`], [`RaftError::NoLeader`], [`RaftError::Timeout`],
-    /// [`RaftError::Stopped`].
-    pub async fn read_barrier(&self) -> Result<(), RaftError> {
-        let barrier = self.engine.ensure_linearizable(ReadPolicy::ReadIndex);
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, barrier)
+    /// Confirms leadership with a quorum (ReadIndex) and returns the position a linearizable
+    /// read must wait for. Concurrent calls share quorum rounds inside openraft: a read is
+    /// satisfied by the first heartbeat round that started after it arrived.
+    async fn read_index_local(&self) -> Result<LogPos, RaftError> {
+        let linearizer = self.engine.get_read_linearizer(ReadPolicy::ReadIndex);
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, linearizer)
             .await
             .map_err(|_| RaftError::Timeout)?;
         match outcome {
-            Ok(_) => Ok(()),
+            Ok(linearizer) => {
+                let log_id = *linearizer.read_log_id().log_id();
+                Ok(to_pos(&log_id))
+            }
             Err(EngineError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
                 match forward.leader_id {
                     Some(leader) => Err(RaftError::NotLeader {
@@ -324,12 +366,485 @@ impl RaftNode {
         }
     }
 
+    /// Waits until this member has applied `index`, up to `timeout`.
+    async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), RaftError> {
+        let mut metrics = self.engine.metrics();
+        let wait = async {
+            loop {
+                let applied = metrics
+                    .borrow_watched()
+                    .last_applied
+                    .as_ref()
+                    .map_or(0, |log_id| log_id.index);
+                if applied >= index {
+                    return Ok(());
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(RaftError::Stopped("raft metrics closed".into()));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| RaftError::Timeout)?
+    }
+
+    /// Applies a membership change on this member, which must lead.
+    async fn change_members_local(
+        &self,
+        change: MemberChange,
+    ) -> Result<Vec<MemberEntry>, RaftError> {
+        if self.leader() != Some(self.member_id()) {
+            return Err(RaftError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let members = self.members();
+        let find = |id: u64| members.iter().find(|(member, _, _)| *member == id);
+        let urls_taken = |urls: &[String], except: Option<u64>| {
+            members.iter().any(|(member, node, _)| {
+                Some(*member) != except && node.peer_urls.iter().any(|url| urls.contains(url))
+            })
+        };
+        let change_membership = |changes: ChangeMembers<u64, MemberNode>| async move {
+            let write = self.engine.change_membership(changes, false);
+            tokio::time::timeout(REQUEST_TIMEOUT, write)
+                .await
+                .map_err(|_| RaftError::Timeout)?
+                .map_err(write_error)
+        };
+        match change {
+            MemberChange::Add {
+                id,
+                peer_urls,
+                learner,
+            } => {
+                if find(id).is_some() {
+                    return Err(MembershipError::IdExists.into());
+                }
+                if urls_taken(&peer_urls, None) {
+                    return Err(MembershipError::PeerUrlsExist.into());
+                }
+                let learners = members
+                    .iter()
+                    .filter(|(_, _, is_learner)| *is_learner)
+                    .count();
+                if learner && learners >= LEARNERS_MAX {
+                    return Err(MembershipError::TooManyLearners.into());
+                }
+                let node = MemberNode {
+                    name: String::new(),
+                    peer_urls,
+                    client_urls: Vec::new(),
+                };
+                // The new member is not running yet (etcd's flow is: add, then start it), so
+                // the learner is added without waiting for it to catch up.
+                let add = self.engine.add_learner(id, node, false);
+                tokio::time::timeout(REQUEST_TIMEOUT, add)
+                    .await
+                    .map_err(|_| RaftError::Timeout)?
+                    .map_err(write_error)?;
+                if !learner {
+                    change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+                }
+            }
+            MemberChange::Remove { id } => {
+                let Some((_, _, is_learner)) = find(id) else {
+                    return Err(MembershipError::NotFound.into());
+                };
+                let change = if *is_learner {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                } else {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                };
+                change_membership(change).await?;
+            }
+            MemberChange::Update { id, peer_urls } => {
+                let Some((_, node, _)) = find(id) else {
+                    return Err(MembershipError::NotFound.into());
+                };
+                if urls_taken(&peer_urls, Some(id)) {
+                    return Err(MembershipError::PeerUrlsExist.into());
+                }
+                let node = MemberNode {
+                    peer_urls,
+                    ..node.clone()
+                };
+                change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)]))).await?;
+            }
+            MemberChange::Promote { id } => {
+                let Some((_, _, is_learner)) = find(id) else {
+                    return Err(MembershipError::NotFound.into());
+                };
+                if !is_learner {
+                    return Err(MembershipError::NotLearner.into());
+                }
+                if !self.learner_in_sync(id) {
+                    return Err(MembershipError::LearnerNotInSync.into());
+                }
+                change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+            }
+            MemberChange::Publish {
+                id,
+                name,
+                client_urls,
+            } => {
+                let Some((_, node, _)) = find(id) else {
+                    return Err(MembershipError::NotFound.into());
+                };
+                if node.name != name || node.client_urls != client_urls {
+                    let node = MemberNode {
+                        name,
+                        client_urls,
+                        ..node.clone()
+                    };
+                    change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])))
+                        .await?;
+                }
+            }
+        }
+        Ok(self.members())
+    }
+
+    /// True when the leader has replicated to `learner` at least
+    /// [`LEARNER_PROMOTE_PROGRESS_PERCENT`] of its log (etcd's rule).
+    fn learner_in_sync(&self, learner: u64) -> bool {
+        let metrics = self.engine.metrics();
+        let metrics = metrics.borrow_watched();
+        let leader_last = metrics.last_log_index.unwrap_or(0);
+        let matched = metrics
+            .replication
+            .as_ref()
+            .and_then(|progress| progress.get(&learner).cloned().flatten())
+            .map_or(0, |log_id| log_id.index);
+        matched.saturating_mul(100) >= leader_last.saturating_mul(LEARNER_PROMOTE_PROGRESS_PERCENT)
+    }
+}
+
+/// Follower reads batched into rounds: every read that arrives while a round is in flight
+/// waits for the next one, which starts after it arrived, so one leader round trip serves
+/// them all and none gets a read index older than its own arrival.
+#[derive(Default)]
+struct ReadRounds {
+    /// The round readers are joining now; taken by the reader that starts it.
+    joining: Mutex<Option<tokio::sync::broadcast::Sender<Result<LogPos, wire::WireError>>>>,
+    /// Held by the reader running a round, so rounds run one at a time.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl ReadRounds {
+    async fn read_index<F, Fut>(&self, ask_leader: F) -> Result<LogPos, RaftError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<LogPos, RaftError>>,
+    {
+        let mut answer = {
+            let mut joining = self.joining.lock();
+            match joining.as_ref() {
+                Some(round) => round.subscribe(),
+                None => {
+                    let (round, answer) = tokio::sync::broadcast::channel(1);
+                    *joining = Some(round);
+                    answer
+                }
+            }
+        };
+        let running = self.running.lock().await;
+        if let Ok(result) = answer.try_recv() {
+            return result.map_err(RaftError::from);
+        }
+        // Everyone who joined so far is in this round; later readers start a new one.
+        let round = self.joining.lock().take();
+        let result = ask_leader().await;
+        if let Some(round) = round {
+            let _ = round.send(result.as_ref().map(|pos| *pos).map_err(|err| match err {
+                RaftError::NoLeader => wire::WireError::NoLeader,
+                RaftError::LeaderChanged => wire::WireError::LeaderChanged,
+                RaftError::NotLeader { leader } => wire::WireError::NotLeader(*leader),
+                RaftError::Timeout => wire::WireError::Timeout,
+                RaftError::Stopped(reason) => wire::WireError::Stopped(reason.clone()),
+                RaftError::Storage(reason) => wire::WireError::Storage(reason.clone()),
+                RaftError::Membership(error) => wire::WireError::Membership(error.clone()),
+            }));
+        }
+        drop(running);
+        result
+    }
+}
+
+/// A running Raft member.
+pub struct RaftNode {
+    core: Core,
+    read_rounds: ReadRounds,
+    /// Members removed while this member ran (see [`peer_service::PeerService`]).
+    removed_members: Arc<Mutex<HashSet<u64>>>,
+    snap_dir: PathBuf,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl RaftNode {
+    /// Opens the log and state, starts consensus, and bootstraps a new cluster from
+    /// `config.initial_members` if this member has no log yet and the map is not empty.
+    ///
+    /// # Errors
+    /// [`RaftError::Storage`] when the log cannot be opened (for example it is corrupt).
+    pub async fn start(
+        config: RaftConfig,
+        host: Arc<dyn StateMachineHost>,
+    ) -> Result<RaftNode, RaftError> {
+        let (log_store, fresh) = LogStore::open(&config.wal_dir, WAL_SEGMENT_BYTES_MAX)
+            .map_err(|err| RaftError::Storage(err.to_string()))?;
+        let state_machine = StateMachine::new(host, config.snap_dir.clone())
+            .map_err(|err| RaftError::Storage(err.to_string()))?;
+        let engine_config = engine_config(&config)?;
+        let ctx = Arc::new(PeerContext::new(config.cluster_id, config.member_id));
+        let engine = Engine::new(
+            config.member_id,
+            Arc::new(engine_config),
+            PeerNetworkFactory {
+                ctx: Arc::clone(&ctx),
+            },
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|err| RaftError::Stopped(err.to_string()))?;
+        if fresh && !config.initial_members.is_empty() {
+            // Every founding member initializes with the same membership, so their first log
+            // entries are identical whichever of them is elected.
+            match engine.initialize(config.initial_members.clone()).await {
+                Ok(()) => {}
+                Err(EngineError::APIError(err)) => {
+                    tracing::info!(%err, "cluster already initialized");
+                }
+                Err(err) => return Err(RaftError::Stopped(err.to_string())),
+            }
+        }
+        let removed_members = Arc::new(Mutex::new(HashSet::new()));
+        let core = Core { engine, ctx };
+        let watcher = tokio::spawn(watch_membership(core.clone(), Arc::clone(&removed_members)));
+        Ok(RaftNode {
+            core,
+            read_rounds: ReadRounds::default(),
+            removed_members,
+            snap_dir: config.snap_dir,
+            watcher,
+        })
+    }
+
+    /// Serves the peer service on `listener` until `shutdown` resolves.
+    ///
+    /// # Errors
+    /// The server failed.
+    pub async fn serve_peers(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        let service = peer_service::PeerService::new(
+            self.core.clone(),
+            Arc::clone(&self.core.ctx),
+            self.snap_dir.clone(),
+            Arc::clone(&self.removed_members),
+        );
+        let server = crate::pb::internal::peer_server::PeerServer::new(service)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(server)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(|err| err.to_string())
+    }
+
+    /// Proposes `payload` and waits until it is committed and applied, returning the apply
+    /// result. A follower forwards it to the leader; without a leader it waits for one.
+    ///
+    /// # Errors
+    /// [`RaftError::NoLeader`] (none appeared in time), [`RaftError::LeaderChanged`]
+    /// (outcome unknown), [`RaftError::Timeout`], [`RaftError::Stopped`].
+    pub async fn propose(&self, payload: Bytes) -> Result<Bytes, RaftError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let request = ForwardRequest::Propose(payload.clone());
+        let response = self
+            .on_leader(
+                deadline,
+                || self.core.propose_local(payload.clone()),
+                &request,
+            )
+            .await?;
+        match response {
+            ForwardResponse::Applied(result) => Ok(result),
+            other => Err(RaftError::Stopped(format!(
+                "the leader answered a proposal with {other:?}"
+            ))),
+        }
+    }
+
+    /// Runs `local` if this member leads, or sends `request` to the leader, waiting for a
+    /// leader when none is known, until `deadline`.
+    async fn on_leader<F, Fut, T>(
+        &self,
+        deadline: Instant,
+        local: F,
+        request: &ForwardRequest,
+    ) -> Result<ForwardResponse, RaftError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RaftError>>,
+        T: Into<ForwardResponse>,
+    {
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(RaftError::Timeout);
+            }
+            let leader = match self.core.leader() {
+                Some(leader) => leader,
+                None => self
+                    .wait_for_leader(remaining)
+                    .await
+                    .map_err(|_| RaftError::NoLeader)?,
+            };
+            if leader == self.core.member_id() {
+                match local().await {
+                    Ok(value) => return Ok(value.into()),
+                    // Leadership moved between the check and the call: try the new leader.
+                    Err(RaftError::NotLeader { .. }) => continue,
+                    Err(other) => return Err(other),
+                }
+            }
+            let Some(url) = self.core.peer_url(leader) else {
+                return Err(RaftError::NoLeader);
+            };
+            let response = self
+                .core
+                .ctx
+                .forward(leader, &url, request, remaining)
+                .await?;
+            match response {
+                ForwardResponse::Failed(wire::WireError::NotLeader(_)) => {
+                    // The leader we knew stepped down; wait for our view to move on.
+                    let pause = remaining.min(Duration::from_millis(10));
+                    tokio::time::sleep(pause).await;
+                }
+                ForwardResponse::Failed(error) => return Err(error.into()),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Waits until this member has applied everything committed before the call, after the
+    /// leader confirmed with a quorum that it still leads (ReadIndex). Reads that follow see
+    /// every write acknowledged before the call.
+    ///
+    /// # Errors
+    /// [`RaftError::NoLeader`], [`RaftError::Timeout`], [`RaftError::Stopped`].
+    pub async fn read_barrier(&self) -> Result<(), RaftError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let position = if self.core.leader() == Some(self.core.member_id()) {
+            self.core.read_index_local().await?
+        } else {
+            self.read_rounds
+                .read_index(|| async {
+                    let response = self
+                        .on_leader(
+                            deadline,
+                            || self.core.read_index_local(),
+                            &ForwardRequest::ReadIndex,
+                        )
+                        .await?;
+                    match response {
+                        ForwardResponse::ReadIndex(position) => Ok(position),
+                        other => Err(RaftError::Stopped(format!(
+                            "the leader answered a read index request with {other:?}"
+                        ))),
+                    }
+                })
+                .await?
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.core.wait_applied(position.index, remaining).await
+    }
+
+    /// Changes the member set through the leader and returns the members afterwards.
+    ///
+    /// # Errors
+    /// [`RaftError::Membership`] with etcd's reason, or consensus unavailability.
+    pub async fn change_members(
+        &self,
+        change: MemberChange,
+    ) -> Result<Vec<MemberEntry>, RaftError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let request = ForwardRequest::ChangeMembers(change.clone());
+        let response = self
+            .on_leader(
+                deadline,
+                || self.core.change_members_local(change.clone()),
+                &request,
+            )
+            .await?;
+        match response {
+            ForwardResponse::Members(members) => Ok(members),
+            other => Err(RaftError::Stopped(format!(
+                "the leader answered a membership change with {other:?}"
+            ))),
+        }
+    }
+
+    /// Hands leadership to `target`; this member must lead. Returns once `target` leads.
+    ///
+    /// # Errors
+    /// [`RaftError::NotLeader`] when this member does not lead,
+    /// [`MembershipError::BadTransferee`] when `target` is not a voter, [`RaftError::Timeout`]
+    /// when it did not take over in time.
+    pub async fn move_leader(&self, target: u64) -> Result<(), RaftError> {
+        if self.core.leader() != Some(self.core.member_id()) {
+            return Err(RaftError::NotLeader {
+                leader: self.core.leader(),
+            });
+        }
+        let is_voter = self
+            .core
+            .members()
+            .iter()
+            .any(|(id, _, learner)| *id == target && !learner);
+        if !is_voter {
+            return Err(MembershipError::BadTransferee.into());
+        }
+        if target == self.core.member_id() {
+            return Ok(());
+        }
+        self.core
+            .engine
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|fatal| RaftError::Stopped(fatal.to_string()))?;
+        let mut metrics = self.core.engine.metrics();
+        let wait = async {
+            loop {
+                if metrics.borrow_watched().current_leader == Some(target) {
+                    return Ok(());
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(RaftError::Stopped("raft metrics closed".into()));
+                }
+            }
+        };
+        tokio::time::timeout(MOVE_LEADER_TIMEOUT, wait)
+            .await
+            .map_err(|_| RaftError::Timeout)?
+    }
+
     /// Waits until some member leads, up to `timeout`.
     ///
     /// # Errors
     /// [`RaftError::Timeout`] when no leader appeared in time.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, RaftError> {
-        let mut metrics = self.engine.metrics();
+        let mut metrics = self.core.engine.metrics();
         let wait = async {
             loop {
                 if let Some(leader) = metrics.borrow_watched().current_leader {
@@ -347,10 +862,10 @@ impl RaftNode {
 
     /// The current consensus state.
     pub fn status(&self) -> RaftStatus {
-        let metrics = self.engine.metrics();
+        let metrics = self.core.engine.metrics();
         let metrics = metrics.borrow_watched();
         RaftStatus {
-            member_id: self.member_id,
+            member_id: self.core.member_id(),
             leader: metrics.current_leader,
             term: metrics.current_term,
             commit_index: metrics
@@ -368,19 +883,22 @@ impl RaftNode {
 
     /// This member's id.
     pub fn member_id(&self) -> u64 {
-        self.member_id
+        self.core.member_id()
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> u64 {
+        self.core.ctx.cluster_id
     }
 
     /// The members of the current configuration: (id, node, is learner), by id.
-    pub fn members(&self) -> Vec<(u64, MemberNode, bool)> {
-        let metrics = self.engine.metrics();
-        let metrics = metrics.borrow_watched();
-        let membership = metrics.membership_config.membership();
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        membership
-            .nodes()
-            .map(|(id, node)| (*id, node.clone(), !voters.contains(id)))
-            .collect()
+    pub fn members(&self) -> Vec<MemberEntry> {
+        self.core.members()
+    }
+
+    /// Becomes `Some(reason)` once this member learns it was removed from the cluster.
+    pub fn removed(&self) -> watch::Receiver<Option<String>> {
+        self.core.ctx.removed()
     }
 
     /// Waits until a snapshot covers at least `index` and the log before it has been purged,
@@ -393,7 +911,7 @@ impl RaftNode {
         index: u64,
         timeout: Duration,
     ) -> Result<(u64, u64), RaftError> {
-        let mut metrics = self.engine.metrics();
+        let mut metrics = self.core.engine.metrics();
         let wait = async {
             loop {
                 {
@@ -416,8 +934,62 @@ impl RaftNode {
 
     /// Stops consensus; the log is flushed by the time this returns.
     pub async fn shutdown(&self) {
-        if let Err(err) = self.engine.shutdown().await {
+        self.watcher.abort();
+        if let Err(err) = self.core.engine.shutdown().await {
             tracing::warn!(%err, "raft shutdown did not finish cleanly");
+        }
+    }
+}
+
+impl From<Bytes> for ForwardResponse {
+    fn from(result: Bytes) -> ForwardResponse {
+        ForwardResponse::Applied(result)
+    }
+}
+
+impl From<LogPos> for ForwardResponse {
+    fn from(position: LogPos) -> ForwardResponse {
+        ForwardResponse::ReadIndex(position)
+    }
+}
+
+impl From<Vec<MemberEntry>> for ForwardResponse {
+    fn from(members: Vec<MemberEntry>) -> ForwardResponse {
+        ForwardResponse::Members(members)
+    }
+}
+
+/// Follows committed membership changes: remembers members that were removed (so their
+/// messages are refused and they learn it), and raises this member's removed flag when a
+/// committed configuration it was part of drops it.
+async fn watch_membership(core: Core, removed_members: Arc<Mutex<HashSet<u64>>>) {
+    let mut metrics = core.engine.metrics();
+    let mut previous: Option<BTreeSet<u64>> = None;
+    loop {
+        let current: BTreeSet<u64> = {
+            let metrics = metrics.borrow_watched();
+            metrics
+                .committed_membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        if let Some(before) = &previous
+            && *before != current
+        {
+            let gone: Vec<u64> = before.difference(&current).copied().collect();
+            removed_members.lock().extend(gone.iter().copied());
+            if gone.contains(&core.member_id()) {
+                core.ctx
+                    .mark_removed("a committed membership change removed this member".to_owned());
+            }
+        }
+        if !current.is_empty() {
+            previous = Some(current);
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -425,17 +997,65 @@ impl RaftNode {
 fn engine_config(config: &RaftConfig) -> Result<EngineConfig, RaftError> {
     let heartbeat_ms = u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(u64::MAX);
     let election_ms = u64::try_from(config.election_timeout.as_millis()).unwrap_or(u64::MAX);
+    let chunk_timeout_ms =
+        u64::try_from(PEER_SNAPSHOT_CHUNK_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+    // openraft's followers refuse votes for `election_timeout_max` after the last heartbeat
+    // (the leader lease), and candidates time out somewhere in [min, max). With etcd's
+    // [timeout, 2 x timeout) every first election attempt would hit the lease and a
+    // failover would take two to four election timeouts. Half the timeout to the timeout
+    // gives a lease of one election timeout, as etcd's check-quorum has, and failovers
+    // within one to two.
     let engine_config = EngineConfig {
         cluster_name: "mnemo".into(),
         heartbeat_interval: heartbeat_ms,
-        election_timeout_min: election_ms,
-        election_timeout_max: election_ms.saturating_mul(2),
+        election_timeout_min: (election_ms / 2).max(heartbeat_ms.saturating_add(1)),
+        election_timeout_max: election_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         max_in_snapshot_log_to_keep: SNAPSHOT_CATCHUP_ENTRIES.min(config.snapshot_count),
+        max_payload_entries: PEER_APPEND_ENTRIES_MAX,
+        snapshot_max_chunk_size: PEER_SNAPSHOT_CHUNK_BYTES as u64,
+        install_snapshot_timeout: chunk_timeout_ms,
         enable_pre_vote: Some(true),
         ..EngineConfig::default()
     };
     engine_config
         .validate()
         .map_err(|err| RaftError::Storage(format!("invalid raft timing: {err}")))
+}
+
+/// Asks the members at `peer_urls` (any that answers) for the cluster id and members; a
+/// member joining an existing cluster needs both before it can start.
+///
+/// # Errors
+/// A description of every failure when none answered.
+pub async fn fetch_membership(
+    peer_urls: &[String],
+    my_peer_urls: &[String],
+    timeout: Duration,
+) -> Result<(u64, Vec<MemberEntry>), String> {
+    let mut failures = Vec::new();
+    for url in peer_urls {
+        match network::fetch_membership(url, my_peer_urls, timeout).await {
+            Ok(response) => {
+                let members = response
+                    .members
+                    .into_iter()
+                    .map(|member| {
+                        (
+                            member.id,
+                            MemberNode {
+                                name: member.name,
+                                peer_urls: member.peer_urls,
+                                client_urls: member.client_urls,
+                            },
+                            member.is_learner,
+                        )
+                    })
+                    .collect();
+                return Ok((response.cluster_id, members));
+            }
+            Err(reason) => failures.push(reason),
+        }
+    }
+    Err(failures.join("; "))
 }

@@ -1,76 +1,536 @@
-//! The peer transport openraft uses to reach other members.
+//! The sending side of the peer transport: one gRPC channel per peer URL, openraft's
+//! messages (append, vote, pre-vote, leader transfer, whole snapshots) sent over it with
+//! timeouts, and the requests a follower forwards to the leader.
 //!
-//! A one-member cluster never sends a peer message; this transport answers every call with
-//! "unreachable" so that a misconfigured multi-member start fails loudly instead of hanging.
-//! The replicated transport over the peer URL replaces it (issue #3). It must not touch the
-//! state machine or the log.
+//! A slow or dead peer never stalls the others: openraft runs one replication task per
+//! follower, every call here is bounded by a timeout, and an unreachable peer is retried
+//! with a capped exponential backoff. Must not touch the log or the state machine; snapshot
+//! files are only read.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openraft::OptionalSend;
-use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::{Channel, Endpoint};
 
-use super::state_machine::SnapshotDir;
-use super::{MemberNode, TypeConfig};
+use super::state_machine::{DATA_DIR, SnapshotDir};
+use super::wire::{
+    self, CLUSTER_MISMATCH, ForwardRequest, ForwardResponse, Route, SENDER_REMOVED, SnapshotFile,
+    SnapshotHeader,
+};
+use super::{MemberNode, RaftError, TypeConfig};
+use crate::limits::{
+    PEER_BACKOFF_INITIAL, PEER_BACKOFF_MAX, PEER_CONNECT_TIMEOUT, PEER_MESSAGE_BYTES_MAX,
+    PEER_REFUSAL_LOG_INTERVAL, PEER_SNAPSHOT_CHUNK_BYTES, PEER_SNAPSHOT_CHUNK_TIMEOUT,
+    PEER_SNAPSHOT_INSTALL_TIMEOUT,
+};
+use crate::pb::internal::peer_client::PeerClient as GrpcPeer;
+use crate::pb::internal::{MembershipRequest, PeerMessage, SnapshotChunk};
 
 type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 type EngineSnapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotDir>;
 
-fn unreachable(target: u64) -> Unreachable<TypeConfig> {
-    let error = io::Error::new(
-        io::ErrorKind::NotConnected,
-        format!("member {target:x} is unreachable: this build has no peer transport yet"),
-    );
-    Unreachable::new(&error)
+/// What every sender in this member shares: its identity, the channels to peers, and the
+/// flag raised when a peer says this member was removed.
+pub(super) struct PeerContext {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    channels: Mutex<HashMap<String, Channel>>,
+    /// When each kind of refusal was last logged, by peer; keeps a refused heartbeat every
+    /// few milliseconds from flooding the log.
+    refusals_logged: Mutex<HashMap<(u64, &'static str), Instant>>,
+    /// Set (with the reason) once this member learns it was removed from the cluster.
+    removed: watch::Sender<Option<String>>,
 }
 
-/// Creates a [`PeerClient`] per target member.
-pub(super) struct PeerNetworkFactory;
+impl PeerContext {
+    pub(super) fn new(cluster_id: u64, member_id: u64) -> PeerContext {
+        PeerContext {
+            cluster_id,
+            member_id,
+            channels: Mutex::new(HashMap::new()),
+            refusals_logged: Mutex::new(HashMap::new()),
+            removed: watch::Sender::new(None),
+        }
+    }
 
-impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
-    type Network = PeerClient;
+    /// Raises the removed flag (once).
+    pub(super) fn mark_removed(&self, reason: String) {
+        self.removed.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            tracing::error!(%reason, "this member has been removed from the cluster");
+            *current = Some(reason);
+            true
+        });
+    }
 
-    async fn new_client(&mut self, target: u64, _node: &MemberNode) -> PeerClient {
-        PeerClient { target }
+    /// Watches the removed flag.
+    pub(super) fn removed(&self) -> watch::Receiver<Option<String>> {
+        self.removed.subscribe()
+    }
+
+    fn route(&self, to: u64) -> Route {
+        Route {
+            cluster_id: self.cluster_id,
+            from: self.member_id,
+            to,
+        }
+    }
+
+    /// A client for the peer at `url`. Channels connect lazily and reconnect by themselves,
+    /// so one is kept per URL for the life of the member.
+    fn client(&self, url: &str) -> Result<GrpcPeer<Channel>, String> {
+        let mut channels = self.channels.lock();
+        let channel = match channels.get(url) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = peer_endpoint(url)?.connect_lazy();
+                channels.insert(url.to_owned(), channel.clone());
+                channel
+            }
+        };
+        Ok(GrpcPeer::new(channel)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
+    }
+
+    /// Logs a refusal by `peer`, at most once per [`PEER_REFUSAL_LOG_INTERVAL`] per kind.
+    pub(super) fn log_refusal(&self, peer: u64, kind: &'static str, status: &tonic::Status) {
+        let now = Instant::now();
+        let mut logged = self.refusals_logged.lock();
+        let due = logged
+            .get(&(peer, kind))
+            .is_none_or(|last| now.duration_since(*last) >= PEER_REFUSAL_LOG_INTERVAL);
+        if due {
+            logged.insert((peer, kind), now);
+            tracing::error!(peer = %format!("{peer:x}"), reason = status.message(), "peer refused this member's messages");
+        }
+    }
+
+    /// Sends `request` to member `to` at `url` and waits for the leader's answer.
+    pub(super) async fn forward(
+        &self,
+        to: u64,
+        url: &str,
+        request: &ForwardRequest,
+        timeout: Duration,
+    ) -> Result<ForwardResponse, RaftError> {
+        let mut client = self.client(url).map_err(RaftError::Stopped)?;
+        let message = wire::envelope(self.route(to), request).map_err(RaftError::Stopped)?;
+        let reply = tokio::time::timeout(timeout, client.forward(message))
+            .await
+            .map_err(|_| RaftError::Timeout)?;
+        match reply {
+            Ok(reply) => wire::open(reply.get_ref()).map_err(RaftError::Stopped),
+            Err(status) => {
+                self.note_refusal(to, &status);
+                // The request may or may not have reached the leader: a write's outcome is
+                // unknown, so it is reported like a leader change, not as a definite failure.
+                // A refused connection never reached it.
+                if is_connect_failure(&status) {
+                    Err(RaftError::NoLeader)
+                } else {
+                    Err(RaftError::LeaderChanged)
+                }
+            }
+        }
+    }
+
+    fn note_refusal(&self, peer: u64, status: &tonic::Status) {
+        if status.code() == tonic::Code::FailedPrecondition
+            && status.message().starts_with(CLUSTER_MISMATCH)
+        {
+            self.log_refusal(peer, "cluster", status);
+        } else if status.code() == tonic::Code::PermissionDenied
+            && status.message().starts_with(SENDER_REMOVED)
+        {
+            self.mark_removed(format!(
+                "member {peer:x} refused this member: {}",
+                status.message()
+            ));
+        }
     }
 }
 
-/// The connection to one peer.
-pub(super) struct PeerClient {
-    target: u64,
+fn peer_endpoint(url: &str) -> Result<Endpoint, String> {
+    Endpoint::from_shared(url.to_owned())
+        .map(|endpoint| {
+            endpoint
+                .connect_timeout(PEER_CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+        })
+        .map_err(|err| format!("peer URL {url}: {err}"))
 }
 
-impl RaftNetworkV2<TypeConfig> for PeerClient {
+/// Asks the member at `url` for the cluster's id and members; used by a member joining an
+/// existing cluster, which does not know the cluster id yet.
+pub(super) async fn fetch_membership(
+    url: &str,
+    my_peer_urls: &[String],
+    timeout: Duration,
+) -> Result<crate::pb::internal::MembershipResponse, String> {
+    let channel = peer_endpoint(url)?.connect_lazy();
+    let mut client = GrpcPeer::new(channel).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    let request = MembershipRequest {
+        peer_urls: my_peer_urls.to_vec(),
+    };
+    match tokio::time::timeout(timeout, client.membership(request)).await {
+        Err(_) => Err(format!("{url}: no answer within {timeout:?}")),
+        Ok(Err(status)) => Err(format!("{url}: {}", status.message())),
+        Ok(Ok(response)) => Ok(response.into_inner()),
+    }
+}
+
+/// A connection failure before the request was sent, as opposed to a failure after.
+fn is_connect_failure(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        && std::error::Error::source(status)
+            .is_some_and(|source| source.downcast_ref::<tonic::transport::Error>().is_some())
+}
+
+/// Creates a [`PeerLink`] per target member.
+pub(super) struct PeerNetworkFactory {
+    pub ctx: Arc<PeerContext>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: u64, node: &MemberNode) -> PeerLink {
+        PeerLink {
+            ctx: Arc::clone(&self.ctx),
+            target,
+            url: node.peer_urls.first().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// The connection to one peer, as openraft uses it.
+pub(super) struct PeerLink {
+    ctx: Arc<PeerContext>,
+    target: u64,
+    url: String,
+}
+
+fn unreachable(reason: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+    Unreachable::new(&io::Error::new(
+        io::ErrorKind::NotConnected,
+        reason.to_string(),
+    ))
+}
+
+impl PeerLink {
+    fn timeout(&self, action: RPCTypes, after: Duration) -> Timeout<TypeConfig> {
+        Timeout {
+            action,
+            id: self.ctx.member_id,
+            target: self.target,
+            timeout: after,
+        }
+    }
+
+    /// One request/response exchange with the peer, bounded by the option's hard deadline.
+    async fn exchange<Req, Resp, F, Fut>(
+        &mut self,
+        action: RPCTypes,
+        request: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(GrpcPeer<Channel>, PeerMessage) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<PeerMessage>, tonic::Status>>,
+    {
+        let client = self
+            .ctx
+            .client(&self.url)
+            .map_err(|reason| RPCError::Unreachable(unreachable(reason)))?;
+        let message = wire::envelope(self.ctx.route(self.target), request)
+            .map_err(|reason| RPCError::Network(NetworkError::from_string(reason)))?;
+        let deadline = option.hard_ttl();
+        let reply = tokio::time::timeout(deadline, call(client, message))
+            .await
+            .map_err(|_| RPCError::Timeout(self.timeout(action, deadline)))?;
+        match reply {
+            Ok(reply) => wire::open(reply.get_ref())
+                .map_err(|reason| RPCError::Network(NetworkError::from_string(reason))),
+            Err(status) => {
+                self.ctx.note_refusal(self.target, &status);
+                Err(RPCError::Unreachable(unreachable(format!(
+                    "member {:x} at {}: {}",
+                    self.target,
+                    self.url,
+                    status.message()
+                ))))
+            }
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerLink {
     type SnapshotData = SnapshotDir;
 
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(unreachable(self.target)))
+        self.exchange(
+            RPCTypes::AppendEntries,
+            &rpc,
+            &option,
+            |mut client, message| async move { client.append_entries(message).await },
+        )
+        .await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(unreachable(self.target)))
+        self.exchange(
+            RPCTypes::Vote,
+            &rpc,
+            &option,
+            |mut client, message| async move { client.vote(message).await },
+        )
+        .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.exchange(
+            RPCTypes::Vote,
+            &rpc,
+            &option,
+            |mut client, message| async move { client.pre_vote(message).await },
+        )
+        .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        request: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.exchange(
+            RPCTypes::TransferLeader,
+            &request,
+            &option,
+            |mut client, message| async move { client.transfer_leader(message).await },
+        )
+        .await
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: EngineSnapshot,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        _option: RPCOption,
+        vote: Vote,
+        snapshot: EngineSnapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(unreachable(self.target)))
+        let chunk_timeout = option.hard_ttl().max(PEER_SNAPSHOT_CHUNK_TIMEOUT);
+        let chunk_bytes = option
+            .snapshot_chunk_size()
+            .unwrap_or(PEER_SNAPSHOT_CHUNK_BYTES)
+            .clamp(1, PEER_SNAPSHOT_CHUNK_BYTES);
+        let directory = snapshot.snapshot.0.clone();
+        let index = snapshot
+            .meta
+            .last_log_id
+            .as_ref()
+            .map_or(0, |log_id| log_id.index);
+        let header = {
+            let directory = directory.clone();
+            let meta = serde_json::to_vec(&snapshot.meta)
+                .map_err(|err| StreamingError::Network(NetworkError::new(&err)))?;
+            let vote = postcard::to_stdvec(&vote)
+                .map_err(|err| StreamingError::Network(NetworkError::new(&err)))?;
+            tokio::task::spawn_blocking(move || snapshot_header(&directory, vote, meta))
+                .await
+                .map_err(|err| StreamingError::Network(NetworkError::new(&err)))?
+                .map_err(|err| StreamingError::Network(NetworkError::new(&err)))?
+        };
+        let first = SnapshotChunk {
+            header: Some(
+                wire::envelope(self.ctx.route(self.target), &header)
+                    .map_err(|reason| StreamingError::Network(NetworkError::from_string(reason)))?,
+            ),
+            ..SnapshotChunk::default()
+        };
+        tracing::info!(
+            target_member = %format!("{:x}", self.target),
+            index,
+            files = header.files.len(),
+            bytes = header.files.iter().map(|file| file.len).sum::<u64>(),
+            "sending snapshot"
+        );
+        // The reader runs ahead of the network by a couple of chunks only: the channel's
+        // bound is the backpressure, and a receiver that stops reading fails the send below.
+        let (chunks, receiver) = mpsc::channel::<SnapshotChunk>(2);
+        let mut client = self
+            .ctx
+            .client(&self.url)
+            .map_err(|reason| StreamingError::Unreachable(unreachable(reason)))?;
+        let call = tokio::spawn(async move {
+            client
+                .install_snapshot(tokio_stream::wrappers::ReceiverStream::new(receiver))
+                .await
+        });
+        let feed = feed_snapshot(
+            directory,
+            header.files,
+            first,
+            chunks,
+            chunk_bytes,
+            chunk_timeout,
+        );
+        let outcome = tokio::select! {
+            closed = cancel => {
+                call.abort();
+                return Err(StreamingError::Closed(closed));
+            }
+            fed = feed => fed,
+        };
+        if let Err(reason) = outcome {
+            call.abort();
+            return Err(StreamingError::Network(NetworkError::from_string(format!(
+                "sending snapshot {index} to {:x}: {reason}",
+                self.target
+            ))));
+        }
+        let reply = tokio::time::timeout(PEER_SNAPSHOT_INSTALL_TIMEOUT, call)
+            .await
+            .map_err(|_| {
+                StreamingError::Timeout(
+                    self.timeout(RPCTypes::InstallSnapshot, PEER_SNAPSHOT_INSTALL_TIMEOUT),
+                )
+            })?
+            .map_err(|err| StreamingError::Network(NetworkError::new(&err)))?;
+        match reply {
+            Ok(reply) => wire::open(reply.get_ref())
+                .map_err(|reason| StreamingError::Network(NetworkError::from_string(reason))),
+            Err(status) => {
+                self.ctx.note_refusal(self.target, &status);
+                Err(StreamingError::Unreachable(unreachable(format!(
+                    "member {:x} refused snapshot {index}: {}",
+                    self.target,
+                    status.message()
+                ))))
+            }
+        }
     }
+
+    fn backoff(&self) -> Option<Backoff> {
+        let mut next = PEER_BACKOFF_INITIAL;
+        Some(Backoff::new(std::iter::from_fn(move || {
+            let current = next;
+            next = (next * 2).min(PEER_BACKOFF_MAX);
+            Some(current)
+        })))
+    }
+}
+
+/// Lists the files of a snapshot's data directory, in a stable order.
+fn snapshot_header(directory: &Path, vote: Vec<u8>, meta: Vec<u8>) -> io::Result<SnapshotHeader> {
+    let mut files = Vec::new();
+    let data = directory.join(DATA_DIR);
+    let mut pending = vec![data.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = entry.path();
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                let relative = path
+                    .strip_prefix(directory)
+                    .map_err(io::Error::other)?
+                    .components()
+                    .map(|part| part.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                files.push(SnapshotFile {
+                    path: relative,
+                    len: entry.metadata()?.len(),
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(SnapshotHeader { vote, meta, files })
+}
+
+/// Reads the snapshot files chunk by chunk into `chunks`, each chunk carrying its CRC-32.
+async fn feed_snapshot(
+    directory: PathBuf,
+    files: Vec<SnapshotFile>,
+    first: SnapshotChunk,
+    chunks: mpsc::Sender<SnapshotChunk>,
+    chunk_bytes: usize,
+    chunk_timeout: Duration,
+) -> Result<(), String> {
+    let send = |chunk: SnapshotChunk| {
+        let chunks = chunks.clone();
+        async move {
+            match tokio::time::timeout(chunk_timeout, chunks.send(chunk)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err("the receiver closed the stream".to_owned()),
+                Err(_) => Err(format!("a chunk was not taken within {chunk_timeout:?}")),
+            }
+        }
+    };
+    send(first).await?;
+    for (number, file) in files.iter().enumerate() {
+        let path = directory.join(&file.path);
+        let mut reader = tokio::fs::File::open(&path)
+            .await
+            .map_err(|err| format!("{}: {err}", path.display()))?;
+        let mut offset = 0u64;
+        while offset < file.len {
+            let want = usize::try_from(file.len - offset)
+                .unwrap_or(usize::MAX)
+                .min(chunk_bytes);
+            let mut data = vec![0u8; want];
+            tokio::io::AsyncReadExt::read_exact(&mut reader, &mut data)
+                .await
+                .map_err(|err| format!("{}: {err}", path.display()))?;
+            let crc32 = crc32fast::hash(&data);
+            send(SnapshotChunk {
+                header: None,
+                file: u32::try_from(number).map_err(|err| err.to_string())?,
+                offset,
+                data: data.into(),
+                crc32,
+            })
+            .await?;
+            offset += want as u64;
+        }
+    }
+    Ok(())
 }

@@ -35,9 +35,9 @@ type Meta = SnapshotMeta<
 type EngineSnapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotDir>;
 
 /// File inside a snapshot directory holding openraft's snapshot metadata.
-const META_FILE: &str = "snapshot.meta.json";
+pub(super) const META_FILE: &str = "snapshot.meta.json";
 /// Sub-directory of a snapshot directory holding the state copy.
-const DATA_DIR: &str = "data";
+pub(super) const DATA_DIR: &str = "data";
 /// Prefix of finished snapshot directory names; the suffix is the last included index.
 const SNAPSHOT_PREFIX: &str = "snapshot-";
 

@@ -101,7 +101,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
 }
 
 /// A position in the log: index and the term of the entry there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogPos {
     /// Log index.
     pub index: u64,

@@ -53,6 +53,39 @@ pub enum Error {
     /// The member is stopping.
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// A membership change named an unknown member.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// A new member's id is taken.
+    #[error("etcdserver: member ID already exist")]
+    MemberIdExists,
+    /// Another member uses one of the peer URLs.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlsExist,
+    /// Peer URLs that do not parse as http URLs.
+    #[error("etcdserver: given member URLs are invalid")]
+    InvalidMemberUrls,
+    /// The cluster already has the most learners allowed.
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    /// Promote named a voter.
+    #[error("etcdserver: can only promote a learner member")]
+    NotLearner,
+    /// Promote named a learner that is too far behind the leader.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotInSync,
+    /// A request only the leader serves (MoveLeader) reached a follower.
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    /// MoveLeader named a member that cannot lead.
+    #[error("etcdserver: bad leader transferee")]
+    BadTransferee,
+    /// A learner received a request only voters serve.
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    /// The consensus layer refused a membership change (e.g. another is in progress).
+    #[error("etcdserver: {0}")]
+    MembershipRefused(String),
     /// Anything else: a bug or a storage failure. Sent as gRPC Unknown with this text.
     #[error("{0}")]
     Internal(String),

@@ -17,7 +17,7 @@ pub use self::error::Error;
 use crate::apply::Applier;
 use crate::apply::codec::{self, Applied, ApplyError, Proposal};
 use crate::limits::{ETCD_COMPAT_VERSION, REQUEST_BYTES_MAX};
-use crate::raft::{RaftError, RaftNode, RaftStatus};
+use crate::raft::{MemberChange, MemberEntry, MembershipError, RaftError, RaftNode, RaftStatus};
 use crate::storage::mvcc::{MvccError, MvccStore};
 use crate::types::{
     ClusterId, DeleteRangeRequest, DeleteRangeResponse, MemberId, PutRequest, PutResponse,
@@ -145,6 +145,7 @@ impl Server {
     pub async fn range(&self, request: RangeRequest) -> Result<(RangeResponse, Header), Error> {
         validate::range(&request)?;
         if !request.serializable {
+            self.refuse_on_learner()?;
             self.read_barrier().await?;
         }
         // Index walks and RocksDB reads can be long for big ranges: keep them off the
@@ -194,6 +195,7 @@ impl Server {
         validate::txn(&request)?;
         if request.is_read_only() {
             if !all_ranges_serializable(&request) {
+                self.refuse_on_learner()?;
                 self.read_barrier().await?;
             }
             let applier = Arc::clone(&self.applier);
@@ -247,11 +249,7 @@ impl Server {
         if raft.leader.is_none() {
             errors.push(Error::NoLeader.to_string());
         }
-        let is_learner = self
-            .raft
-            .members()
-            .iter()
-            .any(|(id, _, learner)| *id == self.identity.member_id && *learner);
+        let is_learner = self.is_learner();
         Status {
             header: self.current_header(),
             version: ETCD_COMPAT_VERSION.to_string(),
@@ -271,17 +269,115 @@ impl Server {
 
     /// The cluster's members, by id.
     pub fn members(&self) -> Vec<Member> {
+        to_members(self.raft.members())
+    }
+
+    /// Adds a member with `peer_urls` (a learner when `learner`); returns it and the members
+    /// afterwards. The new member's name and client URLs stay empty until it starts.
+    ///
+    /// # Errors
+    /// Invalid or taken URLs, too many learners, Raft unavailability.
+    pub async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        learner: bool,
+    ) -> Result<(Member, Vec<Member>), Error> {
+        check_member_urls(&peer_urls)?;
+        let id = new_member_id(&peer_urls, self.identity.cluster_id);
+        let change = MemberChange::Add {
+            id,
+            peer_urls,
+            learner,
+        };
+        let members = to_members(self.raft.change_members(change).await.map_err(raft_error)?);
+        let added = members
+            .iter()
+            .find(|member| member.id == id)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("member {id:x} missing after its add")))?;
+        Ok((added, members))
+    }
+
+    /// Removes member `id`; returns the members afterwards.
+    ///
+    /// # Errors
+    /// An unknown id, Raft unavailability.
+    pub async fn member_remove(&self, id: MemberId) -> Result<Vec<Member>, Error> {
+        let change = MemberChange::Remove { id };
+        Ok(to_members(
+            self.raft.change_members(change).await.map_err(raft_error)?,
+        ))
+    }
+
+    /// Replaces member `id`'s peer URLs; returns the members afterwards.
+    ///
+    /// # Errors
+    /// An unknown id, invalid or taken URLs, Raft unavailability.
+    pub async fn member_update(
+        &self,
+        id: MemberId,
+        peer_urls: Vec<String>,
+    ) -> Result<Vec<Member>, Error> {
+        check_member_urls(&peer_urls)?;
+        let change = MemberChange::Update { id, peer_urls };
+        Ok(to_members(
+            self.raft.change_members(change).await.map_err(raft_error)?,
+        ))
+    }
+
+    /// Makes learner `id` a voter; returns the members afterwards.
+    ///
+    /// # Errors
+    /// An unknown id, a voter, a learner behind the leader, Raft unavailability.
+    pub async fn member_promote(&self, id: MemberId) -> Result<Vec<Member>, Error> {
+        let change = MemberChange::Promote { id };
+        Ok(to_members(
+            self.raft.change_members(change).await.map_err(raft_error)?,
+        ))
+    }
+
+    /// Announces this member's name and client URLs to the cluster (etcd publishes them the
+    /// same way once a member has started).
+    ///
+    /// # Errors
+    /// Raft unavailability.
+    pub async fn publish(&self, name: String, client_urls: Vec<String>) -> Result<(), Error> {
+        let change = MemberChange::Publish {
+            id: self.identity.member_id,
+            name,
+            client_urls,
+        };
+        self.raft
+            .change_members(change)
+            .await
+            .map(|_| ())
+            .map_err(raft_error)
+    }
+
+    /// Hands leadership to `target`; this member must lead.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] on a follower, [`Error::BadTransferee`] for a target that cannot
+    /// lead, [`Error::Timeout`] when it did not take over in time.
+    pub async fn move_leader(&self, target: MemberId) -> Result<(), Error> {
+        match self.raft.move_leader(target).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::NotLeader { .. }) => Err(Error::NotLeader),
+            Err(other) => Err(raft_error(other)),
+        }
+    }
+
+    /// True when this member is a learner (it serves only serializable reads and Status).
+    pub fn is_learner(&self) -> bool {
         self.raft
             .members()
-            .into_iter()
-            .map(|(id, node, is_learner)| Member {
-                id,
-                name: node.name,
-                peer_urls: node.peer_urls,
-                client_urls: node.client_urls,
-                is_learner,
-            })
-            .collect()
+            .iter()
+            .any(|(id, _, learner)| *id == self.identity.member_id && *learner)
+    }
+
+    /// True when some member leads, as the `hasleader` request metadata requires.
+    pub fn has_leader(&self) -> bool {
+        self.raft.status().leader.is_some()
     }
 
     /// True when the member can serve a linearizable read now (for `/health`).
@@ -299,7 +395,17 @@ impl Server {
         self.raft.read_barrier().await.map_err(raft_error)
     }
 
+    /// etcd-compat: a learner answers only serializable reads and Status.
+    fn refuse_on_learner(&self) -> Result<(), Error> {
+        if self.is_learner() {
+            Err(Error::NotSupportedForLearner)
+        } else {
+            Ok(())
+        }
+    }
+
     async fn propose(&self, proposal: &Proposal) -> Result<(Revision, Applied), Error> {
+        self.refuse_on_learner()?;
         let id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
         let payload = codec::encode_proposal(id, proposal);
         if payload.len() > REQUEST_BYTES_MAX {
@@ -361,7 +467,68 @@ fn raft_error(error: RaftError) -> Error {
         RaftError::Timeout => Error::Timeout,
         RaftError::Stopped(_) => Error::Stopped,
         RaftError::Storage(reason) => Error::Internal(reason),
+        RaftError::Membership(error) => match error {
+            MembershipError::NotFound => Error::MemberNotFound,
+            MembershipError::IdExists => Error::MemberIdExists,
+            MembershipError::PeerUrlsExist => Error::PeerUrlsExist,
+            MembershipError::TooManyLearners => Error::TooManyLearners,
+            MembershipError::NotLearner => Error::NotLearner,
+            MembershipError::LearnerNotInSync => Error::LearnerNotInSync,
+            MembershipError::BadTransferee => Error::BadTransferee,
+            MembershipError::Refused(reason) => Error::MembershipRefused(reason),
+        },
     }
+}
+
+/// etcd-compat: peer URLs of a member must be absolute http(s) URLs with a host and a port.
+fn check_member_urls(urls: &[String]) -> Result<(), Error> {
+    let valid = !urls.is_empty()
+        && urls.iter().all(|text| {
+            url::Url::parse(text).is_ok_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.port().is_some()
+                    && matches!(url.path(), "" | "/")
+            })
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidMemberUrls)
+    }
+}
+
+/// A fresh member id for MemberAdd: a hash of the peer URLs, the cluster and the time, as
+/// etcd derives one, so two adds of the same URLs (after a remove) get different ids.
+fn new_member_id(peer_urls: &[String], cluster_id: ClusterId) -> MemberId {
+    use sha2::{Digest, Sha256};
+    let mut sorted = peer_urls.to_vec();
+    sorted.sort();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let mut hasher = Sha256::new();
+    hasher.update(sorted.join(",").as_bytes());
+    hasher.update(cluster_id.to_be_bytes());
+    hasher.update(nanos.to_be_bytes());
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // Zero means "no member" on the wire.
+    u64::from_be_bytes(first).max(1)
+}
+
+fn to_members(entries: Vec<MemberEntry>) -> Vec<Member> {
+    entries
+        .into_iter()
+        .map(|(id, node, is_learner)| Member {
+            id,
+            name: node.name,
+            peer_urls: node.peer_urls,
+            client_urls: node.client_urls,
+            is_learner,
+        })
+        .collect()
 }
 
 fn apply_error(error: ApplyError) -> Error {

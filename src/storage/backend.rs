@@ -11,10 +11,18 @@
 //! nothing and a torn batch is never visible: a batch is all-or-nothing.
 //!
 //! Every [`BackendError`] is fatal for the caller: the on-disk state can no longer be trusted
-//! to match the in-memory state built on top of it.
+//! to match the in-memory state built on top of it. The exception is
+//! [`Backend::open_existing`] on a directory received from elsewhere, whose failure only
+//! means that directory is not a usable database.
+//!
+//! A database that was replaced can be marked with [`Backend::remove_when_closed`]: its
+//! directory goes once the last handle drops and RocksDB has closed it, so readers that
+//! still hold the old handle keep working until they finish.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rocksdb::{
     BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DB, DBCompressionType,
@@ -113,6 +121,14 @@ pub enum BackendError {
         /// RocksDB's error.
         source: rocksdb::Error,
     },
+    /// An existing database was required and `path` is not one (or lacks a column family).
+    #[error("{path} is not a usable database: {reason}")]
+    Invalid {
+        /// Directory that was to be opened.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A checkpoint could not be created.
     #[error("cannot create rocksdb checkpoint at {target}: {source}")]
     Checkpoint {
@@ -204,6 +220,29 @@ impl BackendBatch {
 pub struct Backend {
     db: DB,
     path: PathBuf,
+    /// Declared after `db`: fields drop in order, so the directory is removed only after
+    /// RocksDB has closed every file in it.
+    removal: RemoveOnClose,
+}
+
+/// Removes a database directory on drop once armed by [`Backend::remove_when_closed`].
+#[derive(Debug)]
+struct RemoveOnClose {
+    path: PathBuf,
+    armed: AtomicBool,
+}
+
+impl Drop for RemoveOnClose {
+    fn drop(&mut self) {
+        if !*self.armed.get_mut() {
+            return;
+        }
+        // Nothing can be returned from a drop. The directory is unused garbage by now, and
+        // whoever owns the directory layout removes leftovers when it next opens.
+        if let Err(err) = fs::remove_dir_all(&self.path) {
+            tracing::warn!(path = %self.path.display(), %err, "cannot remove a replaced database");
+        }
+    }
 }
 
 impl std::fmt::Debug for Backend {
@@ -228,25 +267,59 @@ impl Backend {
     /// # Panics
     /// When RocksDB opens without one of the requested column families (a RocksDB bug).
     pub fn open(dir: &Path) -> Result<Backend, BackendError> {
+        Backend::open_with(dir, false)
+    }
+
+    /// Opens the database in `dir` only if it exists and has every column family of
+    /// [`Cf::ALL`]; nothing is created. This is how a copy received from another member is
+    /// checked: [`Backend::open`] would turn an empty or partial directory into a valid,
+    /// empty database.
+    ///
+    /// # Errors
+    /// [`BackendError::Invalid`] when `dir` holds no database or misses a column family,
+    /// [`BackendError::Open`] when RocksDB cannot open it (for example a damaged manifest).
+    ///
+    /// # Panics
+    /// As [`Backend::open`].
+    pub fn open_existing(dir: &Path) -> Result<Backend, BackendError> {
+        Backend::open_with(dir, true)
+    }
+
+    fn open_with(dir: &Path, must_exist: bool) -> Result<Backend, BackendError> {
         let open_error = |source| BackendError::Open {
             path: dir.to_path_buf(),
             source,
         };
+        let invalid = |reason: String| BackendError::Invalid {
+            path: dir.to_path_buf(),
+            reason,
+        };
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
 
         let mut db_options = Options::default();
-        db_options.create_if_missing(true);
-        db_options.create_missing_column_families(true);
+        db_options.create_if_missing(!must_exist);
+        db_options.create_missing_column_families(!must_exist);
         db_options.set_max_background_jobs(BACKGROUND_JOBS_MAX);
         db_options.set_max_total_wal_size(ROCKSDB_WAL_BYTES_MAX);
         db_options.set_keep_log_file_num(INFO_LOG_FILES_KEPT);
 
         // Only an existing database can be asked for its column families.
-        let existing = if dir.join("CURRENT").is_file() {
+        let is_database = dir.join("CURRENT").is_file();
+        if must_exist && !is_database {
+            return Err(invalid("no rocksdb CURRENT file".to_string()));
+        }
+        let existing = if is_database {
             DB::list_cf(&db_options, dir).map_err(open_error)?
         } else {
             Vec::new()
         };
+        if must_exist {
+            for cf in Cf::ALL {
+                if !existing.iter().any(|name| name == cf.name()) {
+                    return Err(invalid(format!("column family {} missing", cf.name())));
+                }
+            }
+        }
 
         let mut descriptors: Vec<ColumnFamilyDescriptor> = Cf::ALL
             .iter()
@@ -264,6 +337,10 @@ impl Backend {
         let backend = Backend {
             db,
             path: dir.to_path_buf(),
+            removal: RemoveOnClose {
+                path: dir.to_path_buf(),
+                armed: AtomicBool::new(false),
+            },
         };
         for cf in Cf::ALL {
             // Pair assertion with the descriptors above: every handle resolves from now on.
@@ -280,6 +357,13 @@ impl Backend {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Marks the database as replaced: its directory is removed when the last handle to it
+    /// drops, after RocksDB has closed it. Handles still held keep reading until then.
+    /// A crash before that leaves the directory to whoever owns the directory layout.
+    pub fn remove_when_closed(&self) {
+        self.removal.armed.store(true, Ordering::Release);
     }
 
     /// The value of `key` in `cf`, if any.
@@ -640,6 +724,59 @@ mod tests {
         let copy = Backend::open(&target).unwrap();
         assert_eq!(copy.get(Cf::Kv, b"k").unwrap().unwrap(), b"v");
         assert_eq!(copy.get(Cf::Kv, b"after").unwrap(), None);
+    }
+
+    #[test]
+    fn open_existing_refuses_what_open_would_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let error = Backend::open_existing(&empty).unwrap_err();
+        assert!(matches!(error, BackendError::Invalid { .. }), "{error}");
+        assert!(error.to_string().contains("CURRENT"), "{error}");
+        // Nothing was created in the refused directory.
+        assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+        assert!(matches!(
+            Backend::open_existing(&dir.path().join("absent")),
+            Err(BackendError::Invalid { .. })
+        ));
+
+        // A RocksDB database without our column families.
+        let foreign = dir.path().join("foreign");
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        drop(DB::open(&options, &foreign).unwrap());
+        let error = Backend::open_existing(&foreign).unwrap_err();
+        assert!(
+            error.to_string().contains("column family kv missing"),
+            "{error}"
+        );
+
+        let ours = dir.path().join("ours");
+        drop(Backend::open(&ours).unwrap());
+        Backend::open_existing(&ours).unwrap();
+    }
+
+    #[test]
+    fn replaced_database_is_removed_after_its_last_handle_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let backend = Arc::new(Backend::open(&path).unwrap());
+        let mut batch = BackendBatch::new();
+        batch.put(Cf::Kv, "k", "v");
+        backend.write(batch).unwrap();
+        let reader = Arc::clone(&backend);
+        backend.remove_when_closed();
+        drop(backend);
+        // A reader still holding the database keeps reading it.
+        assert!(path.is_dir());
+        assert_eq!(reader.get(Cf::Kv, b"k").unwrap().unwrap(), b"v");
+        drop(reader);
+        assert!(!path.exists());
+
+        // An unmarked database stays.
+        drop(Backend::open(&path).unwrap());
+        assert!(path.is_dir());
     }
 
     #[test]

@@ -1,13 +1,27 @@
-//! The etcd Cluster service. MemberList is served; membership changes come with the
-//! replicated cluster (issue #3) and answer UNIMPLEMENTED until then.
+//! The etcd Cluster service: member list and run-time membership changes, converted to and
+//! from the wire and handed to [`Server`].
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::status::unimplemented;
+use super::status::to_status;
 use crate::pb::etcdserverpb::{self as rpc, cluster_server::Cluster};
-use crate::server::Server;
+use crate::server::{Member, Server};
+
+fn member_to_pb(member: Member) -> rpc::Member {
+    rpc::Member {
+        id: member.id,
+        name: member.name,
+        peer_ur_ls: member.peer_urls,
+        client_ur_ls: member.client_urls,
+        is_learner: member.is_learner,
+    }
+}
+
+fn members_to_pb(members: Vec<Member>) -> Vec<rpc::Member> {
+    members.into_iter().map(member_to_pb).collect()
+}
 
 /// Serves `etcdserverpb.Cluster`.
 pub struct ClusterService {
@@ -36,51 +50,74 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<rpc::MemberAddRequest>,
+        request: Request<rpc::MemberAddRequest>,
     ) -> Result<Response<rpc::MemberAddResponse>, Status> {
-        Err(unimplemented("Cluster/MemberAdd"))
+        let request = request.into_inner();
+        let (member, members) = self
+            .server
+            .member_add(request.peer_ur_ls, request.is_learner)
+            .await
+            .map_err(|err| to_status(&err))?;
+        Ok(Response::new(rpc::MemberAddResponse {
+            header: Some(self.header()),
+            member: Some(member_to_pb(member)),
+            members: members_to_pb(members),
+        }))
     }
 
     async fn member_remove(
         &self,
-        _request: Request<rpc::MemberRemoveRequest>,
+        request: Request<rpc::MemberRemoveRequest>,
     ) -> Result<Response<rpc::MemberRemoveResponse>, Status> {
-        Err(unimplemented("Cluster/MemberRemove"))
+        let members = self
+            .server
+            .member_remove(request.into_inner().id)
+            .await
+            .map_err(|err| to_status(&err))?;
+        Ok(Response::new(rpc::MemberRemoveResponse {
+            header: Some(self.header()),
+            members: members_to_pb(members),
+        }))
     }
 
     async fn member_update(
         &self,
-        _request: Request<rpc::MemberUpdateRequest>,
+        request: Request<rpc::MemberUpdateRequest>,
     ) -> Result<Response<rpc::MemberUpdateResponse>, Status> {
-        Err(unimplemented("Cluster/MemberUpdate"))
+        let request = request.into_inner();
+        let members = self
+            .server
+            .member_update(request.id, request.peer_ur_ls)
+            .await
+            .map_err(|err| to_status(&err))?;
+        Ok(Response::new(rpc::MemberUpdateResponse {
+            header: Some(self.header()),
+            members: members_to_pb(members),
+        }))
     }
 
     async fn member_list(
         &self,
         _request: Request<rpc::MemberListRequest>,
     ) -> Result<Response<rpc::MemberListResponse>, Status> {
-        let members = self
-            .server
-            .members()
-            .into_iter()
-            .map(|member| rpc::Member {
-                id: member.id,
-                name: member.name,
-                peer_ur_ls: member.peer_urls,
-                client_ur_ls: member.client_urls,
-                is_learner: member.is_learner,
-            })
-            .collect();
         Ok(Response::new(rpc::MemberListResponse {
             header: Some(self.header()),
-            members,
+            members: members_to_pb(self.server.members()),
         }))
     }
 
     async fn member_promote(
         &self,
-        _request: Request<rpc::MemberPromoteRequest>,
+        request: Request<rpc::MemberPromoteRequest>,
     ) -> Result<Response<rpc::MemberPromoteResponse>, Status> {
-        Err(unimplemented("Cluster/MemberPromote"))
+        let members = self
+            .server
+            .member_promote(request.into_inner().id)
+            .await
+            .map_err(|err| to_status(&err))?;
+        Ok(Response::new(rpc::MemberPromoteResponse {
+            header: Some(self.header()),
+            members: members_to_pb(members),
+        }))
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{header_to_pb, status::unimplemented};
+use super::header_to_pb;
+use super::status::{to_status, unimplemented};
 use crate::pb::etcdserverpb::{self as rpc, maintenance_server::Maintenance};
 use crate::server::Server;
 
@@ -105,9 +106,14 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _request: Request<rpc::MoveLeaderRequest>,
+        request: Request<rpc::MoveLeaderRequest>,
     ) -> Result<Response<rpc::MoveLeaderResponse>, Status> {
-        Err(unimplemented("Maintenance/MoveLeader"))
+        self.server
+            .move_leader(request.into_inner().target_id)
+            .await
+            .map_err(|err| to_status(&err))?;
+        // etcd-compat: MoveLeader answers with no header.
+        Ok(Response::new(rpc::MoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(

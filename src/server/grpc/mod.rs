@@ -28,6 +28,9 @@ use crate::pb::etcdserverpb as rpc;
 use crate::pb::{v3electionpb, v3lockpb};
 use crate::server::{Header, Server, http};
 
+/// Request metadata key with which a client asks to be refused while there is no leader.
+const HAS_LEADER_METADATA: &str = "hasleader";
+
 /// Converts a header to its wire form.
 pub fn header_to_pb(header: Header) -> rpc::ResponseHeader {
     rpc::ResponseHeader {
@@ -70,9 +73,25 @@ pub async fn serve(
         .add_service(v3electionpb::election_server::ElectionServer::new(
             PendingElection,
         ));
+    let leader_check = Arc::clone(&server);
     tonic::transport::Server::builder()
         // etcd serves HTTP/1.1 (health, version, gateway) beside gRPC on the client port.
         .accept_http1(true)
+        // etcd-compat: a client that sent `hasleader: true` is refused at once while there is
+        // no leader, instead of waiting for one.
+        .layer(tonic::service::InterceptorLayer::new(
+            move |request: tonic::Request<()>| {
+                let wants_leader = request
+                    .metadata()
+                    .get(HAS_LEADER_METADATA)
+                    .is_some_and(|value| value.as_bytes() == b"true");
+                if wants_leader && !leader_check.has_leader() {
+                    Err(status::to_status(&crate::server::Error::NoLeader))
+                } else {
+                    Ok(request)
+                }
+            },
+        ))
         // Clients multiplex many watch streams over one connection.
         .max_concurrent_streams(u32::MAX)
         .layer(tower::util::MapResponseLayer::new(

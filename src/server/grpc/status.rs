@@ -19,7 +19,17 @@ pub fn to_status(error: &Error) -> Status {
         | Error::InvalidSortOption
         | Error::RequestTooLarge => Code::InvalidArgument,
         Error::Compacted | Error::FutureRevision => Code::OutOfRange,
-        Error::LeaseNotFound => Code::NotFound,
+        Error::LeaseNotFound | Error::MemberNotFound => Code::NotFound,
+        Error::InvalidMemberUrls => Code::InvalidArgument,
+        Error::MemberIdExists
+        | Error::PeerUrlsExist
+        | Error::TooManyLearners
+        | Error::NotLearner
+        | Error::LearnerNotInSync
+        | Error::NotLeader
+        | Error::BadTransferee
+        | Error::NotSupportedForLearner
+        | Error::MembershipRefused(_) => Code::FailedPrecondition,
         Error::NoLeader | Error::LeaderChanged | Error::Timeout | Error::Stopped => {
             Code::Unavailable
         }
@@ -166,6 +176,36 @@ mod tests {
                 Error::LeaseNotFound,
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                Error::MemberNotFound,
+                Code::NotFound,
+                "etcdserver: member not found",
+            ),
+            (
+                Error::PeerUrlsExist,
+                Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists",
+            ),
+            (
+                Error::InvalidMemberUrls,
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid",
+            ),
+            (
+                Error::LearnerNotInSync,
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ),
+            (
+                Error::NotLeader,
+                Code::FailedPrecondition,
+                "etcdserver: not leader",
+            ),
+            (
+                Error::BadTransferee,
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee",
             ),
             (Error::NoLeader, Code::Unavailable, "etcdserver: no leader"),
             (

@@ -18,8 +18,9 @@
 //!
 //! Storage: every change is one history row keyed by its revision (`kv` column family);
 //! a put row holds the full key-value, a tombstone row only the key and deletion revision.
-//! The key index lives in memory only and is rebuilt from the rows on open. A write batch
-//! becomes one RocksDB write; readers switch to it atomically at commit.
+//! The key index lives in memory only and is rebuilt from the rows on open, or on a store
+//! opened over a replacement database before [`MvccStore::replace`] swaps it in. A write
+//! batch becomes one RocksDB write; readers switch to it atomically at commit.
 //!
 //! Invariants:
 //! * `compact_revision <= current_revision`; revisions only grow;

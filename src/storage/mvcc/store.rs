@@ -2,12 +2,19 @@
 //! the hash of history.
 //!
 //! Owns: [`MvccStore`] and its two locks, recovery of the index from the `kv` column family
-//! on open, and the `mvcc/` keys of the `meta` column family.
-//! Must not: change state outside [`WriteTxn::commit`]; read the clock; spawn; block on
-//! anything but its own locks and RocksDB.
+//! on open, the swap to a whole new state ([`MvccStore::replace`]), and the `mvcc/` keys of
+//! the `meta` column family.
+//! Must not: change state outside [`WriteTxn::commit`] and [`MvccStore::replace`]; read the
+//! clock; spawn; block on anything but its own locks and RocksDB; know where its database
+//! lives on disk (`storage::member_db` does).
 //!
 //! Lock order: `writer` (held by a [`WriteTxn`] for its whole life) before `state`. Readers
 //! take only `state`, shared, and never while holding `writer`.
+//!
+//! The backend lives inside `state`, next to the index it matches. A reader takes the state
+//! lock once, clones the backend handle and index results under it, and finishes with that
+//! handle: after a [`MvccStore::replace`] it completes on the old database (kept open until
+//! the last handle drops) and never pairs the old index with the new database.
 
 use std::sync::Arc;
 
@@ -76,6 +83,9 @@ pub struct Committed {
 
 /// The committed state behind [`MvccStore::state`].
 pub(super) struct CommittedState {
+    /// The database the index describes. Replaced only by [`MvccStore::replace`], which
+    /// holds `writer`, so a [`WriteTxn`] may keep the handle it started with.
+    pub backend: Arc<Backend>,
     /// Every key with history left after compaction.
     pub index: Index,
     /// The revision of the last change (1 in a new store).
@@ -91,12 +101,11 @@ pub(super) struct CommittedState {
 /// Writes go through [`MvccStore::write`], one batch at a time. All methods block (locks,
 /// RocksDB), so async callers run them on blocking threads.
 pub struct MvccStore {
-    backend: Arc<Backend>,
-    /// Committed index and revisions. Shared by readers; exclusive only inside
-    /// `WriteTxn::commit`, which also holds `writer`. Second in the lock order.
+    /// Committed backend, index and revisions. Shared by readers; exclusive only inside
+    /// `WriteTxn::commit` and `replace`, which also hold `writer`. Second in the lock order.
     pub(super) state: RwLock<CommittedState>,
-    /// One writer at a time: held by each `WriteTxn` from `write()` to commit or drop.
-    /// First in the lock order.
+    /// One writer at a time: held by each `WriteTxn` from `write()` to commit or drop, and
+    /// by `replace`. First in the lock order.
     pub(super) writer: Mutex<()>,
 }
 
@@ -106,7 +115,7 @@ impl std::fmt::Debug for MvccStore {
         let state = self.state.read();
         formatter
             .debug_struct("MvccStore")
-            .field("path", &self.backend.path())
+            .field("path", &state.backend.path())
             .field("current_revision", &state.current_revision)
             .field("compact_revision", &state.compact_revision)
             .field("keys", &state.index.len())
@@ -174,21 +183,56 @@ impl MvccStore {
         // the compact revision also bounds the current one from below.
         let current_revision = last_main.max(compact_revision).max(1);
         let state = CommittedState {
+            backend,
             index,
             current_revision,
             compact_revision,
         };
         Ok(MvccStore {
-            backend,
             state: RwLock::new(state),
             writer: Mutex::new(()),
         })
     }
 
-    /// The backend the store writes to.
+    /// The backend the store currently writes to. After a [`MvccStore::replace`] a handle
+    /// taken before still reads the old database; take a new one for the new state.
     #[must_use]
-    pub fn backend(&self) -> &Arc<Backend> {
-        &self.backend
+    pub fn backend(&self) -> Arc<Backend> {
+        Arc::clone(&self.state.read().backend)
+    }
+
+    /// Replaces the whole state (backend, key index and revisions) with `replacement`'s,
+    /// which is consumed. Returns the backend that was replaced; it stays open while
+    /// readers that started before the swap hold it.
+    ///
+    /// `switch` runs first, with writers excluded and readers still served the old state:
+    /// it is where the caller makes the replacement durable (flips the pointer to its
+    /// directory). When it fails nothing is swapped and its error is returned.
+    ///
+    /// Revisions are taken as they are in `replacement`; they may be lower than ours, since
+    /// the new state is a different history rather than a continuation of this one.
+    ///
+    /// # Errors
+    /// Whatever `switch` returns.
+    pub fn replace<E>(
+        &self,
+        replacement: MvccStore,
+        switch: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Arc<Backend>, E> {
+        let replacement = replacement.state.into_inner();
+        let writer = self.writer.lock();
+        // The backend cannot change while `writer` is held, so this holds through the swap.
+        assert!(
+            !Arc::ptr_eq(&self.state.read().backend, &replacement.backend),
+            "a store cannot be replaced with its own backend"
+        );
+        switch()?;
+        let replaced = {
+            let mut state = self.state.write();
+            std::mem::replace(&mut *state, replacement)
+        };
+        drop(writer);
+        Ok(replaced.backend)
     }
 
     /// The last committed revision (1 in a new store).
@@ -224,6 +268,8 @@ impl MvccStore {
         request: &RangeRequest,
     ) -> Result<(RangeResponse, Revision), MvccError> {
         let no_pending = PendingIndex::new();
+        // The backend the index below describes, kept for loading rows after the lock goes.
+        let backend: Arc<Backend>;
         let (plan, collected, snapshot, revision) = {
             let state = self.state.read();
             let plan = plan_range(request, state.current_revision, state.compact_revision)?;
@@ -231,14 +277,10 @@ impl MvccStore {
                 layered_range(&state.index, &no_pending, &request.range),
                 &plan,
             );
+            backend = Arc::clone(&state.backend);
             // Taken under the lock, so it holds every row the collected versions point at,
             // even if a compaction commits before the rows are loaded.
-            (
-                plan,
-                collected,
-                self.backend.snapshot(),
-                state.current_revision,
-            )
+            (plan, collected, backend.snapshot(), state.current_revision)
         };
         let response = finish_range(request, &plan, collected, |key, version| {
             load_row(|row_key| snapshot.get(Cf::Kv, row_key), key, version)
@@ -265,7 +307,7 @@ impl MvccStore {
         // keeps compactions from committing, so rows can be read without a snapshot.
         let state = self.state.read();
         let mut load = |key: &Bytes, version: &VisibleVersion| {
-            load_row(|row_key| self.backend.get(Cf::Kv, row_key), key, version)
+            load_row(|row_key| state.backend.get(Cf::Kv, row_key), key, version)
         };
         let response = read_only_txn(
             request,
@@ -285,15 +327,14 @@ impl MvccStore {
     /// [`MvccError::FutureRevision`] / [`MvccError::Compacted`] as for [`MvccStore::range`];
     /// fatal errors on backend failure.
     pub fn hash_kv(&self, revision: Revision) -> Result<HashKv, MvccError> {
+        // As in `range_with_revision`: the backend that matches the revisions read.
+        let backend: Arc<Backend>;
         let (snapshot, hash_revision, compact_revision) = {
             let state = self.state.read();
             let hash_revision =
                 check_read_revision(revision, state.current_revision, state.compact_revision)?;
-            (
-                self.backend.snapshot(),
-                hash_revision,
-                state.compact_revision,
-            )
+            backend = Arc::clone(&state.backend);
+            (backend.snapshot(), hash_revision, state.compact_revision)
         };
         let from = main_revision_bound(compact_revision + 1);
         let to = main_revision_bound(hash_revision + 1);

@@ -12,11 +12,12 @@
 //! exactly as it was.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::MutexGuard;
 
-use crate::storage::backend::{BackendBatch, Cf};
+use crate::storage::backend::{Backend, BackendBatch, Cf};
 use crate::types::{
     DeleteRangeRequest, DeleteRangeResponse, Event, EventType, KeyValue, PutRequest, PutResponse,
     RangeRequest, RangeResponse, RequestOp, ResponseOp, Revision, TxnRequest, TxnResponse,
@@ -50,6 +51,9 @@ pub struct WriteTxn<'a> {
     store: &'a MvccStore,
     /// The store's writer lock, held until commit or drop (first in the lock order).
     _writer: MutexGuard<'a, ()>,
+    /// The committed backend when the batch began. Only `MvccStore::replace` changes it,
+    /// and that needs the writer lock this batch holds.
+    backend: Arc<Backend>,
     /// The committed revision when the batch began: rows above it exist only in `rows`.
     base_revision: Revision,
     /// The revision after the requests run so far.
@@ -108,13 +112,18 @@ enum PathCheck<'l> {
 impl<'a> WriteTxn<'a> {
     pub(super) fn begin(store: &'a MvccStore) -> WriteTxn<'a> {
         let writer = store.writer.lock();
-        let (current_revision, compact_revision) = {
+        let (backend, current_revision, compact_revision) = {
             let state = store.state.read();
-            (state.current_revision, state.compact_revision)
+            (
+                Arc::clone(&state.backend),
+                state.current_revision,
+                state.compact_revision,
+            )
         };
         WriteTxn {
             store,
             _writer: writer,
+            backend,
             base_revision: current_revision,
             current_revision,
             compact_revision,
@@ -262,6 +271,7 @@ impl<'a> WriteTxn<'a> {
         let WriteTxn {
             store,
             _writer,
+            backend,
             current_revision,
             compact_revision,
             compaction,
@@ -319,7 +329,12 @@ impl<'a> WriteTxn<'a> {
         state.compact_revision = compact_revision;
         // Written while readers are locked out: a reader's snapshot then always matches the
         // index it walked (rows removed by this compaction are still in older snapshots).
-        store.backend().write(batch)?;
+        // Pair check with `MvccStore::replace`, which needs the writer lock held here.
+        assert!(
+            Arc::ptr_eq(&state.backend, &backend),
+            "backend replaced during a write batch"
+        );
+        backend.write(batch)?;
         drop(state);
         Ok(Committed {
             revision: current_revision,
@@ -395,11 +410,7 @@ impl<'a> WriteTxn<'a> {
             let row = row.unwrap_or_else(|| panic!("pending row {:?} missing", version.revision));
             return check_row(key, version, row.kv.clone());
         }
-        load_row(
-            |row_key| self.store.backend().get(Cf::Kv, row_key),
-            key,
-            version,
-        )
+        load_row(|row_key| self.backend.get(Cf::Kv, row_key), key, version)
     }
 
     fn latest_version(&self, key: &[u8]) -> Option<VisibleVersion> {
