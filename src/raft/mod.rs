@@ -46,9 +46,10 @@ pub use self::wal::LogPos;
 pub use self::wire::MemberChange;
 use self::wire::{ForwardRequest, ForwardResponse};
 use crate::limits::{
-    LEARNER_PROMOTE_PROGRESS_PERCENT, LEARNERS_MAX, MOVE_LEADER_TIMEOUT, PEER_APPEND_ENTRIES_MAX,
-    PEER_MESSAGE_BYTES_MAX, PEER_SNAPSHOT_CHUNK_BYTES, PEER_SNAPSHOT_CHUNK_TIMEOUT,
-    REQUEST_TIMEOUT, SNAPSHOT_CATCHUP_ENTRIES, WAL_SEGMENT_BYTES_MAX,
+    LEADER_VIEW_RETRY_INTERVAL, LEARNER_PROMOTE_PROGRESS_PERCENT, LEARNERS_MAX,
+    MOVE_LEADER_TIMEOUT, PEER_APPEND_ENTRIES_MAX, PEER_MESSAGE_BYTES_MAX,
+    PEER_SNAPSHOT_CHUNK_BYTES, PEER_SNAPSHOT_CHUNK_TIMEOUT, REQUEST_TIMEOUT,
+    SNAPSHOT_CATCHUP_ENTRIES, WAL_SEGMENT_BYTES_MAX,
 };
 
 /// An opaque proposal: the bytes the apply layer encoded.
@@ -711,8 +712,11 @@ impl RaftNode {
             if leader == self.core.member_id() {
                 match local().await {
                     Ok(value) => return Ok(value.into()),
-                    // Leadership moved between the check and the call: try the new leader.
-                    Err(RaftError::NotLeader { .. }) => continue,
+                    // Leadership moved between the check and the call: try the new leader
+                    // once this member's view has caught up.
+                    Err(RaftError::NotLeader { .. }) => {
+                        tokio::time::sleep(remaining.min(LEADER_VIEW_RETRY_INTERVAL)).await;
+                    }
                     Err(other) => return Err(other),
                 }
             }
@@ -727,8 +731,7 @@ impl RaftNode {
             match response {
                 ForwardResponse::Failed(wire::WireError::NotLeader(_)) => {
                     // The leader we knew stepped down; wait for our view to move on.
-                    let pause = remaining.min(Duration::from_millis(10));
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(remaining.min(LEADER_VIEW_RETRY_INTERVAL)).await;
                 }
                 ForwardResponse::Failed(error) => return Err(error.into()),
                 other => return Ok(other),

@@ -199,11 +199,17 @@ pub(super) async fn fetch_membership(
     }
 }
 
-/// A connection failure before the request was sent, as opposed to a failure after.
+/// True when the connection was refused, so the request certainly never reached the peer;
+/// any other failure may have happened after the peer received it.
 fn is_connect_failure(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Unavailable
-        && std::error::Error::source(status)
-            .is_some_and(|source| source.downcast_ref::<tonic::transport::Error>().is_some())
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io_error) = error.downcast_ref::<io::Error>() {
+            return io_error.kind() == io::ErrorKind::ConnectionRefused;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Creates a [`PeerLink`] per target member.
