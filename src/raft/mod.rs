@@ -580,6 +580,8 @@ pub struct RaftNode {
     /// Members removed while this member ran (see [`peer_service::PeerService`]).
     removed_members: Arc<Mutex<HashSet<u64>>>,
     snap_dir: PathBuf,
+    /// How long a leader counts as leading without a quorum's acknowledgement.
+    leader_lease: Duration,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -629,6 +631,7 @@ impl RaftNode {
             read_rounds: ReadRounds::default(),
             removed_members,
             snap_dir: config.snap_dir,
+            leader_lease: config.election_timeout,
             watcher,
         })
     }
@@ -863,13 +866,26 @@ impl RaftNode {
             .map_err(|_| RaftError::Timeout)?
     }
 
-    /// The current consensus state.
+    /// The current consensus state. A leader that has not heard from a quorum for an
+    /// election timeout reports no leader, as etcd's check-quorum leader steps down: it can
+    /// commit nothing, so clients asking for a leader (`hasleader`) are refused at once.
     pub fn status(&self) -> RaftStatus {
         let metrics = self.core.engine.metrics();
         let metrics = metrics.borrow_watched();
+        let mut leader = metrics.current_leader;
+        let has_peers = metrics.membership_config.membership().voter_ids().count() > 1;
+        if leader == Some(self.core.member_id()) && has_peers {
+            let quorum_fresh = metrics
+                .last_quorum_acked
+                .as_ref()
+                .is_some_and(|acked| openraft::Instant::elapsed(&**acked) < self.leader_lease);
+            if !quorum_fresh {
+                leader = None;
+            }
+        }
         RaftStatus {
             member_id: self.core.member_id(),
-            leader: metrics.current_leader,
+            leader,
             term: metrics.current_term,
             commit_index: metrics
                 .cluster_committed
