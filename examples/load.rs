@@ -2,6 +2,9 @@
 //! (mnemo or etcd), bounded in count and time. Prints throughput and latency percentiles.
 //!
 //! `cargo run --release --example load -- --endpoint http://127.0.0.1:2379 --op put --clients 64 --total 50000`
+//!
+//! `--endpoint` takes a comma-separated list too (the members of a cluster); connections are
+//! spread over the endpoints in turn, so clients are as well.
 
 use std::time::{Duration, Instant};
 
@@ -58,11 +61,17 @@ fn parse() -> Result<Options, String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = parse()?;
-    let connections = options.clients.div_ceil(CLIENTS_PER_CONNECTION).max(1);
+    let endpoints: Vec<&str> = options.endpoint.split(',').collect();
+    // At least one connection per endpoint, so that every member gets clients.
+    let connections = options
+        .clients
+        .div_ceil(CLIENTS_PER_CONNECTION)
+        .max(endpoints.len());
     let mut channels = Vec::new();
-    for _ in 0..connections {
+    for connection in 0..connections {
+        let endpoint = endpoints[connection % endpoints.len()];
         channels.push(
-            Endpoint::from_shared(options.endpoint.clone())?
+            Endpoint::from_shared(endpoint.to_owned())?
                 .connect()
                 .await?,
         );

@@ -2,19 +2,23 @@
 //! against one) from the outside, on loopback ports picked at run time.
 //!
 //! One binary keeps link time down; each module covers one area:
-//! - `support`: spawning members, clients, etcdctl and a raw HTTP/1.1 GET;
+//! - `support`: spawning members, clients, etcdctl and a raw HTTP/1.1 GET; `support::cluster`
+//!   builds multi-member clusters behind cuttable peer proxies, with a recording write load;
 //! - `grpc_kv`: KV, Maintenance.Status and Cluster.MemberList over gRPC, against etcd's semantics;
 //! - `etcdctl`: etcdctl 3.4's printed output against a member, equal to etcd's up to ids;
 //! - `crash`: acknowledged writes survive `kill -9` in the middle of a write load;
 //! - `restart`: a large store answers the same ranges after SIGTERM and after `kill -9`;
 //! - `http`: `/health` and `/version` on the client port;
 //! - `cli`: etcd's flags, `MNEMO_*` environment variables, refusals of bad settings;
-//! - `clients`: the in-process and gRPC `KvClient`s agree.
+//! - `clients`: the in-process and gRPC `KvClient`s agree;
+//! - `cluster`: multi-member clusters: one leader, reads through every member, failover under
+//!   load, catch-up by snapshot, membership changes, move-leader, cut-off and paused members.
 
 mod support;
 
 mod cli;
 mod clients;
+mod cluster;
 mod crash;
 mod etcdctl;
 mod grpc_kv;

@@ -1,9 +1,12 @@
 //! Test harness: runs `mnemo` members as child processes on free loopback ports with a
 //! temporary data directory, and talks to them over gRPC, etcdctl and raw HTTP/1.1.
+//! `cluster` builds multi-member clusters out of these members.
 //!
 //! Rules every helper keeps: only 127.0.0.1 is used; only processes started here are signalled,
 //! by PID through their `Child` handle; every wait polls a condition under a deadline and an
 //! attempt cap, so a broken member fails a test instead of hanging it.
+
+pub mod cluster;
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -81,6 +84,23 @@ where
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// etcd's clustering flags for a member of a multi-member cluster. A member without them
+/// starts a single-member cluster of its own, advertising its real peer URL.
+#[derive(Clone, Debug)]
+pub struct ClusterFlags {
+    /// `--initial-advertise-peer-urls`: the URL the other members dial, which may be a proxy's
+    /// rather than the member's own peer port.
+    pub advertise_peer_url: String,
+    /// `--initial-cluster`: `name=url,...`, the same on every member started with it.
+    pub initial_cluster: String,
+    /// `--initial-cluster-state`: `new` for founding members, `existing` for added ones.
+    pub state: &'static str,
+    /// `--initial-cluster-token`.
+    pub token: String,
+    /// Further flags passed as they are (timeouts, `--snapshot-count`).
+    pub extra_args: Vec<String>,
+}
+
 /// One `mnemo` process, its ports and its data directory.
 ///
 /// The data directory and the log outlive restarts; dropping the member kills the process
@@ -91,6 +111,8 @@ pub struct Member {
     dir: TempDir,
     client_port: u16,
     peer_port: u16,
+    /// `None` for a single-member cluster.
+    cluster: Option<ClusterFlags>,
     child: Option<Child>,
 }
 
@@ -102,21 +124,9 @@ impl Member {
 
     /// Starts a fresh single-member cluster with member name `name` and waits until it serves.
     pub async fn start_named(name: &str) -> Member {
-        let dir = tempfile::Builder::new()
-            .prefix("mnemo-it-")
-            .tempdir()
-            .expect("create a temp dir");
-        let mut member = Member {
-            name: name.to_owned(),
-            dir,
-            client_port: 0,
-            peer_port: 0,
-            child: None,
-        };
+        let mut member = Member::unstarted(name, None);
         for attempt in 1..=START_ATTEMPTS_MAX {
-            member.client_port = free_port();
-            member.peer_port = free_port();
-            if member.peer_port == member.client_port {
+            if !member.pick_ports() {
                 continue;
             }
             member.spawn();
@@ -138,9 +148,38 @@ impl Member {
         );
     }
 
+    /// A member that is not started yet, with a fresh directory and no ports picked.
+    pub fn unstarted(name: &str, cluster: Option<ClusterFlags>) -> Member {
+        let dir = tempfile::Builder::new()
+            .prefix("mnemo-it-")
+            .tempdir()
+            .expect("create a temp dir");
+        Member {
+            name: name.to_owned(),
+            dir,
+            client_port: 0,
+            peer_port: 0,
+            cluster,
+            child: None,
+        }
+    }
+
+    /// Picks fresh client and peer ports; false when both came out equal (pick again).
+    pub fn pick_ports(&mut self) -> bool {
+        assert!(self.child.is_none(), "ports change only while stopped");
+        self.client_port = free_port();
+        self.peer_port = free_port();
+        self.peer_port != self.client_port
+    }
+
     /// The member's name (`--name`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The real peer port, where the member listens (its advertised URL may be a proxy's).
+    pub fn peer_port(&self) -> u16 {
+        self.peer_port
     }
 
     /// The client URL, `http://127.0.0.1:<port>`.
@@ -167,6 +206,11 @@ impl Member {
         self.dir.path().join("member.log")
     }
 
+    /// Everything the member printed so far, over all its runs.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     /// Whether the process is running (it has not been stopped by this harness or exited).
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
@@ -175,7 +219,8 @@ impl Member {
         }
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process without waiting for it to serve; see [`Member::wait_ready`].
+    pub fn spawn(&mut self) {
         assert!(
             self.child.is_none(),
             "member {} is already running",
@@ -189,6 +234,14 @@ impl Member {
         let log_err = log.try_clone().expect("clone the member log handle");
         let endpoint = self.endpoint();
         let peer_url = self.peer_url();
+        let alone = ClusterFlags {
+            advertise_peer_url: peer_url.clone(),
+            initial_cluster: format!("{}={}", self.name, peer_url),
+            state: "new",
+            token: format!("it-{}", self.client_port),
+            extra_args: Vec::new(),
+        };
+        let flags = self.cluster.as_ref().unwrap_or(&alone);
         let child = Command::new(server_binary())
             .arg("--name")
             .arg(&self.name)
@@ -201,13 +254,14 @@ impl Member {
             .arg("--listen-peer-urls")
             .arg(&peer_url)
             .arg("--initial-advertise-peer-urls")
-            .arg(&peer_url)
+            .arg(&flags.advertise_peer_url)
             .arg("--initial-cluster")
-            .arg(format!("{}={}", self.name, peer_url))
+            .arg(&flags.initial_cluster)
             .arg("--initial-cluster-state")
-            .arg("new")
+            .arg(flags.state)
             .arg("--initial-cluster-token")
-            .arg(format!("it-{}", self.client_port))
+            .arg(&flags.token)
+            .args(&flags.extra_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -218,7 +272,7 @@ impl Member {
 
     /// Waits until `/health` answers 200 with `"health":"true"`, or fails early if the process
     /// exits.
-    async fn wait_ready(&mut self) -> Result<(), String> {
+    pub async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let attempts_max = READY_TIMEOUT.as_millis() / POLL_INTERVAL.as_millis() + 1;
         let mut last = String::from("no answer yet");
@@ -251,7 +305,8 @@ impl Member {
         Err(format!("not healthy after {READY_TIMEOUT:?}; last: {last}"))
     }
 
-    fn lost_port_race(&mut self) -> bool {
+    /// Whether the process exited because a port it was given was taken by someone else.
+    pub fn lost_port_race(&mut self) -> bool {
         let exited = !self.is_running();
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         exited && (log.contains("in use") || log.contains("AddrInUse"))
@@ -259,7 +314,7 @@ impl Member {
 
     /// The last lines of the member's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let log = self.log_text();
         let lines: Vec<&str> = log.lines().collect();
         let start = lines.len().saturating_sub(40);
         format!(
@@ -284,32 +339,44 @@ impl Member {
         child.wait().expect("reap the killed member")
     }
 
-    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
-    pub async fn terminate(&mut self) -> ExitStatus {
+    /// Sends `signal` (a name such as `TERM`, `STOP` or `CONT`) to the running process, by
+    /// its PID.
+    pub fn signal(&self, signal: &str) {
         let pid = self.pid();
         let sent = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(pid.to_string())
             .status()
-            .expect("run kill -TERM");
-        assert!(sent.success(), "kill -TERM {pid} failed: {sent}");
-        let mut child = self
-            .child
-            .take()
-            .expect("terminate on a member that is not running");
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        let attempts_max = EXIT_TIMEOUT.as_millis() / POLL_INTERVAL.as_millis() + 1;
+            .unwrap_or_else(|err| panic!("run kill -{signal}: {err}"));
+        assert!(sent.success(), "kill -{signal} {pid} failed: {sent}");
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself and reaps it; `None` while it
+    /// still runs at the deadline (it is left running).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let attempts_max = timeout.as_millis() / POLL_INTERVAL.as_millis() + 1;
         for _ in 0..attempts_max {
+            let child = self.child.as_mut().expect("wait_exit on a stopped member");
             if let Some(status) = child.try_wait().expect("try_wait on the member") {
-                return status;
+                self.child = None;
+                return Some(status);
             }
             if Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        None
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        if let Some(status) = self.wait_exit(EXIT_TIMEOUT).await {
+            return status;
+        }
+        self.kill9();
         panic!(
             "member {} did not exit within {EXIT_TIMEOUT:?} of SIGTERM\n{}",
             self.name,
@@ -342,6 +409,16 @@ impl Member {
             .unwrap_or_else(|err| {
                 panic!("connect to {}: {err}\n{}", self.endpoint(), self.log_tail())
             })
+    }
+
+    /// A gRPC channel that connects on first use and never panics: for members that may be
+    /// down, paused or cut off. Every call fails after `call_timeout`.
+    pub fn lazy_channel(&self, call_timeout: Duration) -> Channel {
+        Endpoint::from_shared(self.endpoint())
+            .expect("a valid endpoint URL")
+            .connect_timeout(call_timeout)
+            .timeout(call_timeout)
+            .connect_lazy()
     }
 
     /// A KV client that accepts large responses.
