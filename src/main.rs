@@ -144,9 +144,11 @@ fn init_logging(level: LogLevel) {
     // Our own logs at the chosen level; the consensus library's chatter one notch quieter.
     let filter = tracing_subscriber::EnvFilter::try_from_env("MNEMO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
+    // Colour codes only on a terminal: redirected logs are read by tools and people alike.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

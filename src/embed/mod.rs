@@ -20,7 +20,8 @@ use self::identity::Identity;
 use crate::apply::Applier;
 use crate::client::LocalClient;
 use crate::limits::{
-    JOIN_TIMEOUT, LEADER_WAIT_ELECTION_TIMEOUTS, PUBLISH_RETRY_INTERVAL, SHUTDOWN_DRAIN,
+    JOIN_TIMEOUT, LEADER_WAIT_ELECTION_TIMEOUTS, PUBLISH_COMMIT_POLL_INTERVAL,
+    PUBLISH_RETRY_INTERVAL, SHUTDOWN_DRAIN,
 };
 use crate::raft::{RaftConfig, RaftNode};
 use crate::server::{self, Server};
@@ -136,6 +137,13 @@ async fn publish(server: std::sync::Weak<Server>, name: String, client_urls: Vec
         });
         if published {
             return;
+        }
+        // Until the leader has committed an entry of its term, the founding membership is
+        // not committed and openraft refuses any change to it; wait instead of asking.
+        if server.raft().status().commit_index == 0 {
+            drop(server);
+            tokio::time::sleep(PUBLISH_COMMIT_POLL_INTERVAL).await;
+            continue;
         }
         match server.publish(name.clone(), client_urls.clone()).await {
             Ok(()) => {

@@ -381,11 +381,18 @@ impl Server {
     }
 
     /// True when the member can serve a linearizable read now (for `/health`).
+    /// A learner, which serves no linearizable read, is healthy when it knows a leader and
+    /// can read its own state (etcd reports learners healthy too).
     pub async fn is_healthy(&self) -> bool {
+        let learner = self.is_learner();
+        if learner && !self.has_leader() {
+            return false;
+        }
         let probe = RangeRequest {
             range: crate::types::KeyRange::single("health"),
             limit: 1,
             keys_only: true,
+            serializable: learner,
             ..RangeRequest::default()
         };
         self.range(probe).await.is_ok()
