@@ -380,14 +380,15 @@ impl Server {
         self.raft.status().leader.is_some()
     }
 
-    /// True when the member can serve a linearizable read now (for `/health`).
-    /// A learner, which serves no linearizable read, is healthy when it knows a leader and
-    /// can read its own state (etcd reports learners healthy too).
+    /// True when the member can serve a linearizable read now (for `/health`). A learner,
+    /// which serves no linearizable read, is healthy when it knows a leader and can read its
+    /// own state (etcd reports learners healthy too).
     pub async fn is_healthy(&self) -> bool {
-        let learner = self.is_learner();
-        if learner && !self.has_leader() {
+        // Without a leader the probe would wait for one; the answer is known now.
+        if !self.has_leader() {
             return false;
         }
+        let learner = self.is_learner();
         let probe = RangeRequest {
             range: crate::types::KeyRange::single("health"),
             limit: 1,

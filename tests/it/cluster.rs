@@ -770,3 +770,136 @@ async fn five_members_survive_two_killed_including_the_leader() {
     );
     assert_cluster_works(&cluster, &remaining, "two-down").await;
 }
+
+/// Members started with different `--initial-cluster-token`s belong to different clusters,
+/// even with the same `--initial-cluster`: each refuses the other's peer messages, says so
+/// in its log, and neither ever gets a leader (each alone is no quorum of two).
+#[tokio::test]
+async fn members_of_another_cluster_are_refused_and_logged() {
+    use crate::support::{ClusterFlags, Member, poll_until};
+
+    let timing = vec![
+        "--heartbeat-interval".to_owned(),
+        "50".to_owned(),
+        "--election-timeout".to_owned(),
+        "500".to_owned(),
+    ];
+    let mut members = [Member::unstarted("a", None), Member::unstarted("b", None)];
+    while !members.iter_mut().all(Member::pick_ports) {}
+    let initial_cluster = format!("a={},b={}", members[0].peer_url(), members[1].peer_url());
+    for (member, token) in members.iter_mut().zip(["token-one", "token-two"]) {
+        let flags = ClusterFlags {
+            advertise_peer_url: member.peer_url(),
+            initial_cluster: initial_cluster.clone(),
+            state: "new",
+            token: token.to_owned(),
+            extra_args: timing.clone(),
+        };
+        member.set_cluster(flags);
+        member.spawn();
+    }
+    // Both sides log the refusal (mnemo: "cluster ID mismatch: member .. is in cluster ..";
+    // etcd: "request cluster ID mismatch").
+    for member in &members {
+        poll_until(
+            "a log line about the other cluster's messages",
+            Duration::from_secs(20),
+            || async {
+                member
+                    .log_text()
+                    .contains("cluster ID mismatch")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    // Several election timeouts later neither member has a leader: mnemo answers /health
+    // with false at once. etcd 3.4 does not serve its client port at all until it has
+    // published itself through a leader, so there is nothing to ask it.
+    tokio::time::sleep(ELECTION_TIMEOUT * 4).await;
+    if !testing_mnemo() {
+        return;
+    }
+    for member in &members {
+        let body = poll_until(
+            "an answer from /health",
+            Duration::from_secs(20),
+            || async {
+                crate::support::http_get(member.client_addr(), "/health")
+                    .await
+                    .ok()
+                    .map(|response| response.body_text())
+            },
+        )
+        .await;
+        let health: Value = serde_json::from_str(&body).expect("/health answers JSON");
+        assert_eq!(
+            health["health"],
+            "false",
+            "{} has a leader: {body}",
+            member.name()
+        );
+    }
+}
+
+/// A member that lost its quorum refuses at once a client that sent `hasleader: true`, with
+/// etcd's "no leader", instead of making it wait for a leader that will not come.
+#[tokio::test]
+async fn hasleader_requests_fail_at_once_without_a_leader() {
+    use mnemo::pb::etcdserverpb::PutRequest;
+
+    /// A refusal slower than this would mean the member waited for a leader.
+    const PROMPT: Duration = Duration::from_secs(1);
+
+    let mut cluster = Cluster::start(3).await;
+    cluster.kill9(1);
+    cluster.kill9(2);
+    let survivor = 0;
+    let mut kv = cluster.kv(survivor, CALL_TIMEOUT);
+    // Once the survivor has noticed it cannot reach a quorum, every such request is refused
+    // promptly; before that it may still count itself led.
+    let refusal = poll_until_or_dump(
+        &cluster,
+        "a prompt no-leader refusal",
+        LEADER_TIMEOUT,
+        || {
+            let mut kv = kv.clone();
+            async move {
+                let mut request = tonic::Request::new(PutRequest {
+                    key: b"needs-a-leader".to_vec().into(),
+                    value: b"v".to_vec().into(),
+                    ..PutRequest::default()
+                });
+                request
+                    .metadata_mut()
+                    .insert("hasleader", "true".parse().expect("ascii metadata"));
+                let started = Instant::now();
+                match kv.put(request).await {
+                    Err(status) if started.elapsed() < PROMPT => Some(status),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    assert_status(
+        Err::<(), _>(refusal),
+        Code::Unavailable,
+        "etcdserver: no leader",
+    );
+    // The refusal did not write anything: the key is absent once a quorum is back.
+    cluster.restart(1).await;
+    let value = poll_until_or_dump(
+        &cluster,
+        "a linearizable read with a quorum",
+        LEADER_TIMEOUT,
+        || async {
+            cluster
+                .get(survivor, "needs-a-leader", false, CALL_TIMEOUT)
+                .await
+                .ok()
+        },
+    )
+    .await;
+    assert_eq!(value, None);
+}

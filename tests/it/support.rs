@@ -164,6 +164,12 @@ impl Member {
         }
     }
 
+    /// Sets the clustering flags the next start uses.
+    pub fn set_cluster(&mut self, cluster: ClusterFlags) {
+        assert!(self.child.is_none(), "flags change only while stopped");
+        self.cluster = Some(cluster);
+    }
+
     /// Picks fresh client and peer ports; false when both came out equal (pick again).
     pub fn pick_ports(&mut self) -> bool {
         assert!(self.child.is_none(), "ports change only while stopped");
