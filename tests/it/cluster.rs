@@ -855,7 +855,7 @@ async fn hasleader_requests_fail_at_once_without_a_leader() {
     cluster.kill9(1);
     cluster.kill9(2);
     let survivor = 0;
-    let mut kv = cluster.kv(survivor, CALL_TIMEOUT);
+    let kv = cluster.kv(survivor, CALL_TIMEOUT);
     // Once the survivor has noticed it cannot reach a quorum, every such request is refused
     // promptly; before that it may still count itself led.
     let refusal = poll_until_or_dump(
