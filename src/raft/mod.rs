@@ -868,7 +868,9 @@ impl RaftNode {
 
     /// The current consensus state. A leader that has not heard from a quorum for an
     /// election timeout reports no leader, as etcd's check-quorum leader steps down: it can
-    /// commit nothing, so clients asking for a leader (`hasleader`) are refused at once.
+    /// commit nothing, so clients asking for a leader (`hasleader`) are refused at once. A
+    /// follower that has not heard from its leader for an election timeout reports none
+    /// either, as etcd's follower does once it campaigns.
     pub fn status(&self) -> RaftStatus {
         let metrics = self.core.engine.metrics();
         let metrics = metrics.borrow_watched();
@@ -880,6 +882,15 @@ impl RaftNode {
                 .as_ref()
                 .is_some_and(|acked| openraft::Instant::elapsed(&**acked) < self.leader_lease);
             if !quorum_fresh {
+                leader = None;
+            }
+        } else if let Some(other) = leader.filter(|id| *id != self.core.member_id()) {
+            let recent = self
+                .core
+                .ctx
+                .since_heard_from(other)
+                .is_some_and(|since| since < self.leader_lease);
+            if !recent {
                 leader = None;
             }
         }

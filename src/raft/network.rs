@@ -57,6 +57,10 @@ pub(super) struct PeerContext {
     refusals_logged: Mutex<HashMap<(u64, &'static str), Instant>>,
     /// Set (with the reason) once this member learns it was removed from the cluster.
     removed: watch::Sender<Option<String>>,
+    /// The last member that sent this one an append (leaders do, heartbeats included), and
+    /// when; a follower that has not heard from its leader for an election timeout counts
+    /// itself leaderless, as etcd's does.
+    last_append: Mutex<Option<(u64, Instant)>>,
 }
 
 impl PeerContext {
@@ -67,6 +71,20 @@ impl PeerContext {
             channels: Mutex::new(HashMap::new()),
             refusals_logged: Mutex::new(HashMap::new()),
             removed: watch::Sender::new(None),
+            last_append: Mutex::new(None),
+        }
+    }
+
+    /// Records that `leader` just sent this member an append.
+    pub(super) fn heard_from(&self, leader: u64) {
+        *self.last_append.lock() = Some((leader, Instant::now()));
+    }
+
+    /// How long ago `leader` last sent this member an append, if it ever did.
+    pub(super) fn since_heard_from(&self, leader: u64) -> Option<Duration> {
+        match *self.last_append.lock() {
+            Some((sender, at)) if sender == leader => Some(at.elapsed()),
+            _ => None,
         }
     }
 

@@ -116,6 +116,7 @@ impl Peer for PeerService {
         let message = request.into_inner();
         self.admit(&message)?;
         let rpc = wire::open(&message).map_err(bad_body)?;
+        self.ctx.heard_from(message.from);
         let response = self
             .core
             .engine
