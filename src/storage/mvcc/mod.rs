@@ -14,6 +14,7 @@
 //! * `index`: the index of all keys, and a batch's pending changes layered over it;
 //! * `read`: Range and Compare semantics shared by committed and in-batch reads;
 //! * `store`: [`MvccStore`], recovery, committed reads, HashKV;
+//! * `history`: committed history read back as events, for watchers catching up;
 //! * `write`: [`WriteTxn`], request execution, revision assignment and commit.
 //!
 //! Storage: every change is one history row keyed by its revision (`kv` column family);
@@ -30,6 +31,7 @@
 
 mod codec;
 mod error;
+mod history;
 mod index;
 mod key_index;
 mod read;
@@ -41,6 +43,7 @@ mod write;
 mod tests;
 
 pub use error::MvccError;
+pub use history::HistoryBatch;
 pub use store::{
     COMPACT_REVISION_KEY, Committed, HashKv, LeaseLookup, MvccStore, RESERVED_META_PREFIX,
 };

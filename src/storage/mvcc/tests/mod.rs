@@ -1,6 +1,7 @@
 //! Store-level tests of the MVCC layer: etcd semantics case by case (`semantics`), a
 //! model-based property test (`model`) and a large restart test (`restart`).
 
+mod history;
 mod model;
 mod restart;
 mod semantics;
