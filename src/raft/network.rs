@@ -558,3 +558,27 @@ async fn feed_snapshot(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leader that refuses the connection never saw the request: the forward is a definite
+    /// failure ("no leader"), not an unknown outcome ("leader changed").
+    #[tokio::test]
+    async fn a_refused_connection_is_a_definite_failure() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let ctx = PeerContext::new(1, 2);
+        let outcome = ctx
+            .forward(
+                3,
+                &format!("http://127.0.0.1:{port}"),
+                &ForwardRequest::ReadIndex,
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(matches!(outcome, Err(RaftError::NoLeader)), "{outcome:?}");
+    }
+}
