@@ -145,7 +145,3 @@ pub const PUBLISH_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// Pause before a request retries after the member it took for the leader said it no longer
 /// leads; the local view of the leader catches up within a heartbeat or two.
 pub const LEADER_VIEW_RETRY_INTERVAL: Duration = Duration::from_millis(10);
-
-/// Pause between two looks, by a starting member, at whether the leader has committed
-/// anything yet (before that its membership cannot change, so publishing waits).
-pub const PUBLISH_COMMIT_POLL_INTERVAL: Duration = Duration::from_millis(20);

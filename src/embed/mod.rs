@@ -20,8 +20,7 @@ use self::identity::Identity;
 use crate::apply::Applier;
 use crate::client::LocalClient;
 use crate::limits::{
-    JOIN_TIMEOUT, LEADER_WAIT_ELECTION_TIMEOUTS, PUBLISH_COMMIT_POLL_INTERVAL,
-    PUBLISH_RETRY_INTERVAL, SHUTDOWN_DRAIN,
+    JOIN_TIMEOUT, LEADER_WAIT_ELECTION_TIMEOUTS, PUBLISH_RETRY_INTERVAL, SHUTDOWN_DRAIN,
 };
 use crate::raft::{RaftConfig, RaftNode};
 use crate::server::{self, Server};
@@ -125,9 +124,9 @@ async fn identity(member_dir: &std::path::Path, config: &Config) -> Result<Ident
 
 /// Announces this member's name and client URLs through the leader until it has been done,
 /// as etcd publishes a started member's attributes.
-async fn publish(server: std::sync::Weak<Server>, name: String, client_urls: Vec<String>) {
+async fn publish(server_ref: std::sync::Weak<Server>, name: String, client_urls: Vec<String>) {
     loop {
-        let Some(server) = server.upgrade() else {
+        let Some(server) = server_ref.upgrade() else {
             return;
         };
         let published = server.members().iter().any(|member| {
@@ -140,11 +139,18 @@ async fn publish(server: std::sync::Weak<Server>, name: String, client_urls: Vec
         }
         // Until the leader has committed an entry of its term, the founding membership is
         // not committed and openraft refuses any change to it; wait instead of asking.
-        if server.raft().status().commit_index == 0 {
-            drop(server);
-            tokio::time::sleep(PUBLISH_COMMIT_POLL_INTERVAL).await;
+        let raft = Arc::clone(server.raft());
+        drop(server);
+        if raft
+            .wait_for_first_commit(PUBLISH_RETRY_INTERVAL)
+            .await
+            .is_err()
+        {
             continue;
         }
+        let Some(server) = server_ref.upgrade() else {
+            return;
+        };
         match server.publish(name.clone(), client_urls.clone()).await {
             Ok(()) => {
                 tracing::info!(%name, ?client_urls, "published this member's name and client URLs");

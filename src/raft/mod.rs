@@ -369,25 +369,14 @@ impl Core {
 
     /// Waits until this member has applied `index`, up to `timeout`.
     async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), RaftError> {
-        let mut metrics = self.engine.metrics();
-        let wait = async {
-            loop {
-                let applied = metrics
-                    .borrow_watched()
-                    .last_applied
-                    .as_ref()
-                    .map_or(0, |log_id| log_id.index);
-                if applied >= index {
-                    return Ok(());
-                }
-                if metrics.changed().await.is_err() {
-                    return Err(RaftError::Stopped("raft metrics closed".into()));
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| RaftError::Timeout)?
+        wait_metrics(&self.engine, timeout, |metrics| {
+            let applied = metrics
+                .last_applied
+                .as_ref()
+                .map_or(0, |log_id| log_id.index);
+            (applied >= index).then_some(())
+        })
+        .await
     }
 
     /// Applies a membership change on this member, which must lead.
@@ -829,20 +818,10 @@ impl RaftNode {
             .transfer_leader(target)
             .await
             .map_err(|fatal| RaftError::Stopped(fatal.to_string()))?;
-        let mut metrics = self.core.engine.metrics();
-        let wait = async {
-            loop {
-                if metrics.borrow_watched().current_leader == Some(target) {
-                    return Ok(());
-                }
-                if metrics.changed().await.is_err() {
-                    return Err(RaftError::Stopped("raft metrics closed".into()));
-                }
-            }
-        };
-        tokio::time::timeout(MOVE_LEADER_TIMEOUT, wait)
-            .await
-            .map_err(|_| RaftError::Timeout)?
+        wait_metrics(&self.core.engine, MOVE_LEADER_TIMEOUT, |metrics| {
+            (metrics.current_leader == Some(target)).then_some(())
+        })
+        .await
     }
 
     /// Waits until some member leads, up to `timeout`.
@@ -850,20 +829,24 @@ impl RaftNode {
     /// # Errors
     /// [`RaftError::Timeout`] when no leader appeared in time.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, RaftError> {
-        let mut metrics = self.core.engine.metrics();
-        let wait = async {
-            loop {
-                if let Some(leader) = metrics.borrow_watched().current_leader {
-                    return Ok(leader);
-                }
-                if metrics.changed().await.is_err() {
-                    return Err(RaftError::Stopped("raft metrics closed".into()));
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| RaftError::Timeout)?
+        wait_metrics(&self.core.engine, timeout, |metrics| metrics.current_leader).await
+    }
+
+    /// Waits until this member knows some entry is committed, up to `timeout`. Until then a
+    /// new cluster's founding membership is not committed and cannot be changed.
+    ///
+    /// # Errors
+    /// [`RaftError::Timeout`] when nothing was committed in time.
+    pub async fn wait_for_first_commit(&self, timeout: Duration) -> Result<(), RaftError> {
+        wait_metrics(&self.core.engine, timeout, |metrics| {
+            let committed = metrics
+                .cluster_committed
+                .as_ref()
+                .or(metrics.local_committed.as_ref())
+                .map_or(0, |log_id| log_id.index);
+            (committed > 0).then_some(())
+        })
+        .await
     }
 
     /// The current consensus state. A leader that has not heard from a quorum for an
@@ -941,25 +924,12 @@ impl RaftNode {
         index: u64,
         timeout: Duration,
     ) -> Result<(u64, u64), RaftError> {
-        let mut metrics = self.core.engine.metrics();
-        let wait = async {
-            loop {
-                {
-                    let current = metrics.borrow_watched();
-                    let snapshot = current.snapshot.as_ref().map_or(0, |log_id| log_id.index);
-                    let purged = current.purged.as_ref().map_or(0, |log_id| log_id.index);
-                    if snapshot >= index && purged > 0 {
-                        return Ok((snapshot, purged));
-                    }
-                }
-                if metrics.changed().await.is_err() {
-                    return Err(RaftError::Stopped("raft metrics closed".into()));
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| RaftError::Timeout)?
+        wait_metrics(&self.core.engine, timeout, |metrics| {
+            let snapshot = metrics.snapshot.as_ref().map_or(0, |log_id| log_id.index);
+            let purged = metrics.purged.as_ref().map_or(0, |log_id| log_id.index);
+            (snapshot >= index && purged > 0).then_some((snapshot, purged))
+        })
+        .await
     }
 
     /// Stops consensus; the log is flushed by the time this returns.
@@ -987,6 +957,28 @@ impl From<Vec<MemberEntry>> for ForwardResponse {
     fn from(members: Vec<MemberEntry>) -> ForwardResponse {
         ForwardResponse::Members(members)
     }
+}
+
+/// Waits until `ready` finds what it waits for in the engine's metrics, up to `timeout`.
+async fn wait_metrics<T>(
+    engine: &Engine,
+    timeout: Duration,
+    mut ready: impl FnMut(&openraft::RaftMetrics<TypeConfig>) -> Option<T>,
+) -> Result<T, RaftError> {
+    let mut metrics = engine.metrics();
+    let wait = async {
+        loop {
+            if let Some(found) = ready(&metrics.borrow_watched()) {
+                return Ok(found);
+            }
+            if metrics.changed().await.is_err() {
+                return Err(RaftError::Stopped("raft metrics closed".into()));
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| RaftError::Timeout)?
 }
 
 /// Follows committed membership changes: remembers members that were removed (so their

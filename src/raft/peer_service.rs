@@ -83,6 +83,26 @@ impl PeerService {
         Err(status)
     }
 
+    /// Admits `request`, decodes its body, hands it (with the sender) to `handle`, and wraps
+    /// the engine's answer for the sender.
+    async fn exchange<Req, Resp, E, Fut>(
+        &self,
+        request: Request<PeerMessage>,
+        handle: impl FnOnce(u64, Req) -> Fut,
+    ) -> Result<Response<PeerMessage>, Status>
+    where
+        Req: serde::de::DeserializeOwned,
+        Resp: serde::Serialize,
+        E: std::fmt::Display,
+        Fut: std::future::Future<Output = Result<Resp, E>>,
+    {
+        let message = request.into_inner();
+        self.admit(&message)?;
+        let rpc = wire::open(&message).map_err(bad_body)?;
+        let response = handle(message.from, rpc).await.map_err(engine_failure)?;
+        self.reply(message.from, &response)
+    }
+
     fn reply<T: serde::Serialize>(
         &self,
         to: u64,
@@ -113,57 +133,34 @@ impl Peer for PeerService {
         &self,
         request: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
-        let message = request.into_inner();
-        self.admit(&message)?;
-        let rpc = wire::open(&message).map_err(bad_body)?;
-        self.ctx.heard_from(message.from);
-        let response = self
-            .core
-            .engine
-            .append_entries(rpc)
-            .await
-            .map_err(engine_failure)?;
-        self.reply(message.from, &response)
+        let engine = &self.core.engine;
+        self.exchange(request, |from, rpc| {
+            self.ctx.heard_from(from);
+            engine.append_entries(rpc)
+        })
+        .await
     }
 
     async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        let message = request.into_inner();
-        self.admit(&message)?;
-        let rpc = wire::open(&message).map_err(bad_body)?;
-        let response = self.core.engine.vote(rpc).await.map_err(engine_failure)?;
-        self.reply(message.from, &response)
+        let engine = &self.core.engine;
+        self.exchange(request, |_, rpc| engine.vote(rpc)).await
     }
 
     async fn pre_vote(
         &self,
         request: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
-        let message = request.into_inner();
-        self.admit(&message)?;
-        let rpc = wire::open(&message).map_err(bad_body)?;
-        let response = self
-            .core
-            .engine
-            .pre_vote(rpc)
-            .await
-            .map_err(engine_failure)?;
-        self.reply(message.from, &response)
+        let engine = &self.core.engine;
+        self.exchange(request, |_, rpc| engine.pre_vote(rpc)).await
     }
 
     async fn transfer_leader(
         &self,
         request: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
-        let message = request.into_inner();
-        self.admit(&message)?;
-        let rpc = wire::open(&message).map_err(bad_body)?;
-        let response = self
-            .core
-            .engine
-            .handle_transfer_leader(rpc)
+        let engine = &self.core.engine;
+        self.exchange(request, |_, rpc| engine.handle_transfer_leader(rpc))
             .await
-            .map_err(engine_failure)?;
-        self.reply(message.from, &response)
     }
 
     async fn install_snapshot(
