@@ -129,7 +129,7 @@ impl Server {
             cluster_id: self.identity.cluster_id,
             member_id: self.identity.member_id,
             revision,
-            raft_term: self.raft.status().term,
+            raft_term: self.raft.term(),
         }
     }
 
