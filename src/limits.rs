@@ -141,7 +141,3 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pause between two attempts of a started member to publish its name and client URLs.
 pub const PUBLISH_RETRY_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Pause before a request retries after the member it took for the leader said it no longer
-/// leads; the local view of the leader catches up within a heartbeat or two.
-pub const LEADER_VIEW_RETRY_INTERVAL: Duration = Duration::from_millis(10);

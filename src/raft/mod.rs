@@ -46,10 +46,9 @@ pub use self::wal::LogPos;
 pub use self::wire::MemberChange;
 use self::wire::{ForwardRequest, ForwardResponse};
 use crate::limits::{
-    LEADER_VIEW_RETRY_INTERVAL, LEARNER_PROMOTE_PROGRESS_PERCENT, LEARNERS_MAX,
-    MOVE_LEADER_TIMEOUT, PEER_APPEND_ENTRIES_MAX, PEER_MESSAGE_BYTES_MAX,
-    PEER_SNAPSHOT_CHUNK_BYTES, PEER_SNAPSHOT_CHUNK_TIMEOUT, REQUEST_TIMEOUT,
-    SNAPSHOT_CATCHUP_ENTRIES, WAL_SEGMENT_BYTES_MAX,
+    LEARNER_PROMOTE_PROGRESS_PERCENT, LEARNERS_MAX, MOVE_LEADER_TIMEOUT, PEER_APPEND_ENTRIES_MAX,
+    PEER_MESSAGE_BYTES_MAX, PEER_SNAPSHOT_CHUNK_BYTES, PEER_SNAPSHOT_CHUNK_TIMEOUT,
+    REQUEST_TIMEOUT, SNAPSHOT_CATCHUP_ENTRIES, WAL_SEGMENT_BYTES_MAX,
 };
 
 /// An opaque proposal: the bytes the apply layer encoded.
@@ -230,7 +229,7 @@ pub enum MembershipError {
 }
 
 /// Consensus failures as the server reports them.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RaftError {
     /// No leader is known right now.
@@ -517,7 +516,7 @@ impl Core {
 #[derive(Default)]
 struct ReadRounds {
     /// The round readers are joining now; taken by the reader that starts it.
-    joining: Mutex<Option<tokio::sync::broadcast::Sender<Result<LogPos, wire::WireError>>>>,
+    joining: Mutex<Option<tokio::sync::broadcast::Sender<Result<LogPos, RaftError>>>>,
     /// Held by the reader running a round, so rounds run one at a time.
     running: tokio::sync::Mutex<()>,
 }
@@ -541,21 +540,13 @@ impl ReadRounds {
         };
         let running = self.running.lock().await;
         if let Ok(result) = answer.try_recv() {
-            return result.map_err(RaftError::from);
+            return result;
         }
         // Everyone who joined so far is in this round; later readers start a new one.
         let round = self.joining.lock().take();
         let result = ask_leader().await;
         if let Some(round) = round {
-            let _ = round.send(result.as_ref().map(|pos| *pos).map_err(|err| match err {
-                RaftError::NoLeader => wire::WireError::NoLeader,
-                RaftError::LeaderChanged => wire::WireError::LeaderChanged,
-                RaftError::NotLeader { leader } => wire::WireError::NotLeader(*leader),
-                RaftError::Timeout => wire::WireError::Timeout,
-                RaftError::Stopped(reason) => wire::WireError::Stopped(reason.clone()),
-                RaftError::Storage(reason) => wire::WireError::Storage(reason.clone()),
-                RaftError::Membership(error) => wire::WireError::Membership(error.clone()),
-            }));
+            let _ = round.send(result.clone());
         }
         drop(running);
         result
@@ -704,10 +695,11 @@ impl RaftNode {
             if leader == self.core.member_id() {
                 match local().await {
                     Ok(value) => return Ok(value.into()),
-                    // Leadership moved between the check and the call: try the new leader
-                    // once this member's view has caught up.
+                    // Leadership moved between the check and the call (or this leader lost
+                    // its quorum): try again once this member's view of the leader changes.
                     Err(RaftError::NotLeader { .. }) => {
-                        tokio::time::sleep(remaining.min(LEADER_VIEW_RETRY_INTERVAL)).await;
+                        self.wait_leader_change(leader, remaining).await;
+                        continue;
                     }
                     Err(other) => return Err(other),
                 }
@@ -723,11 +715,25 @@ impl RaftNode {
             match response {
                 ForwardResponse::Failed(wire::WireError::NotLeader(_)) => {
                     // The leader we knew stepped down; wait for our view to move on.
-                    tokio::time::sleep(remaining.min(LEADER_VIEW_RETRY_INTERVAL)).await;
+                    self.wait_leader_change(leader, remaining).await;
                 }
                 ForwardResponse::Failed(error) => return Err(error.into()),
                 other => return Ok(other),
             }
+        }
+    }
+
+    /// Waits until this member names a leader other than `previous`, for at most `timeout`
+    /// and at most one election timeout: a leader that refused for want of a quorum may get it
+    /// back without any change of leader, so the caller tries it again after that.
+    async fn wait_leader_change(&self, previous: u64, timeout: Duration) {
+        let timeout = timeout.min(self.leader_lease);
+        let changed = wait_metrics(&self.core.engine, timeout, |metrics| {
+            (metrics.current_leader != Some(previous)).then_some(())
+        })
+        .await;
+        if let Err(err) = changed {
+            tracing::debug!(%err, leader = %format!("{previous:x}"), "leader view did not change");
         }
     }
 
