@@ -60,6 +60,23 @@ pub fn event_to_pb(event: Event) -> mvccpb::Event {
     }
 }
 
+/// Converts a watch create request to its domain form. Unknown filter values are ignored,
+/// as etcd ignores them.
+pub fn watch_create_from_pb(request: rpc::WatchCreateRequest) -> crate::watch::CreateRequest {
+    use rpc::watch_create_request::FilterType;
+    let has = |filter: FilterType| request.filters.contains(&(filter as i32));
+    crate::watch::CreateRequest {
+        no_put: has(FilterType::Noput),
+        no_delete: has(FilterType::Nodelete),
+        range: KeyRange::new(request.key, request.range_end),
+        start_revision: request.start_revision,
+        progress_notify: request.progress_notify,
+        prev_kv: request.prev_kv,
+        watch_id: request.watch_id,
+        fragment: request.fragment,
+    }
+}
+
 /// True when the request's sort order and target are values etcd knows. etcd 3.6 refuses
 /// others; the conversion below would read them as the defaults.
 pub fn range_sort_is_known(request: &rpc::RangeRequest) -> bool {

@@ -18,7 +18,7 @@
 //!
 //! Layout, lowest layer first (see ARCHITECTURE.md):
 //! `types`, `limits` → `storage` (RocksDB backend, MVCC) → `raft` (consensus, WAL) →
-//! `apply` (the only post-commit mutation) → `server` (request lifecycle, gRPC, HTTP) →
+//! `apply` (the only post-commit mutation) → `watch` (events to watchers) → `server` (request lifecycle, gRPC, HTTP) →
 //! `client` → `embed` (composition).
 
 pub mod apply;
@@ -31,3 +31,4 @@ pub mod raft;
 pub mod server;
 pub mod storage;
 pub mod types;
+pub mod watch;

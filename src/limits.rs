@@ -141,3 +141,55 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pause between two attempts of a started member to publish its name and client URLs.
 pub const PUBLISH_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Responses batches a watch stream buffers for its client (etcd: 128 responses per stream).
+/// A watcher whose events find the buffer full is set aside and caught up from history, so
+/// apply never waits for a client.
+pub const WATCH_STREAM_BUFFER_BATCHES: usize = 128;
+
+/// Bytes of event data (keys and values, `prev_kv` included) a watch stream buffers at most
+/// beyond one batch. etcd bounds only the response count; a byte bound keeps a stream that
+/// stops reading from holding a large share of memory when values are big.
+pub const WATCH_STREAM_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Watchers one stream may hold. etcd has no bound; past this a create is refused the way
+/// etcd refuses a bad create (`created` and `canceled`, watch id -1, a reason).
+pub const WATCH_STREAM_WATCHERS_MAX: usize = 100_000;
+
+/// Watch streams one member serves at once. etcd has no bound; past this a new stream is
+/// refused with ResourceExhausted.
+pub const WATCH_STREAMS_MAX: usize = 65_536;
+
+/// How often watchers that are behind are caught up from history when nothing wakes the
+/// catch-up earlier (etcd's sync loop runs every 100 ms).
+pub const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Revisions read from history in one catch-up round, bounding the time the state lock is
+/// shared with the reader and the size of one catch-up response.
+pub const WATCH_SYNC_REVISIONS_MAX: usize = 256;
+
+/// Watchers served by one catch-up round (etcd: 512 per sync).
+pub const WATCH_SYNC_WATCHERS_MAX: usize = 512;
+
+/// Default interval of progress notifications to watchers that asked for them (etcd
+/// `--experimental-watch-progress-notify-interval`, 10 minutes).
+pub const WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT: Duration = Duration::from_secs(600);
+
+/// Shortest progress notification interval accepted (etcd refuses below 100 ms).
+pub const WATCH_PROGRESS_NOTIFY_INTERVAL_MIN: Duration = Duration::from_millis(100);
+
+/// How often a watch stream opened with `hasleader` checks that a leader is still known.
+pub const WATCH_LEADER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A watch response at least this large, holding more than one event, is split into
+/// fragments when the watcher asked for it (etcd: max-request-bytes + 512 KiB).
+pub const WATCH_FRAGMENT_BYTES: usize = GRPC_RECV_BYTES_MAX;
+
+/// Encoded responses queued between a watch stream's converter and the HTTP/2 connection.
+pub const WATCH_SEND_QUEUE: usize = 16;
+
+const _: () = assert!(
+    WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT.as_millis()
+        >= WATCH_PROGRESS_NOTIFY_INTERVAL_MIN.as_millis()
+);
+const _: () = assert!(WATCH_STREAM_BUFFER_BYTES_MAX >= WATCH_FRAGMENT_BYTES);

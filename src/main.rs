@@ -75,6 +75,15 @@ struct Flags {
     /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).
     #[arg(long, env = "MNEMO_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     quota_backend_bytes: u64,
+    /// Duration of periodic watch progress notifications (e.g. 10m, 500ms).
+    #[arg(
+        long,
+        alias = "watch-progress-notify-interval",
+        env = "MNEMO_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = humantime::parse_duration
+    )]
+    experimental_watch_progress_notify_interval: Duration,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "MNEMO_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -130,6 +139,7 @@ impl Flags {
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count,
             quota_backend_bytes: quota,
+            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
         })
     }
 }

@@ -9,7 +9,8 @@
 //! ```
 //! Apply is deterministic: it reads no clock, draws no random numbers and does no I/O other
 //! than the backend batch, so every member that applies the same log holds the same state.
-//! It must not call into `raft` or `server`.
+//! It must not call into `raft` or `server`. After each batch commits, its events go to the
+//! member's [`WatchHub`], which only queues them in memory and never waits.
 //!
 //! Installing a snapshot (`StateMachineHost::install`) is not an apply: `storage::member_db`
 //! replaces the whole state with the received checkpoint, and apply only checks that the
@@ -30,6 +31,7 @@ use crate::storage::backend::Cf;
 use crate::storage::member_db::MemberDb;
 use crate::storage::mvcc::{LeaseLookup, MvccError, MvccStore, WriteTxn};
 use crate::types::{LeaseId, Revision, TxnRequest, TxnResponse};
+use crate::watch::WatchHub;
 
 /// Meta key of the last applied log position: index then term, big-endian.
 pub const META_APPLIED: &[u8] = b"raft.applied";
@@ -53,6 +55,8 @@ pub struct Applier {
     /// Raft index of the last applied entry, set before the entry's proposer hears back, and
     /// set to the checkpoint's once an install has swapped the state.
     applied_index: AtomicU64,
+    /// The member's watchers, given every committed batch's events.
+    watch: Arc<WatchHub>,
 }
 
 impl Applier {
@@ -62,9 +66,11 @@ impl Applier {
     /// Backend failures reading the applied position.
     pub fn new(db: MemberDb) -> io::Result<Applier> {
         let applied = applied_index_of(&read_applied_state(db.store())?);
+        let watch = WatchHub::new(Arc::clone(db.store()));
         Ok(Applier {
             db,
             applied_index: AtomicU64::new(applied),
+            watch,
         })
     }
 
@@ -77,6 +83,11 @@ impl Applier {
     /// replaces what is inside it.
     pub fn store(&self) -> &Arc<MvccStore> {
         self.db.store()
+    }
+
+    /// The member's watchers.
+    pub fn watch(&self) -> &Arc<WatchHub> {
+        &self.watch
     }
 
     /// Runs a transaction that has no write against the committed state, without Raft and
@@ -217,8 +228,10 @@ impl StateMachineHost for Applier {
         if let Some(blob) = membership {
             txn.put_raw(Cf::Meta, META_MEMBERSHIP, &blob);
         }
-        // The commit's events are for watchers; nothing consumes them until watch exists (#4).
-        txn.commit().map_err(io::Error::other)?;
+        let committed = txn.commit().map_err(io::Error::other)?;
+        // Published before any proposer hears back, so a client that saw its write
+        // acknowledged and then creates a watch from "now" starts after that write.
+        self.watch.publish(&committed);
         self.applied_index
             .store(last.position.index, Ordering::Release);
         Ok(responses)
@@ -245,6 +258,7 @@ impl StateMachineHost for Applier {
         // nothing can store an older index after this.
         self.applied_index
             .store(applied_index_of(&installed), Ordering::Release);
+        self.watch.restore();
         Ok(())
     }
 }

@@ -10,7 +10,8 @@ use url::Url;
 
 use crate::limits::{
     ELECTION_TIMEOUT_DEFAULT, ELECTION_TIMEOUT_MAX, HEARTBEAT_INTERVAL_DEFAULT,
-    QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_COUNT_DEFAULT,
+    QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_COUNT_DEFAULT, WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
+    WATCH_PROGRESS_NOTIFY_INTERVAL_MIN,
 };
 
 /// Default client URL, as etcd's (on the loopback address).
@@ -104,6 +105,16 @@ pub enum ConfigError {
     /// `--snapshot-count` of zero.
     #[error("--snapshot-count must be greater than 0")]
     ZeroSnapshotCount,
+    /// A progress notification interval below the minimum.
+    #[error(
+        "--experimental-watch-progress-notify-interval must be at least {min_ms} ms, got {got_ms} ms"
+    )]
+    ProgressNotifyTooShort {
+        /// The interval given, in milliseconds.
+        got_ms: u128,
+        /// The minimum, in milliseconds.
+        min_ms: u128,
+    },
 }
 
 /// How to run one member. Field names follow etcd's flags.
@@ -135,6 +146,9 @@ pub struct Config {
     pub snapshot_count: u64,
     /// `--quota-backend-bytes`.
     pub quota_backend_bytes: u64,
+    /// `--experimental-watch-progress-notify-interval`: how often idle watchers that asked
+    /// for it get a progress notification.
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl Default for Config {
@@ -154,6 +168,7 @@ impl Default for Config {
             election_timeout: ELECTION_TIMEOUT_DEFAULT,
             snapshot_count: SNAPSHOT_COUNT_DEFAULT,
             quota_backend_bytes: QUOTA_BACKEND_BYTES_DEFAULT,
+            watch_progress_notify_interval: WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
         }
     }
 }
@@ -246,6 +261,12 @@ impl Config {
         }
         if self.snapshot_count == 0 {
             return Err(ConfigError::ZeroSnapshotCount);
+        }
+        if self.watch_progress_notify_interval < WATCH_PROGRESS_NOTIFY_INTERVAL_MIN {
+            return Err(ConfigError::ProgressNotifyTooShort {
+                got_ms: self.watch_progress_notify_interval.as_millis(),
+                min_ms: WATCH_PROGRESS_NOTIFY_INTERVAL_MIN.as_millis(),
+            });
         }
         for (flag, urls) in [
             ("--listen-client-urls", &self.listen_client_urls),

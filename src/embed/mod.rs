@@ -69,6 +69,8 @@ pub struct Node {
     listeners: Vec<JoinHandle<()>>,
     peer_listeners: Vec<JoinHandle<()>>,
     publisher: JoinHandle<()>,
+    /// The watch hub's catch-up and progress tasks.
+    watch_tasks: Vec<JoinHandle<()>>,
 }
 
 /// Binds every URL in `urls`, returning the listeners and the addresses they are bound to.
@@ -239,6 +241,7 @@ impl Node {
             cluster_id: identity.cluster_id,
             member_id: identity.member_id,
         };
+        let watch_tasks = applier.watch().spawn(config.watch_progress_notify_interval);
         let server = Arc::new(Server::new(
             server_identity,
             Arc::clone(&raft),
@@ -282,6 +285,7 @@ impl Node {
             listeners,
             peer_listeners,
             publisher,
+            watch_tasks,
         })
     }
 
@@ -333,6 +337,9 @@ impl Node {
             }
         }
         self.server.raft().shutdown().await;
+        for task in self.watch_tasks {
+            task.abort();
+        }
         // The storage closes when the last reference to the server goes; clients hold it
         // weakly, so by now only this one should be left.
         if Arc::strong_count(&self.server) > 1 {

@@ -86,6 +86,10 @@ pub enum Error {
     /// The consensus layer refused a membership change (e.g. another is in progress).
     #[error("etcdserver: {0}")]
     MembershipRefused(String),
+    /// The member serves as many watch streams as it allows
+    /// ([`crate::limits::WATCH_STREAMS_MAX`]; etcd has no such bound).
+    #[error("etcdserver: too many watch streams")]
+    TooManyWatchStreams,
     /// Anything else: a bug or a storage failure. Sent as gRPC Unknown with this text.
     #[error("{0}")]
     Internal(String),

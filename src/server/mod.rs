@@ -123,6 +123,11 @@ impl Server {
         &self.raft
     }
 
+    /// The member's watchers.
+    pub fn watch(&self) -> &Arc<crate::watch::WatchHub> {
+        self.applier.watch()
+    }
+
     /// A header for a response at `revision`.
     pub fn header(&self, revision: Revision) -> Header {
         Header {

@@ -10,6 +10,7 @@ mod kv;
 mod maintenance;
 mod pending;
 pub mod status;
+mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +23,8 @@ use self::authority::AuthorityFix;
 use self::cluster::ClusterService;
 use self::kv::KvService;
 use self::maintenance::MaintenanceService;
-use self::pending::{PendingAuth, PendingElection, PendingLease, PendingLock, PendingWatch};
+use self::pending::{PendingAuth, PendingElection, PendingLease, PendingLock};
+use self::watch::WatchService;
 use crate::limits::GRPC_RECV_BYTES_MAX;
 use crate::pb::etcdserverpb as rpc;
 use crate::pb::{v3electionpb, v3lockpb};
@@ -66,7 +68,11 @@ pub async fn serve(
             rpc::cluster_server::ClusterServer::new(ClusterService::new(Arc::clone(&server)))
                 .max_decoding_message_size(GRPC_RECV_BYTES_MAX),
         )
-        .add_service(rpc::watch_server::WatchServer::new(PendingWatch))
+        .add_service(
+            rpc::watch_server::WatchServer::new(WatchService::new(Arc::clone(&server)))
+                .max_decoding_message_size(GRPC_RECV_BYTES_MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
         .add_service(rpc::lease_server::LeaseServer::new(PendingLease))
         .add_service(rpc::auth_server::AuthServer::new(PendingAuth))
         .add_service(v3lockpb::lock_server::LockServer::new(PendingLock))

@@ -1,4 +1,4 @@
-//! Services whose work is still ahead (watch #4, lease/lock/election #5, auth #10). Every
+//! Services whose work is still ahead (lease/lock/election #5, auth #10). Every
 //! method answers UNIMPLEMENTED at once, so a client gets a clear error instead of a hang.
 
 use tonic::{Request, Response, Status, Streaming};
@@ -28,21 +28,6 @@ macro_rules! pending_unary {
 }
 
 type Empty<T> = futures::stream::Empty<Result<T, Status>>;
-
-/// `etcdserverpb.Watch`, until watch is built.
-pub struct PendingWatch;
-
-#[tonic::async_trait]
-impl rpc::watch_server::Watch for PendingWatch {
-    type WatchStream = Empty<rpc::WatchResponse>;
-
-    async fn watch(
-        &self,
-        _request: Request<Streaming<rpc::WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(unimplemented("Watch/Watch"))
-    }
-}
 
 /// `etcdserverpb.Lease`, until leases are built.
 pub struct PendingLease;

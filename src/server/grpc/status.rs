@@ -33,6 +33,7 @@ pub fn to_status(error: &Error) -> Status {
         Error::NoLeader | Error::LeaderChanged | Error::Timeout | Error::Stopped => {
             Code::Unavailable
         }
+        Error::TooManyWatchStreams => Code::ResourceExhausted,
         Error::Internal(_) => Code::Unknown,
     };
     Status::new(code, error.to_string())
