@@ -60,6 +60,19 @@ pub fn event_to_pb(event: Event) -> mvccpb::Event {
     }
 }
 
+/// Converts an event from its wire form. An unknown event type reads as a put.
+pub fn event_from_pb(event: mvccpb::Event) -> Event {
+    let kind = match mvccpb::event::EventType::try_from(event.r#type) {
+        Ok(mvccpb::event::EventType::Delete) => EventType::Delete,
+        _ => EventType::Put,
+    };
+    Event {
+        kind,
+        kv: kv_from_pb(event.kv.unwrap_or_default()),
+        prev_kv: event.prev_kv.map(kv_from_pb),
+    }
+}
+
 /// Converts a watch create request to its domain form. Unknown filter values are ignored,
 /// as etcd ignores them.
 pub fn watch_create_from_pb(request: rpc::WatchCreateRequest) -> crate::watch::CreateRequest {

@@ -193,3 +193,13 @@ const _: () = assert!(
         >= WATCH_PROGRESS_NOTIFY_INTERVAL_MIN.as_millis()
 );
 const _: () = assert!(WATCH_STREAM_BUFFER_BYTES_MAX >= WATCH_FRAGMENT_BYTES);
+
+/// Updates the gRPC client's watch queues for its consumer before it stops reading from the
+/// member (the member then sets the watcher aside).
+pub const CLIENT_WATCH_QUEUE: usize = 64;
+
+/// First pause before the gRPC client re-creates a broken watch; doubled on each failure.
+pub const CLIENT_WATCH_BACKOFF_INITIAL: Duration = Duration::from_millis(50);
+
+/// Longest pause between attempts to re-create a broken watch.
+pub const CLIENT_WATCH_BACKOFF_MAX: Duration = Duration::from_secs(1);

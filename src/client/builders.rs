@@ -7,6 +7,7 @@ use crate::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, LeaseId, PutRequest,
     RangeRequest, RequestOp, Revision, SortOrder, SortTarget, TxnRequest,
 };
+use crate::watch::CreateRequest as WatchRequest;
 
 impl RangeRequest {
     /// Reads one key.
@@ -227,5 +228,66 @@ impl From<DeleteRangeRequest> for RequestOp {
 impl From<TxnRequest> for RequestOp {
     fn from(request: TxnRequest) -> RequestOp {
         RequestOp::Txn(request)
+    }
+}
+
+impl WatchRequest {
+    /// Watches one key.
+    pub fn key(key: impl Into<Bytes>) -> WatchRequest {
+        WatchRequest {
+            range: KeyRange::single(key),
+            ..WatchRequest::default()
+        }
+    }
+
+    /// Watches every key starting with `prefix`.
+    pub fn prefix(prefix: impl Into<Bytes>) -> WatchRequest {
+        WatchRequest {
+            range: KeyRange::prefix(prefix),
+            ..WatchRequest::default()
+        }
+    }
+
+    /// Watches `[key, range_end)` with etcd's range syntax.
+    pub fn range(key: impl Into<Bytes>, range_end: impl Into<Bytes>) -> WatchRequest {
+        WatchRequest {
+            range: KeyRange::new(key, range_end),
+            ..WatchRequest::default()
+        }
+    }
+
+    /// Starts at `revision` (inclusive) instead of after the current one.
+    #[must_use]
+    pub fn from_revision(mut self, revision: Revision) -> WatchRequest {
+        self.start_revision = revision;
+        self
+    }
+
+    /// Includes each event's previous version.
+    #[must_use]
+    pub fn with_prev_kv(mut self) -> WatchRequest {
+        self.prev_kv = true;
+        self
+    }
+
+    /// Leaves out put events.
+    #[must_use]
+    pub fn without_puts(mut self) -> WatchRequest {
+        self.no_put = true;
+        self
+    }
+
+    /// Leaves out delete events.
+    #[must_use]
+    pub fn without_deletes(mut self) -> WatchRequest {
+        self.no_delete = true;
+        self
+    }
+
+    /// Asks for periodic progress notifications while idle.
+    #[must_use]
+    pub fn with_progress_notify(mut self) -> WatchRequest {
+        self.progress_notify = true;
+        self
     }
 }

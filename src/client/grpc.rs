@@ -3,12 +3,20 @@
 //! Errors come back as gRPC statuses; like clientv3, it recognises etcd's errors by their
 //! exact message and turns them back into [`EtcdError`].
 
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{ClientError, EtcdError, Header, KvClient, Reply};
+use super::{
+    ClientError, EtcdError, Header, KvClient, Reply, WatchEvents, WatchRequest, WatchUpdate,
+};
 use crate::convert;
-use crate::limits::GRPC_RECV_BYTES_MAX;
-use crate::pb::etcdserverpb::{self as rpc, kv_client::KvClient as KvStub};
+use crate::limits::{
+    CLIENT_WATCH_BACKOFF_INITIAL, CLIENT_WATCH_BACKOFF_MAX, CLIENT_WATCH_QUEUE, GRPC_RECV_BYTES_MAX,
+};
+use crate::pb::etcdserverpb::{
+    self as rpc, kv_client::KvClient as KvStub, watch_client::WatchClient as WatchStub,
+};
 use crate::types::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     Revision, TxnRequest, TxnResponse,
@@ -18,6 +26,7 @@ use crate::types::{
 #[derive(Clone)]
 pub struct GrpcClient {
     kv: KvStub<Channel>,
+    channel: Channel,
 }
 
 impl GrpcClient {
@@ -31,10 +40,10 @@ impl GrpcClient {
             .connect()
             .await
             .map_err(|err| ClientError::Transport(err.to_string()))?;
-        let kv = KvStub::new(channel)
+        let kv = KvStub::new(channel.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(GRPC_RECV_BYTES_MAX);
-        Ok(GrpcClient { kv })
+        Ok(GrpcClient { kv, channel })
     }
 }
 
@@ -149,4 +158,187 @@ impl KvClient for GrpcClient {
             .map_err(from_status)?;
         Ok(header_from_pb(response.into_inner().header))
     }
+
+    async fn watch(&self, request: WatchRequest) -> Result<WatchEvents, ClientError> {
+        let (updates, updates_rx) = mpsc::channel(CLIENT_WATCH_QUEUE);
+        let (accepted, accepted_rx) = oneshot::channel();
+        tokio::spawn(run_watch(
+            self.channel.clone(),
+            watch_create_to_pb(&request),
+            updates,
+            accepted,
+        ));
+        match accepted_rx.await {
+            Ok(Ok(())) => Ok(Box::pin(ReceiverStream::new(updates_rx))),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(ClientError::Transport("watch task ended".into())),
+        }
+    }
+}
+
+fn watch_create_to_pb(request: &WatchRequest) -> rpc::WatchCreateRequest {
+    use rpc::watch_create_request::FilterType;
+    let mut filters = Vec::new();
+    if request.no_put {
+        filters.push(FilterType::Noput as i32);
+    }
+    if request.no_delete {
+        filters.push(FilterType::Nodelete as i32);
+    }
+    rpc::WatchCreateRequest {
+        key: request.range.key.clone(),
+        range_end: request.range.range_end.clone(),
+        start_revision: request.start_revision,
+        progress_notify: request.progress_notify,
+        filters,
+        prev_kv: request.prev_kv,
+        watch_id: request.watch_id,
+        fragment: request.fragment,
+    }
+}
+
+/// How one connection of a watch ended.
+enum WatchEnd {
+    /// The consumer dropped the stream, or the watch ended for good (error already sent).
+    Finished,
+    /// The connection broke; resume from `create.start_revision`. `created` says whether
+    /// the member had accepted the watch on it (then the backoff starts over).
+    Broken { reason: String, created: bool },
+}
+
+/// Runs a watch across connections: each time the stream breaks, it creates the watch again
+/// from the revision after the last one seen (events, progress notifications, or the
+/// creation revision of a watch from "now"), so the consumer sees no gap and no repeat.
+async fn run_watch(
+    channel: Channel,
+    mut create: rpc::WatchCreateRequest,
+    updates: mpsc::Sender<Result<WatchUpdate, ClientError>>,
+    accepted: oneshot::Sender<Result<(), ClientError>>,
+) {
+    let mut accepted = Some(accepted);
+    let mut backoff = CLIENT_WATCH_BACKOFF_INITIAL;
+    loop {
+        match watch_once(&channel, &mut create, &updates, &mut accepted).await {
+            WatchEnd::Finished => return,
+            WatchEnd::Broken { reason, created } => {
+                if created {
+                    backoff = CLIENT_WATCH_BACKOFF_INITIAL;
+                }
+                if let Some(accepted) = accepted.take() {
+                    // The first attempt failed: the caller hears it instead of a stream.
+                    let _ = accepted.send(Err(ClientError::Transport(reason)));
+                    return;
+                }
+                tracing::debug!(%reason, resume = create.start_revision, "watch broken; resuming");
+            }
+        }
+        if updates.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(CLIENT_WATCH_BACKOFF_MAX);
+    }
+}
+
+async fn watch_once(
+    channel: &Channel,
+    create: &mut rpc::WatchCreateRequest,
+    updates: &mpsc::Sender<Result<WatchUpdate, ClientError>>,
+    accepted: &mut Option<oneshot::Sender<Result<(), ClientError>>>,
+) -> WatchEnd {
+    let (requests, requests_rx) = mpsc::channel(1);
+    let request = rpc::WatchRequest {
+        request_union: Some(rpc::watch_request::RequestUnion::CreateRequest(
+            create.clone(),
+        )),
+    };
+    if requests.send(request).await.is_err() {
+        return broken("request queue closed", false);
+    }
+    let mut stub = WatchStub::new(channel.clone()).max_decoding_message_size(usize::MAX);
+    let mut responses = match stub.watch(ReceiverStream::new(requests_rx)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return broken(status, false),
+    };
+    // Kept open: closing the request side is allowed, but there is no reason to.
+    let _requests = requests;
+    let mut fragments: Vec<crate::pb::mvccpb::Event> = Vec::new();
+    let mut created = false;
+    loop {
+        let response = match responses.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) => return broken("stream ended by the member", created),
+            Err(status) => return broken(status, created),
+        };
+        let header = header_from_pb(response.header);
+        if response.created {
+            if response.canceled {
+                let error = ClientError::WatchCanceled(response.cancel_reason);
+                return finish(updates, accepted, error).await;
+            }
+            created = true;
+            if create.start_revision == 0 {
+                create.start_revision = header.revision + 1;
+            }
+            if let Some(accepted) = accepted.take() {
+                let _ = accepted.send(Ok(()));
+            }
+            continue;
+        }
+        if response.canceled {
+            let error = if response.compact_revision != 0 {
+                ClientError::WatchCompacted {
+                    compact_revision: response.compact_revision,
+                }
+            } else {
+                ClientError::WatchCanceled(response.cancel_reason)
+            };
+            return finish(updates, accepted, error).await;
+        }
+        fragments.extend(response.events);
+        if response.fragment {
+            continue;
+        }
+        let events: Vec<_> = std::mem::take(&mut fragments)
+            .into_iter()
+            .map(convert::event_from_pb)
+            .collect();
+        let resume = match events.last() {
+            Some(last) => last.kv.mod_revision + 1,
+            None => header.revision + 1,
+        };
+        create.start_revision = create.start_revision.max(resume);
+        if updates
+            .send(Ok(WatchUpdate { header, events }))
+            .await
+            .is_err()
+        {
+            return WatchEnd::Finished;
+        }
+    }
+}
+
+fn broken(reason: impl ToString, created: bool) -> WatchEnd {
+    WatchEnd::Broken {
+        reason: reason.to_string(),
+        created,
+    }
+}
+
+/// Ends a watch with `error`: to the caller if the watch was never accepted, else as the
+/// stream's last item.
+async fn finish(
+    updates: &mpsc::Sender<Result<WatchUpdate, ClientError>>,
+    accepted: &mut Option<oneshot::Sender<Result<(), ClientError>>>,
+    error: ClientError,
+) -> WatchEnd {
+    match accepted.take() {
+        Some(accepted) => {
+            let _ = accepted.send(Err(error));
+        }
+        None => {
+            let _ = updates.send(Err(error)).await;
+        }
+    }
+    WatchEnd::Finished
 }

@@ -5,12 +5,17 @@
 
 use std::sync::{Arc, Weak};
 
-use super::{ClientError, EtcdError, Header, KvClient, Reply};
+use std::collections::VecDeque;
+
+use super::{
+    ClientError, EtcdError, Header, KvClient, Reply, WatchEvents, WatchRequest, WatchUpdate,
+};
 use crate::server::Server;
 use crate::types::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     Revision, TxnRequest, TxnResponse,
 };
+use crate::watch::{Message, WatchError, WatchReceiver, WatchStream};
 
 /// A client bound to a member in this process.
 #[derive(Clone)]
@@ -59,5 +64,100 @@ impl KvClient for LocalClient {
 
     async fn compact(&self, revision: Revision, physical: bool) -> Result<Header, ClientError> {
         Ok(self.server()?.compact(revision, physical).await?)
+    }
+
+    async fn watch(&self, request: WatchRequest) -> Result<WatchEvents, ClientError> {
+        let server = self.server()?;
+        let (stream, mut receiver) = server.watch().open_stream().map_err(|err| match err {
+            WatchError::TooManyStreams => ClientError::Etcd(EtcdError::TooManyWatchStreams),
+            other => ClientError::WatchCanceled(other.to_string()),
+        })?;
+        drop(server);
+        let stopped = || ClientError::Etcd(EtcdError::Stopped);
+        stream.create(request).await.map_err(|_| stopped())?;
+        let mut pending = VecDeque::new();
+        // The reply to the create comes first on the stream.
+        loop {
+            let batch = receiver.recv().await.ok_or_else(stopped)?;
+            pending.extend(batch.take());
+            match pending.pop_front() {
+                Some(Message::Created { .. }) => break,
+                Some(Message::Refused { reason, .. }) => {
+                    return Err(ClientError::WatchCanceled(reason.to_string()));
+                }
+                _ => {}
+            }
+        }
+        let local = LocalWatch {
+            server: self.server.clone(),
+            _stream: stream,
+            receiver,
+            pending,
+            ended: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            local,
+            |mut local| async move {
+                let item = local.next().await?;
+                Some((item, local))
+            },
+        )))
+    }
+}
+
+/// An in-process watch: the hub's messages for one watcher, as updates.
+struct LocalWatch {
+    server: Weak<Server>,
+    /// Keeps the watcher registered for as long as the stream is read.
+    _stream: WatchStream,
+    receiver: WatchReceiver,
+    pending: VecDeque<Message>,
+    ended: bool,
+}
+
+impl LocalWatch {
+    async fn next(&mut self) -> Option<Result<WatchUpdate, ClientError>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            let Some(message) = self.pending.pop_front() else {
+                let Some(batch) = self.receiver.recv().await else {
+                    self.ended = true;
+                    return Some(Err(ClientError::Etcd(EtcdError::Stopped)));
+                };
+                self.pending.extend(batch.take());
+                continue;
+            };
+            let update = |revision, events| {
+                let server = self.server.upgrade()?;
+                Some(WatchUpdate {
+                    header: server.header(revision),
+                    events,
+                })
+            };
+            let item = match message {
+                Message::Events {
+                    revision, events, ..
+                } => update(revision, events),
+                Message::Progress { revision, .. } => update(revision, Vec::new()),
+                Message::Compacted {
+                    compact_revision, ..
+                } => {
+                    self.ended = true;
+                    return Some(Err(ClientError::WatchCompacted { compact_revision }));
+                }
+                Message::Canceled { .. } | Message::Created { .. } | Message::Refused { .. } => {
+                    continue;
+                }
+            };
+            return match item {
+                Some(update) => Some(Ok(update)),
+                None => {
+                    self.ended = true;
+                    Some(Err(ClientError::Etcd(EtcdError::Stopped)))
+                }
+            };
+        }
     }
 }

@@ -10,16 +10,19 @@ mod grpc;
 mod local;
 
 use std::future::Future;
+use std::pin::Pin;
 
 use bytes::Bytes;
+use futures::Stream;
 
 pub use self::grpc::GrpcClient;
 pub use self::local::LocalClient;
 pub use crate::server::{Error as EtcdError, Header};
 use crate::types::{
-    DeleteRangeRequest, DeleteRangeResponse, KeyValue, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, Revision, TxnRequest, TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, Event, KeyValue, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, Revision, TxnRequest, TxnResponse,
 };
+pub use crate::watch::CreateRequest as WatchRequest;
 
 /// A client-side failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,7 +34,31 @@ pub enum ClientError {
     /// The request did not reach the member, or the answer did not come back.
     #[error("transport: {0}")]
     Transport(String),
+    /// A watch's next revision was compacted away; the watch has ended.
+    #[error(
+        "etcdserver: mvcc: required revision has been compacted (compact revision {compact_revision})"
+    )]
+    WatchCompacted {
+        /// The member's compact revision: resume above it, after re-reading state.
+        compact_revision: Revision,
+    },
+    /// The member refused or cancelled a watch, with its reason.
+    #[error("watch canceled: {0}")]
+    WatchCanceled(String),
 }
+
+/// One response of a watch: the events of one or more whole revisions, or (with no events)
+/// a progress notification saying every matching event up to `header.revision` was sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchUpdate {
+    /// The response header.
+    pub header: Header,
+    /// Events in revision order; empty for a progress notification.
+    pub events: Vec<Event>,
+}
+
+/// A watch as an async stream. It ends after an error item, or when the member stops.
+pub type WatchEvents = Pin<Box<dyn Stream<Item = Result<WatchUpdate, ClientError>> + Send>>;
 
 /// A response with its header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +101,14 @@ pub trait KvClient: Send + Sync {
         revision: Revision,
         physical: bool,
     ) -> impl Future<Output = Result<Header, ClientError>> + Send;
+
+    /// Watches a key range. Resolves once the member accepted the watch; the stream then
+    /// yields every matching change from the start revision on, in order, each once. The gRPC
+    /// client resumes after a broken connection from the revision after the last one seen.
+    fn watch(
+        &self,
+        request: WatchRequest,
+    ) -> impl Future<Output = Result<WatchEvents, ClientError>> + Send;
 
     /// Reads one key's latest version.
     fn get(

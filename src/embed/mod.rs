@@ -327,6 +327,8 @@ impl Node {
     /// Stops the member in order: listeners, in-flight requests, consensus, storage.
     pub async fn shutdown(self) {
         self.publisher.abort();
+        // Watch streams never end by themselves; ending them lets the listeners drain.
+        self.server.watch().shut_down();
         let _ = self.stop.send(true);
         for listener in self.listeners.into_iter().chain(self.peer_listeners) {
             if tokio::time::timeout(SHUTDOWN_DRAIN, listener)

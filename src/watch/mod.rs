@@ -219,6 +219,8 @@ pub struct WatchHub {
     state: Mutex<HubState>,
     /// Wakes the catch-up loop when a watcher becomes unsynced.
     wake: Notify,
+    /// Set when the member stops: every receiver ends.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for WatchHub {
@@ -252,6 +254,7 @@ impl WatchHub {
             store,
             state: Mutex::new(HubState::new(published)),
             wake: Notify::new(),
+            closed: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -292,8 +295,17 @@ impl WatchHub {
                 id,
                 outbox,
             },
-            WatchReceiver { rx },
+            WatchReceiver {
+                rx,
+                closed: self.closed.subscribe(),
+            },
         ))
+    }
+
+    /// Ends every stream (the member is stopping): receivers return `None` from now on, so
+    /// client streams finish instead of holding the listener open.
+    pub fn shut_down(&self) {
+        self.closed.send_replace(true);
     }
 
     /// Current counts, for tests and metrics.
@@ -382,16 +394,27 @@ impl Drop for WatchStream {
 #[derive(Debug)]
 pub struct WatchReceiver {
     rx: mpsc::Receiver<Batch>,
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl WatchReceiver {
-    /// The next batch, or `None` once the stream handle is gone and everything was taken.
+    /// The next batch, or `None` once the stream handle is gone and everything was taken,
+    /// or the member is stopping.
     pub async fn recv(&mut self) -> Option<Batch> {
-        self.rx.recv().await
+        if *self.closed.borrow() {
+            return None;
+        }
+        tokio::select! {
+            batch = self.rx.recv() => batch,
+            _ = self.closed.wait_for(|closed| *closed) => None,
+        }
     }
 
     /// The next batch if one is queued.
     pub fn try_recv(&mut self) -> Option<Batch> {
+        if *self.closed.borrow() {
+            return None;
+        }
         self.rx.try_recv().ok()
     }
 }

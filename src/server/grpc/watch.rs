@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use prost::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -56,13 +56,16 @@ impl Watch for WatchService {
             other => Error::Internal(other.to_string()),
         })?;
         let (out, out_rx) = mpsc::channel(WATCH_SEND_QUEUE);
-        tokio::spawn(read_requests(request.into_inner(), stream, out.clone()));
-        tokio::spawn(send_messages(
-            Arc::clone(&self.server),
-            receiver,
-            out,
-            wants_leader,
-        ));
+        // The sending task owns the only sender, so the response stream ends with it; its
+        // end (the client went away, the member stops, the leader was lost) stops the
+        // reading task through `ended`, which drops the stream's watchers.
+        let (ended_tx, ended) = oneshot::channel::<()>();
+        tokio::spawn(read_requests(request.into_inner(), stream, ended));
+        let server = Arc::clone(&self.server);
+        tokio::spawn(async move {
+            send_messages(&server, receiver, out, wants_leader).await;
+            drop(ended_tx);
+        });
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 }
@@ -72,12 +75,12 @@ impl Watch for WatchService {
 async fn read_requests(
     mut requests: Streaming<rpc::WatchRequest>,
     stream: WatchStream,
-    out: Outgoing,
+    mut ended: oneshot::Receiver<()>,
 ) {
     loop {
         let next = tokio::select! {
             next = requests.message() => next,
-            () = out.closed() => return,
+            _ = &mut ended => return,
         };
         let handled = match next {
             Ok(Some(request)) => match request.request_union {
@@ -89,7 +92,7 @@ async fn read_requests(
                 None => Ok(()),
             },
             Ok(None) => {
-                out.closed().await;
+                let _ = ended.await;
                 return;
             }
             Err(status) => {
@@ -106,7 +109,7 @@ async fn read_requests(
 /// Sends the stream's messages until it ends, the client goes away, or (for a client that
 /// sent `hasleader`) the leader is lost.
 async fn send_messages(
-    server: Arc<Server>,
+    server: &Server,
     mut receiver: WatchReceiver,
     out: Outgoing,
     wants_leader: bool,
@@ -128,7 +131,7 @@ async fn send_messages(
             return;
         };
         for message in batch.take() {
-            for response in to_responses(&server, message) {
+            for response in to_responses(server, message) {
                 if out.send(Ok(response)).await.is_err() {
                     return;
                 }
