@@ -13,12 +13,14 @@
 //! - `clients`: the in-process and gRPC `KvClient`s agree;
 //! - `cluster`: multi-member clusters: one leader, reads through every member, failover under
 //!   load, catch-up by snapshot, membership changes, move-leader, cut-off and paused members.
+//! - `cluster_watch`: watchers on followers and across a leader kill, resumed on another member.
 
 mod support;
 
 mod cli;
 mod clients;
 mod cluster;
+mod cluster_watch;
 mod crash;
 mod etcdctl;
 mod grpc_kv;
