@@ -244,6 +244,8 @@ pub struct WatchCounts {
     pub unsynced: usize,
     /// The last revision published by apply.
     pub published: Revision,
+    /// Event bytes queued in all streams' buffers.
+    pub buffered_bytes: usize,
 }
 
 impl WatchHub {

@@ -119,6 +119,16 @@ impl HubState {
             watchers: self.watchers.len(),
             unsynced: self.unsynced.len(),
             published: self.published,
+            buffered_bytes: self
+                .streams
+                .values()
+                .map(|entry| {
+                    entry
+                        .outbox
+                        .buffered
+                        .load(std::sync::atomic::Ordering::Acquire)
+                })
+                .sum(),
         }
     }
 

@@ -14,6 +14,7 @@
 //! - `cluster`: multi-member clusters: one leader, reads through every member, failover under
 //!   load, catch-up by snapshot, membership changes, move-leader, cut-off and paused members.
 //! - `cluster_watch`: watchers on followers and across a leader kill, resumed on another member.
+//! - `watch_scale`: 10,000 watchers on a stream, 1,000 streams, and a stream that stops reading.
 
 mod support;
 
@@ -26,3 +27,4 @@ mod etcdctl;
 mod grpc_kv;
 mod http;
 mod restart;
+mod watch_scale;
