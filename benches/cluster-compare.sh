@@ -21,28 +21,8 @@ bench_prepare
 
 declare -A result
 for system in $systems; do
-  names=(); clients_urls=(); peer_urls=()
-  for index in $(seq 0 $((members - 1))); do
-    names+=("$system$index")
-    clients_urls+=("http://127.0.0.1:$(free_port)")
-    peer_urls+=("http://127.0.0.1:$(free_port)")
-  done
-  initial_cluster=""
-  for index in "${!names[@]}"; do
-    initial_cluster+="${initial_cluster:+,}${names[$index]}=${peer_urls[$index]}"
-  done
-  for index in "${!names[@]}"; do
-    start_server "$system" "$bench_work/${names[$index]}.log" \
-      --name "${names[$index]}" --data-dir "$bench_work/${names[$index]}" \
-      --listen-client-urls "${clients_urls[$index]}" --advertise-client-urls "${clients_urls[$index]}" \
-      --listen-peer-urls "${peer_urls[$index]}" --initial-advertise-peer-urls "${peer_urls[$index]}" \
-      --initial-cluster "$initial_cluster" --initial-cluster-state new \
-      --initial-cluster-token "bench-$system"
-  done
-  for index in "${!names[@]}"; do
-    wait_ready "${clients_urls[$index]}" "$bench_work/${names[$index]}.log"
-  done
-  endpoints=$(IFS=,; echo "${clients_urls[*]}")
+  start_cluster "$system" "$members"
+  endpoints=$cluster_endpoints
   line=$(run_load "$system" "$endpoints" put "$clients" "$total")
   echo "members=$members $line"
   result[$system]=$(ops_per_sec "$line")

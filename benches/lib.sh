@@ -66,3 +66,31 @@ run_load() {
 
 # ops_per_sec LINE: the ops_per_sec figure of a load line.
 ops_per_sec() { sed -n 's/.*ops_per_sec=\([0-9]*\).*/\1/p' <<<"$1"; }
+
+# start_cluster SYSTEM MEMBERS: starts a MEMBERS-member cluster of SYSTEM on fresh loopback
+# ports and data dirs, waits until every member is healthy, and sets cluster_endpoints to
+# the comma-separated client URLs.
+start_cluster() {
+  local system=$1 members=$2 index
+  local names=() clients_urls=() peer_urls=() initial_cluster=""
+  for index in $(seq 0 $((members - 1))); do
+    names+=("$system$index")
+    clients_urls+=("http://127.0.0.1:$(free_port)")
+    peer_urls+=("http://127.0.0.1:$(free_port)")
+  done
+  for index in "${!names[@]}"; do
+    initial_cluster+="${initial_cluster:+,}${names[$index]}=${peer_urls[$index]}"
+  done
+  for index in "${!names[@]}"; do
+    start_server "$system" "$bench_work/${names[$index]}.log" \
+      --name "${names[$index]}" --data-dir "$bench_work/${names[$index]}" \
+      --listen-client-urls "${clients_urls[$index]}" --advertise-client-urls "${clients_urls[$index]}" \
+      --listen-peer-urls "${peer_urls[$index]}" --initial-advertise-peer-urls "${peer_urls[$index]}" \
+      --initial-cluster "$initial_cluster" --initial-cluster-state new \
+      --initial-cluster-token "bench-$system"
+  done
+  for index in "${!names[@]}"; do
+    wait_ready "${clients_urls[$index]}" "$bench_work/${names[$index]}.log"
+  done
+  cluster_endpoints=$(IFS=,; echo "${clients_urls[*]}")
+}

@@ -5,11 +5,20 @@
 //!
 //! `--endpoint` takes a comma-separated list too (the members of a cluster); connections are
 //! spread over the endpoints in turn, so clients are as well.
+//!
+//! `--op watch --watchers 100 --rate 1000` opens one watch stream per watcher (spread over the
+//! endpoints) on the load's key prefix, then `--clients` writers put `--total` keys at `--rate`
+//! puts per second in all (0: as fast as they go). Each value carries its send time, so every
+//! watcher measures the delay from send to delivery; the line reports delivered events per
+//! second, delay percentiles, and whether every watcher got every acknowledged put.
 
 use std::time::{Duration, Instant};
 
-use mnemo::pb::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
-use tonic::transport::Endpoint;
+use mnemo::pb::etcdserverpb::{
+    PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient,
+    watch_client::WatchClient, watch_request::RequestUnion,
+};
+use tonic::transport::{Channel, Endpoint};
 
 /// Clients sharing one HTTP/2 connection, as etcd's benchmark shares `--conns`.
 const CLIENTS_PER_CONNECTION: usize = 8;
@@ -23,6 +32,8 @@ struct Options {
     total: usize,
     value_bytes: usize,
     max_duration: Duration,
+    watchers: usize,
+    rate: usize,
 }
 
 fn parse() -> Result<Options, String> {
@@ -33,6 +44,8 @@ fn parse() -> Result<Options, String> {
         total: 50_000,
         value_bytes: 256,
         max_duration: Duration::from_secs(60),
+        watchers: 100,
+        rate: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -49,11 +62,13 @@ fn parse() -> Result<Options, String> {
             "--total" => options.total = number()?,
             "--value-bytes" => options.value_bytes = number()?,
             "--max-seconds" => options.max_duration = Duration::from_secs(number()? as u64),
+            "--watchers" => options.watchers = number()?,
+            "--rate" => options.rate = number()?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if options.op != "put" && options.op != "range" {
-        return Err("--op must be put or range".into());
+    if !["put", "range", "watch"].contains(&options.op.as_str()) {
+        return Err("--op must be put, range or watch".into());
     }
     Ok(options)
 }
@@ -75,6 +90,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .connect()
                 .await?,
         );
+    }
+    if options.op == "watch" {
+        return watch_load(&options, &endpoints, &channels).await;
     }
     if options.op == "range" {
         // Ranges read keys that exist.
@@ -154,6 +172,160 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         latencies.len() as f64 / elapsed.as_secs_f64(),
         percentile(0.50).as_secs_f64() * 1000.0,
         percentile(0.99).as_secs_f64() * 1000.0,
+    );
+    Ok(())
+}
+
+/// Nanoseconds since the Unix epoch: the clock both the writer and the watchers read.
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64)
+}
+
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// The watch load: watchers first, then paced writers; reports delivery delay and rate.
+async fn watch_load(
+    options: &Options,
+    endpoints: &[&str],
+    channels: &[Channel],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + options.max_duration;
+    // One connection per endpoint for the watchers, one stream each.
+    let mut watch_channels = Vec::new();
+    for endpoint in endpoints {
+        watch_channels.push(
+            Endpoint::from_shared(endpoint.to_string())?
+                .connect()
+                .await?,
+        );
+    }
+    let mut watchers = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(options.watchers.max(1));
+    for watcher in 0..options.watchers {
+        let channel = watch_channels[watcher % watch_channels.len()].clone();
+        let ready = ready_tx.clone();
+        let total = options.total;
+        watchers.push(tokio::spawn(async move {
+            let (requests, requests_rx) = tokio::sync::mpsc::channel(1);
+            let create = WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                    key: b"load/".to_vec().into(),
+                    range_end: b"load0".to_vec().into(),
+                    ..Default::default()
+                })),
+            };
+            requests.send(create).await.ok()?;
+            let mut responses = WatchClient::new(channel)
+                .watch(tokio_stream::wrappers::ReceiverStream::new(requests_rx))
+                .await
+                .ok()?
+                .into_inner();
+            let mut delays = Vec::with_capacity(total);
+            let mut revisions = Vec::with_capacity(total);
+            while let Ok(Some(response)) =
+                tokio::time::timeout_at(deadline.into(), responses.message())
+                    .await
+                    .ok()?
+            {
+                if response.created {
+                    ready.send(()).await.ok()?;
+                    continue;
+                }
+                let arrived = now_nanos();
+                for event in response.events {
+                    let kv = event.kv.unwrap_or_default();
+                    let sent = u64::from_le_bytes(kv.value[..8].try_into().ok()?);
+                    delays.push(Duration::from_nanos(arrived.saturating_sub(sent)));
+                    revisions.push(kv.mod_revision);
+                }
+                if revisions.len() >= total {
+                    break;
+                }
+            }
+            drop(requests);
+            Some((delays, revisions))
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..options.watchers {
+        ready_rx.recv().await.ok_or("a watcher failed to start")?;
+    }
+    let started = Instant::now();
+    let per_client = options.total / options.clients;
+    let pause = if options.rate == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(options.clients as f64 / options.rate as f64)
+    };
+    let mut writers = Vec::new();
+    for client in 0..options.clients {
+        let mut kv = KvClient::new(channels[client % channels.len()].clone());
+        let value_bytes = options.value_bytes.max(8);
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut next = Instant::now();
+            for round in 0..per_client {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let mut value = vec![b'v'; value_bytes];
+                value[..8].copy_from_slice(&now_nanos().to_le_bytes());
+                let put = kv.put(PutRequest {
+                    key: key(client * per_client + round).into(),
+                    value: value.into(),
+                    ..Default::default()
+                });
+                if let Ok(response) = put.await {
+                    acked.push(response.into_inner().header.map_or(0, |h| h.revision));
+                }
+                next += pause;
+                tokio::time::sleep_until(next.into()).await;
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for writer in writers {
+        acked.extend(writer.await?);
+    }
+    acked.sort_unstable();
+    let mut delays = Vec::new();
+    let mut complete = 0;
+    let mut delivered = 0usize;
+    for watcher in watchers {
+        if let Some((mut got_delays, revisions)) = watcher.await? {
+            delivered += revisions.len();
+            let mut sorted = revisions.clone();
+            sorted.sort_unstable();
+            if revisions == sorted && revisions == acked {
+                complete += 1;
+            }
+            delays.append(&mut got_delays);
+        }
+    }
+    let elapsed = started.elapsed();
+    delays.sort_unstable();
+    println!(
+        "op=watch watchers={} writers={} puts={} events={} complete_watchers={} seconds={:.2} events_per_sec={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        options.watchers,
+        options.clients,
+        acked.len(),
+        delivered,
+        complete,
+        elapsed.as_secs_f64(),
+        delivered as f64 / elapsed.as_secs_f64(),
+        percentile_ms(&delays, 0.50),
+        percentile_ms(&delays, 0.99),
+        percentile_ms(&delays, 1.0),
     );
     Ok(())
 }
