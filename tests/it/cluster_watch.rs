@@ -115,3 +115,59 @@ async fn watchers_on_followers_and_across_a_leader_kill_get_every_event_once() {
     collect_until(&mut resumed, &mut leader_seen, last).await;
     assert_eq!(leader_seen, committed, "watcher resumed on another member");
 }
+
+/// A watch stream opened with `hasleader: true` ends with Unavailable "etcdserver: no leader"
+/// once its member has lost the leader, instead of staying silent forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hasleader_watch_ends_when_its_member_loses_the_leader() {
+    use mnemo::pb::etcdserverpb::{
+        WatchCreateRequest, WatchRequest as WireRequest, watch_client::WatchClient,
+        watch_request::RequestUnion,
+    };
+    /// etcd ends such a stream after about three election timeouts without a leader.
+    const END_TIMEOUT: Duration = Duration::from_secs(20);
+
+    let mut cluster = Cluster::start(3).await;
+    let channel = cluster.member(0).channel().await;
+    let (requests, requests_rx) = tokio::sync::mpsc::channel(1);
+    requests
+        .send(WireRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"a".to_vec().into(),
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("send create");
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(requests_rx));
+    request
+        .metadata_mut()
+        .insert("hasleader", "true".parse().expect("ascii metadata"));
+    let mut responses = WatchClient::new(channel)
+        .watch(request)
+        .await
+        .expect("stream opened while there is a leader")
+        .into_inner();
+    let created = tokio::time::timeout(UPDATE_TIMEOUT, responses.message())
+        .await
+        .expect("created in time")
+        .expect("stream healthy")
+        .expect("a response");
+    assert!(created.created);
+    cluster.kill9(1);
+    cluster.kill9(2);
+    let end = tokio::time::timeout(END_TIMEOUT, async {
+        loop {
+            match responses.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends once the leader is lost");
+    let status = end.expect_err("the stream ends with an error");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(status.message(), "etcdserver: no leader");
+    drop(requests);
+}
