@@ -428,7 +428,7 @@ impl HubState {
             let Some(watcher) = self.watchers.get(key) else {
                 continue;
             };
-            if watcher.synced || watcher.next_rev > compact_revision {
+            if watcher.synced || watcher.next_rev >= compact_revision {
                 continue;
             }
             let Some(entry) = self.streams.get_mut(&key.stream) else {

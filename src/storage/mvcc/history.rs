@@ -34,12 +34,15 @@ impl MvccStore {
     /// (a compaction's own) yield no events.
     ///
     /// # Errors
-    /// [`MvccError::Compacted`] when `from` is at or below the compact revision, whose
-    /// history is gone; fatal errors on backend failure or corruption.
+    /// [`MvccError::Compacted`] when `from` is below the compact revision, whose history
+    /// is gone; fatal errors on backend failure or corruption.
     pub fn history(&self, from: Revision, revisions_max: usize) -> Result<HistoryBatch, MvccError> {
         let from = from.max(1);
         let state = self.state.read();
-        if from <= state.compact_revision {
+        // The compact revision itself is kept whole (its puts are the latest versions at
+        // or below it, and compaction keeps its tombstones), so reading from it is allowed,
+        // as etcd allows watching from it.
+        if from < state.compact_revision {
             return Err(MvccError::Compacted {
                 requested: from,
                 compacted: state.compact_revision,

@@ -27,12 +27,14 @@
 //!
 //! compact 5   g0 is deleted after 5, so keep its newest put at or below 5 (4.0):
 //!             removes put 2.0      -> g0 {created 2, version 2, puts [4.0], tombstone 6.0}
-//! compact 7   g0 ended at 6 <= 7, nothing of it is readable at 7 or later:
+//! compact 7   g0 ended at 6 < 7, nothing of it is readable at 7 or later:
 //!             removes put 4.0 and tombstone 6.0  -> only g1 is left
 //! compact 9   keep g1's newest put at or below 9 (9.1):
 //!             removes put 8.0      -> g1 {created 8, version 2, puts [9.1]}
 //!                                     visible_at(9) is still 9.1, version 2, created 8
-//! tombstone 10.0, then compact 10: g1 ended at 10 <= 10:
+//! tombstone 10.0, then compact 10: g1 ended exactly at the compact revision, which stays
+//!             readable (history from 10 still shows the delete): removes nothing
+//! compact 11  g1 ended at 10 < 11:
 //!             removes put 9.1 and tombstone 10.0 -> no generation: the key leaves the index
 //! ```
 //!
@@ -221,10 +223,10 @@ impl KeyIndex {
     /// `at`. The rows to delete from history are appended to `removed`.
     pub fn compact(&mut self, at: Revision, removed: &mut Vec<RowKey>) {
         self.generations.retain_mut(|generation| {
-            if let Some(tombstone) = generation
-                .tombstone
-                .filter(|tombstone| tombstone.main <= at)
-            {
+            // A generation deleted exactly at `at` stays (its last put and the tombstone):
+            // the compact revision itself remains readable, and a watcher starting there
+            // must still see that delete. The next compaction removes it.
+            if let Some(tombstone) = generation.tombstone.filter(|tombstone| tombstone.main < at) {
                 removed.extend(generation.puts.iter().map(|put| RowKey::put(*put)));
                 removed.push(RowKey::tombstone(tombstone));
                 return false;
@@ -343,6 +345,12 @@ mod tests {
         removed.clear();
         index.tombstone(rev(10, 0));
         index.compact(10, &mut removed);
+        assert_eq!(removed, vec![]);
+        assert_eq!(
+            index.generations,
+            vec![generation(8, 2, &[rev(9, 1)], Some(rev(10, 0)))]
+        );
+        index.compact(11, &mut removed);
         assert_eq!(
             removed,
             vec![RowKey::put(rev(9, 1)), RowKey::tombstone(rev(10, 0))]

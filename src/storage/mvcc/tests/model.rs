@@ -439,6 +439,8 @@ struct Model {
     states: Vec<KeySpace>,
     /// `rows[r]` is the number of changes (history rows) made at revision `r`.
     rows: Vec<usize>,
+    /// `deletes[r]` is the number of those changes that are deletes.
+    deletes: Vec<usize>,
     compacted: Revision,
 }
 
@@ -456,6 +458,7 @@ impl Model {
         Model {
             states: vec![KeySpace::new(), KeySpace::new()],
             rows: vec![0, 0],
+            deletes: vec![0, 0],
             compacted: 0,
         }
     }
@@ -502,7 +505,7 @@ impl Model {
         let mut work = self.latest().clone();
         let revision = self.current() + 1;
         let response = model_put(&mut work, request, revision, events)?;
-        self.push(work, 1);
+        self.push(work, 1, 0);
         Ok((response, revision))
     }
 
@@ -517,7 +520,7 @@ impl Model {
         if response.deleted == 0 {
             return (response, self.current());
         }
-        self.push(work, doomed_rows(&response));
+        self.push(work, doomed_rows(&response), doomed_rows(&response));
         (response, revision)
     }
 
@@ -541,26 +544,36 @@ impl Model {
         let response = run.execute(request, &path, &mut 0)?;
         let (work, changed, new_events) = (run.work, run.changed, run.events);
         if changed {
-            self.push(work, new_events.len());
+            let deletes = new_events
+                .iter()
+                .filter(|event| event.kind == EventType::Delete)
+                .count();
+            self.push(work, new_events.len(), deletes);
         }
         events.extend(new_events);
         Ok((response, self.current()))
     }
 
-    fn push(&mut self, state: KeySpace, rows: usize) {
+    fn push(&mut self, state: KeySpace, rows: usize, deletes: usize) {
         assert!(rows > 0, "a new revision changes something");
         self.states.push(state);
         self.rows.push(rows);
+        self.deletes.push(deletes);
     }
 
-    /// History rows left after compaction: every change above the compact revision, plus
-    /// the version at the compact revision of each key live then.
+    /// History rows left after compaction: every change above the compact revision, the
+    /// version at the compact revision of each key live then, and for each key deleted
+    /// exactly at the compact revision its tombstone and the put it ended (the compact
+    /// revision stays readable as history).
     fn expected_rows(&self) -> usize {
         let compacted = usize::try_from(self.compacted).unwrap();
         if compacted == 0 {
             return self.rows.iter().sum();
         }
-        self.rows[compacted + 1..].iter().sum::<usize>() + self.states[compacted].len()
+        // Each delete at the compact revision ended one generation, whose last put stays.
+        self.rows[compacted + 1..].iter().sum::<usize>()
+            + self.states[compacted].len()
+            + 2 * self.deletes[compacted]
     }
 
     fn check_puts(

@@ -359,37 +359,48 @@ fn compaction_drops_deleted_keys_and_survives_restart() {
     batch.delete_range(&delete("a", "")).unwrap(); // 4
     batch.compact(4).unwrap();
     batch.commit().unwrap();
+    // Deleted exactly at the compact revision: kept, so history from 4 still has the delete.
+    assert_eq!(store.backend().scan(Cf::Kv, &[], None).count(), 3);
+    let mut batch = store.write();
+    batch.compact(4).unwrap_err();
+    batch.put(&put("b", "2"), &leases()).unwrap(); // 5
+    batch.compact(5).unwrap();
+    batch.commit().unwrap();
     assert_eq!(store.range(&range("\0", "\0")).unwrap().count, 1);
     let hash_before = store.hash_kv(0).unwrap();
 
     let store = reopen(&dir, store);
-    assert_eq!((store.current_revision(), store.compact_revision()), (4, 4));
+    assert_eq!((store.current_revision(), store.compact_revision()), (5, 5));
     assert_eq!(store.hash_kv(0).unwrap(), hash_before);
     assert_eq!(
         values(&store.range(&range("\0", "\0")).unwrap()),
-        pairs(&[("b", "1")])
+        pairs(&[("b", "2")])
     );
     let stored = store
         .backend()
         .get(Cf::Meta, COMPACT_REVISION_KEY)
         .unwrap()
         .unwrap();
-    assert_eq!(stored, 4i64.to_be_bytes());
+    assert_eq!(stored, 5i64.to_be_bytes());
     // Only b's row is left in history.
     assert_eq!(store.backend().scan(Cf::Kv, &[], None).count(), 1);
 }
 
 #[test]
-fn current_revision_survives_compacting_away_the_newest_rows() {
+fn compacting_at_the_newest_revision_keeps_its_rows_and_the_revision() {
     let (dir, store) = temp_store();
     put_now(&store, "a", "1"); // 2
     let mut batch = store.write();
     batch.delete_range(&delete("a", "")).unwrap(); // 3
     batch.compact(3).unwrap();
     batch.commit().unwrap();
-    assert_eq!(store.backend().scan(Cf::Kv, &[], None).count(), 0);
+    // The compact revision stays readable: its delete (and the put it replaced) are kept.
+    assert_eq!(store.backend().scan(Cf::Kv, &[], None).count(), 2);
     let store = reopen(&dir, store);
     assert_eq!(store.current_revision(), 3);
+    let history = store.history(3, 10).unwrap();
+    assert_eq!(history.events.len(), 1);
+    assert_eq!(history.events[0].kind, EventType::Delete);
     assert_eq!(put_now(&store, "a", "2"), 4);
 }
 
