@@ -14,9 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{HAS_LEADER_METADATA, header_to_pb};
 use crate::convert;
-use crate::limits::{
-    REQUEST_BYTES_MAX, WATCH_FRAGMENT_BYTES, WATCH_LEADER_CHECK_INTERVAL, WATCH_SEND_QUEUE,
-};
+use crate::limits::{WATCH_FRAGMENT_BYTES, WATCH_LEADER_CHECK_INTERVAL, WATCH_SEND_QUEUE};
 use crate::pb::etcdserverpb::{self as rpc, watch_request::RequestUnion, watch_server::Watch};
 use crate::server::{Error, Server};
 use crate::watch::{Message, STREAM_WATCH_ID, WatchError, WatchReceiver, WatchStream};
@@ -202,22 +200,30 @@ fn to_responses(server: &Server, message: Message) -> Vec<rpc::WatchResponse> {
 }
 
 /// Splits a response of at least [`WATCH_FRAGMENT_BYTES`] with more than one event into
-/// parts under [`REQUEST_BYTES_MAX`] (each with at least one event); every part but the last
-/// is marked `fragment`, and the client joins them.
+/// parts under [`WATCH_FRAGMENT_BYTES`] (each with at least one event, and as many as fit);
+/// every part but the last is marked `fragment`, and the client joins them.
+///
+/// etcd-compat: the same cut as etcd's `sendFragments` (v3rpc/watch.go), which fills each part
+/// up to its send limit, max-request-bytes + 512 KiB, counting the `fragment` flag in the size.
+/// Three 1 MB events thus go out as parts of two and one, not three parts of one.
 fn split_fragments(response: rpc::WatchResponse) -> Vec<rpc::WatchResponse> {
     if response.events.len() < 2 || response.encoded_len() < WATCH_FRAGMENT_BYTES {
         return vec![response];
     }
     let mut template = response;
     let events = std::mem::take(&mut template.events);
-    let base = template.encoded_len();
+    let base = rpc::WatchResponse {
+        fragment: true,
+        ..template.clone()
+    }
+    .encoded_len();
     let mut parts = Vec::new();
     let mut current = Vec::new();
     let mut size = base;
     for event in events {
         // Field tag, length prefix, body.
         let event_size = 1 + prost::length_delimiter_len(event.encoded_len()) + event.encoded_len();
-        if !current.is_empty() && size + event_size >= REQUEST_BYTES_MAX {
+        if !current.is_empty() && size + event_size >= WATCH_FRAGMENT_BYTES {
             parts.push(std::mem::take(&mut current));
             size = base;
         }
@@ -240,6 +246,7 @@ fn split_fragments(response: rpc::WatchResponse) -> Vec<rpc::WatchResponse> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::REQUEST_BYTES_MAX;
 
     fn event(value_bytes: usize) -> crate::pb::mvccpb::Event {
         crate::pb::mvccpb::Event {
@@ -272,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn large_responses_split_into_parts_under_the_request_limit() {
+    fn large_responses_split_into_parts_under_the_message_limit() {
         let events: Vec<_> = (0..5).map(|_| event(REQUEST_BYTES_MAX / 2)).collect();
         let response = rpc::WatchResponse {
             watch_id: 7,
@@ -286,8 +293,11 @@ mod tests {
             assert_eq!(part.watch_id, 7);
             assert_eq!(part.fragment, index < last);
             assert!(!part.events.is_empty());
-            assert!(part.encoded_len() < REQUEST_BYTES_MAX || part.events.len() == 1);
+            assert!(part.encoded_len() < WATCH_FRAGMENT_BYTES || part.events.len() == 1);
         }
+        // Each part holds as many events as fit: two of about 786 KB under 2 MiB, not three.
+        let sizes: Vec<usize> = parts.iter().map(|part| part.events.len()).collect();
+        assert_eq!(sizes, [2, 2, 1]);
         let joined: Vec<_> = parts.into_iter().flat_map(|part| part.events).collect();
         assert_eq!(joined, events);
     }
