@@ -5,6 +5,7 @@
 //! - `support`: spawning members, clients, etcdctl and a raw HTTP/1.1 GET; `support::cluster`
 //!   builds multi-member clusters behind cuttable peer proxies, with a recording write load;
 //! - `grpc_kv`: KV, Maintenance.Status and Cluster.MemberList over gRPC, against etcd's semantics;
+//! - `grpc_watch`: the Watch service over gRPC, every watch option against etcd's contract;
 //! - `etcdctl`: etcdctl 3.4's printed output against a member, equal to etcd's up to ids;
 //! - `crash`: acknowledged writes survive `kill -9` in the middle of a write load;
 //! - `restart`: a large store answers the same ranges after SIGTERM and after `kill -9`;
@@ -25,6 +26,7 @@ mod cluster_watch;
 mod crash;
 mod etcdctl;
 mod grpc_kv;
+mod grpc_watch;
 mod http;
 mod restart;
 mod watch_scale;

@@ -113,6 +113,9 @@ pub struct Member {
     peer_port: u16,
     /// `None` for a single-member cluster.
     cluster: Option<ClusterFlags>,
+    /// Flags a single-member cluster passes as they are (a clustered member takes them from
+    /// its [`ClusterFlags`]).
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -124,7 +127,15 @@ impl Member {
 
     /// Starts a fresh single-member cluster with member name `name` and waits until it serves.
     pub async fn start_named(name: &str) -> Member {
+        Member::start_with_flags(name, &[]).await
+    }
+
+    /// Starts a fresh single-member cluster named `name` with `extra_args` added to its
+    /// command line (for example `--experimental-watch-progress-notify-interval=500ms`), and
+    /// waits until it serves.
+    pub async fn start_with_flags(name: &str, extra_args: &[&str]) -> Member {
         let mut member = Member::unstarted(name, None);
+        member.extra_args = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
         for attempt in 1..=START_ATTEMPTS_MAX {
             if !member.pick_ports() {
                 continue;
@@ -160,6 +171,7 @@ impl Member {
             client_port: 0,
             peer_port: 0,
             cluster,
+            extra_args: Vec::new(),
             child: None,
         }
     }
@@ -245,7 +257,7 @@ impl Member {
             initial_cluster: format!("{}={}", self.name, peer_url),
             state: "new",
             token: format!("it-{}", self.client_port),
-            extra_args: Vec::new(),
+            extra_args: self.extra_args.clone(),
         };
         let flags = self.cluster.as_ref().unwrap_or(&alone);
         let child = Command::new(server_binary())
