@@ -1089,3 +1089,39 @@ async fn many_watchers_on_several_streams_each_get_their_own_events() {
         assert_eq!(responses.len(), 40, "one response per watcher and revision");
     }
 }
+
+/// A watcher may start exactly at the compacted revision C: etcd still holds C's changes (a
+/// compaction keeps each key's newest version at or below C) and replays from C, inclusive.
+#[tokio::test]
+async fn watch_from_exactly_the_compact_revision_replays_it() {
+    let member = Member::start().await;
+    let mut kv = member.kv().await;
+    for value in ["2", "3", "4", "5", "6"] {
+        put_rev(&mut kv, "a", value).await;
+    }
+    kv.compact(CompactionRequest {
+        revision: 5,
+        physical: true,
+    })
+    .await
+    .expect("compact to 5");
+
+    let mut stream = WatchStream::open(&member).await;
+    let created = stream
+        .create_ok(WatchCreateRequest {
+            start_revision: 5,
+            ..watch("a", "")
+        })
+        .await;
+    assert_eq!((created.watch_id, header_rev(&created)), (0, 6));
+    let first = stream.next().await;
+    assert!(!first.canceled, "etcd replays revision 5, got {first:?}");
+    let mut responses = vec![first];
+    if !reached(&responses, 0, 6) {
+        responses.push(stream.next().await);
+    }
+    assert_eq!(
+        events_of(&responses, 0),
+        [put_ev("a", "5", 5), put_ev("a", "6", 6)]
+    );
+}
