@@ -7,6 +7,8 @@
 //! - `grpc_kv`: KV, Maintenance.Status and Cluster.MemberList over gRPC, against etcd's semantics;
 //! - `grpc_watch`: the Watch service over gRPC, every watch option against etcd's contract;
 //! - `etcdctl`: etcdctl 3.4's printed output against a member, equal to etcd's up to ids;
+//! - `etcdctl_watch`: `etcdctl watch` (plain, prefix, --rev, --prev-kv, interactive) printing
+//!   exactly what it prints against etcd;
 //! - `crash`: acknowledged writes survive `kill -9` in the middle of a write load;
 //! - `restart`: a large store answers the same ranges after SIGTERM and after `kill -9`;
 //! - `http`: `/health` and `/version` on the client port;
@@ -25,6 +27,7 @@ mod cluster;
 mod cluster_watch;
 mod crash;
 mod etcdctl;
+mod etcdctl_watch;
 mod grpc_kv;
 mod grpc_watch;
 mod http;

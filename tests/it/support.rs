@@ -498,18 +498,8 @@ pub fn etcdctl_path() -> PathBuf {
 /// timeouts, optionally feeding `stdin`, and returns its output. `ETCDCTL_*` variables of the
 /// caller's environment are removed so they cannot redirect it.
 pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut command = Command::new(etcdctl_path());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("ETCDCTL_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = etcdctl_command(endpoint, args);
     command
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .arg("--dial-timeout=5s")
-        .arg("--command-timeout=10s")
-        .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -525,6 +515,25 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
         // Dropping the pipe closes it, which ends etcdctl's input.
     }
     child.wait_with_output().expect("wait for etcdctl")
+}
+
+/// The command `etcdctl --endpoints=<endpoint> <args>` with the v3 API and bounded dial and
+/// command timeouts, without the caller's `ETCDCTL_*` variables; standard streams are the
+/// caller's to set.
+pub fn etcdctl_command(endpoint: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(etcdctl_path());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ETCDCTL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--dial-timeout=5s")
+        .arg("--command-timeout=10s")
+        .args(args);
+    command
 }
 
 /// etcdctl's standard output as text.
