@@ -40,7 +40,7 @@ mod store;
 mod write;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use error::MvccError;
 pub use history::HistoryBatch;

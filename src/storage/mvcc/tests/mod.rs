@@ -2,7 +2,7 @@
 //! model-based property test (`model`) and a large restart test (`restart`).
 
 mod history;
-mod model;
+pub(crate) mod model;
 mod restart;
 mod semantics;
 

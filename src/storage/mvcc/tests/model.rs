@@ -13,6 +13,9 @@
 //! full copy of the key space for every revision (`states[r]`), which makes reads at old
 //! revisions trivial and independent of the store's index and compaction code.
 //!
+//! [`Model`] also gives the watch hub's property test (`watch::tests::model`) the events it
+//! expects, which is why it and its write methods are visible to the crate.
+//!
 //! Failures print the minimal failing step sequence; proptest also stores the seed under
 //! `proptest-regressions/` and replays it first next time. `PROPTEST_CASES=n` overrides the
 //! case count.
@@ -401,7 +404,7 @@ fn step() -> impl Strategy<Value = Step> {
 
 /// The error kinds compared between store and model.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Failure {
+pub(crate) enum Failure {
     Compacted {
         requested: Revision,
         compacted: Revision,
@@ -434,7 +437,7 @@ type KeySpace = BTreeMap<Bytes, KeyValue>;
 
 /// The naive model: one full key space per revision.
 #[derive(Clone, Debug)]
-struct Model {
+pub(crate) struct Model {
     /// `states[r]` is the key space at revision `r`; `states[0]` is unused.
     states: Vec<KeySpace>,
     /// `rows[r]` is the number of changes (history rows) made at revision `r`.
@@ -454,7 +457,7 @@ struct TxnRun<'m> {
 }
 
 impl Model {
-    fn new() -> Model {
+    pub(crate) fn new() -> Model {
         Model {
             states: vec![KeySpace::new(), KeySpace::new()],
             rows: vec![0, 0],
@@ -463,7 +466,7 @@ impl Model {
         }
     }
 
-    fn current(&self) -> Revision {
+    pub(crate) fn current(&self) -> Revision {
         Revision::try_from(self.states.len()).unwrap() - 1
     }
 
@@ -494,7 +497,7 @@ impl Model {
         ))
     }
 
-    fn put(
+    pub(crate) fn put(
         &mut self,
         request: &PutRequest,
         events: &mut Vec<Event>,
@@ -509,7 +512,7 @@ impl Model {
         Ok((response, revision))
     }
 
-    fn delete(
+    pub(crate) fn delete(
         &mut self,
         request: &DeleteRangeRequest,
         events: &mut Vec<Event>,
@@ -524,7 +527,7 @@ impl Model {
         (response, revision)
     }
 
-    fn txn(
+    pub(crate) fn txn(
         &mut self,
         request: &TxnRequest,
         events: &mut Vec<Event>,
@@ -630,7 +633,7 @@ impl Model {
         Ok(())
     }
 
-    fn compact(&mut self, revision: Revision) -> Result<Revision, Failure> {
+    pub(crate) fn compact(&mut self, revision: Revision) -> Result<Revision, Failure> {
         if revision <= self.compacted {
             return Err(Failure::Compacted {
                 requested: revision,
