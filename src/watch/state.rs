@@ -328,7 +328,15 @@ impl HubState {
 
     /// Picks the unsynced watchers whose streams have room, joining at once those already
     /// past the published revision. `None` when there is nothing to read.
+    ///
+    /// First retries the progress reports that could not be sent when their stream caught
+    /// up: the loop comes here whenever woken and every [`WATCH_SYNC_INTERVAL`], so such a
+    /// report waits for the buffer to drain, not for the next progress tick (10 minutes by
+    /// default).
+    ///
+    /// [`WATCH_SYNC_INTERVAL`]: crate::limits::WATCH_SYNC_INTERVAL
     pub fn plan_catch_up(&mut self) -> Option<CatchUpPlan> {
+        self.retry_pending_progress();
         let start = match self.catch_up_cursor {
             Some(cursor) => Bound::Excluded(cursor),
             None => Bound::Unbounded,
@@ -466,6 +474,12 @@ impl HubState {
                 let _ = entry.outbox.offer(messages, 0);
             }
         }
+        self.retry_pending_progress();
+    }
+
+    /// Sends the progress reports that waited for catch-up and then found their stream's
+    /// buffer full.
+    fn retry_pending_progress(&mut self) {
         let pending: Vec<StreamId> = self
             .streams
             .iter()

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Fixture, event_revisions, open_store, put, queued, receive_until, watch};
+use super::{Fixture, PATIENCE, event_revisions, open_store, put, queued, receive_until, watch};
 use crate::limits::{WATCH_STREAM_BUFFER_BATCHES, WATCH_SYNC_REVISIONS_MAX};
 use crate::types::{KeyRange, Revision};
 use crate::watch::{CreateRequest, Message, STREAM_WATCH_ID, WatchId};
@@ -269,6 +269,46 @@ async fn a_progress_request_waits_for_catch_up() {
         .filter(|message| matches!(message, Message::Events { .. }))
         .count();
     assert!(batches > 1, "caught up in {batches} messages");
+}
+
+/// The answer to a progress request that waited for catch-up is not lost when the message
+/// that completed the catch-up took the buffer's last place.
+#[tokio::test]
+async fn a_waiting_progress_request_is_answered_after_a_full_buffer_drains() {
+    let fixture = Fixture::new();
+    let first = fixture.put("a", "1");
+    let (stream, mut receiver) = fixture.hub.open_stream().expect("stream");
+    stream
+        .create(watch(KeyRange::single("a"), first))
+        .await
+        .expect("create");
+    stream
+        .create(watch(KeyRange::single("b"), 0))
+        .await
+        .expect("create");
+    stream.request_progress().await.expect("request");
+    // Two `Created` replies and these events leave exactly one free place in the buffer,
+    // which the catch-up of watcher 0 takes.
+    for _ in 0..WATCH_STREAM_BUFFER_BATCHES - 3 {
+        fixture.put("b", "x");
+    }
+    let current = fixture.hub.counts().published;
+
+    let _tasks = fixture.hub.spawn(NO_TICKS);
+    // Let the catch-up finish before reading anything, so its message takes the last place.
+    let caught_up = tokio::time::timeout(PATIENCE, async {
+        while fixture.hub.counts().unsynced > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(caught_up.is_ok(), "watcher 0 did not catch up");
+    let got = receive_until(&fixture, &mut receiver, |got| {
+        !stream_progress(got).is_empty()
+    })
+    .await;
+    assert_eq!(event_revisions(&got, 0), vec![first]);
+    assert_eq!(stream_progress(&got), vec![current]);
 }
 
 /// A tick sends a notification to each synced watcher that asked for them and was sent
