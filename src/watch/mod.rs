@@ -343,8 +343,13 @@ impl WatchStream {
     /// [`StreamClosed`] when the receiver is gone.
     pub async fn create(&self, request: CreateRequest) -> Result<(), StreamClosed> {
         let permit = self.outbox.tx.reserve().await.map_err(|_| StreamClosed)?;
-        let (message, unsynced) = self.hub.state.lock().create(self.id, request);
+        // The reply is queued before the lock is released: a publish from apply that comes
+        // in between would otherwise queue the new watcher's first event ahead of it (a
+        // permit holds a place in the buffer's bound, not in its order).
+        let mut state = self.hub.state.lock();
+        let (message, unsynced) = state.create(self.id, request);
         permit.send(self.control(message));
+        drop(state);
         if unsynced {
             self.hub.wake.notify_one();
         }
@@ -358,9 +363,11 @@ impl WatchStream {
     /// [`StreamClosed`] when the receiver is gone.
     pub async fn cancel(&self, watch_id: WatchId) -> Result<(), StreamClosed> {
         let permit = self.outbox.tx.reserve().await.map_err(|_| StreamClosed)?;
-        if let Some(message) = self.hub.state.lock().cancel(self.id, watch_id) {
+        let mut state = self.hub.state.lock();
+        if let Some(message) = state.cancel(self.id, watch_id) {
             permit.send(self.control(message));
         }
+        drop(state);
         Ok(())
     }
 
@@ -371,9 +378,13 @@ impl WatchStream {
     /// [`StreamClosed`] when the receiver is gone.
     pub async fn request_progress(&self) -> Result<(), StreamClosed> {
         let permit = self.outbox.tx.reserve().await.map_err(|_| StreamClosed)?;
-        if let Some(message) = self.hub.state.lock().request_progress(self.id) {
+        // Queued under the lock, so no event published after the revision it vouches for
+        // can overtake it.
+        let mut state = self.hub.state.lock();
+        if let Some(message) = state.request_progress(self.id) {
             permit.send(self.control(message));
         }
+        drop(state);
         Ok(())
     }
 

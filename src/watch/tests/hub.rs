@@ -1,10 +1,16 @@
 //! One hub behaviour per test, through `WatchHub`, `WatchStream` and `WatchReceiver`.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use super::{Fixture, PATIENCE, event_revisions, open_store, put, queued, receive_until, watch};
 use crate::limits::{WATCH_STREAM_BUFFER_BATCHES, WATCH_SYNC_REVISIONS_MAX};
-use crate::types::{KeyRange, Revision};
+use crate::storage::mvcc::Committed;
+use crate::types::{Event, EventType, KeyRange, KeyValue, Revision};
 use crate::watch::{CreateRequest, Message, STREAM_WATCH_ID, WatchId};
 
 /// A progress interval no test outlives: only the catch-up loop matters.
@@ -494,4 +500,71 @@ async fn cancel_of_an_unknown_id_sends_nothing_and_cancel_stops_events() {
     fixture.put("a", "2");
     assert_eq!(queued(&mut receiver), Vec::new());
     assert_eq!(fixture.hub.counts().watchers, 0);
+}
+
+/// Apply publishes from its own thread while a client creates watchers: each watcher's
+/// `Created` must still come before its first event. The publishes here carry made-up
+/// events at made-up revisions (nothing is committed), so they come as fast as the hub
+/// takes them and often land between a create's registration and its reply.
+#[tokio::test]
+async fn created_comes_first_while_apply_publishes_concurrently() {
+    const WATCHERS: usize = 3000;
+    let fixture = Arc::new(Fixture::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let hub = Arc::clone(&fixture.hub);
+        let stop = Arc::clone(&stop);
+        let first = fixture.store.current_revision() + 1;
+        std::thread::spawn(move || {
+            for revision in first.. {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let kv = KeyValue {
+                    key: Bytes::from_static(b"k"),
+                    create_revision: first,
+                    mod_revision: revision,
+                    version: revision - first + 1,
+                    ..KeyValue::default()
+                };
+                hub.publish(&Committed {
+                    revision,
+                    events: vec![Event {
+                        kind: EventType::Put,
+                        kv,
+                        prev_kv: None,
+                    }],
+                });
+            }
+        })
+    };
+    let (stream, mut receiver) = fixture.hub.open_stream().expect("stream");
+    let mut got = Vec::new();
+    for _ in 0..WATCHERS {
+        stream
+            .create(watch(KeyRange::single("k"), 0))
+            .await
+            .expect("create");
+        got.extend(queued(&mut receiver));
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    got.extend(queued(&mut receiver));
+
+    let mut created = HashSet::new();
+    for message in &got {
+        match message {
+            Message::Created { watch_id, .. } => {
+                created.insert(*watch_id);
+            }
+            Message::Events { watch_id, .. } => {
+                assert!(
+                    created.contains(watch_id),
+                    "an event of {watch_id} before its Created"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(created.len(), WATCHERS);
 }
