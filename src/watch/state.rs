@@ -381,23 +381,35 @@ impl HubState {
 
     /// Gives `group` the events of `batch` that they have not had. Returns true when some
     /// watcher moved on.
-    pub fn finish_catch_up(&mut self, group: &[WatcherKey], batch: &HistoryBatch) -> bool {
+    ///
+    /// `from` is where the read started. A watcher now behind it (its id was cancelled and
+    /// created again, earlier, while the read ran) is left for the next round. The batch is
+    /// cut at the published revision: history may already hold a commit whose publish is on
+    /// its way, and a watcher must not run ahead of what a progress report would vouch for.
+    pub fn finish_catch_up(
+        &mut self,
+        group: &[WatcherKey],
+        from: Revision,
+        batch: &HistoryBatch,
+    ) -> bool {
+        let next = batch.next.min(self.published + 1);
         let mut matched: BTreeMap<WatcherKey, Vec<Event>> = BTreeMap::new();
         for key in group {
             let Some(watcher) = self.watchers.get(key) else {
                 continue;
             };
-            if watcher.synced || watcher.next_rev >= batch.next {
+            if watcher.synced || watcher.next_rev < from || watcher.next_rev >= next {
                 continue;
             }
             let events = batch
                 .events
                 .iter()
+                .filter(|event| event.kv.mod_revision < next)
                 .filter_map(|event| watcher.shape(event))
                 .collect();
             matched.insert(*key, events);
         }
-        let header_revision = batch.next - 1;
+        let header_revision = next - 1;
         let mut progressed = false;
         for (stream, group) in group_by_stream(matched) {
             let Some(entry) = self.streams.get(&stream) else {
@@ -416,7 +428,7 @@ impl HubState {
             }
             for (key, events) in &group {
                 if let Some(watcher) = self.watchers.get_mut(key) {
-                    watcher.next_rev = batch.next;
+                    watcher.next_rev = next;
                     watcher.sent_since_tick |= !events.is_empty();
                     progressed = true;
                     if watcher.next_rev > self.published {

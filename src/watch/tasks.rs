@@ -42,7 +42,7 @@ async fn round(hub: &Arc<WatchHub>) -> bool {
     };
     let mut state = hub.state.lock();
     match result {
-        Ok(batch) => state.finish_catch_up(&plan.group, &batch),
+        Ok(batch) => state.finish_catch_up(&plan.group, plan.from, &batch),
         Err(MvccError::Compacted { compacted, .. }) => {
             state.finish_compacted(&plan.group, compacted)
         }
