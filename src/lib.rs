@@ -25,6 +25,7 @@ pub mod apply;
 pub mod client;
 pub mod convert;
 pub mod embed;
+pub mod lease;
 pub mod limits;
 pub mod pb;
 pub mod raft;

@@ -203,3 +203,24 @@ pub const CLIENT_WATCH_BACKOFF_INITIAL: Duration = Duration::from_millis(50);
 
 /// Longest pause between attempts to re-create a broken watch.
 pub const CLIENT_WATCH_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Largest lease TTL granted, in seconds (etcd: 9,000,000,000).
+pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
+
+/// How often the leader looks for expired leases and renewed ones to checkpoint (etcd checks
+/// expiry every 500 ms).
+pub const LEASE_TICK: Duration = Duration::from_millis(500);
+
+/// Revokes the leader proposes per tick at most: 500 per 500 ms tick is etcd's 1,000 per
+/// second.
+pub const LEASE_REVOKES_PER_TICK: usize = 500;
+
+/// How long the leader waits for a proposed revoke to apply before proposing it again.
+pub const LEASE_REVOKE_RETRY: Duration = Duration::from_secs(3);
+
+/// Lease remaining TTLs carried by one checkpoint entry at most (etcd: 1,000).
+pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1000;
+
+/// Keepalive answers queued for one stream's client before the member stops reading its
+/// requests.
+pub const LEASE_KEEPALIVE_QUEUE: usize = 16;

@@ -12,8 +12,8 @@ use crate::convert;
 use crate::pb::etcdserverpb as rpc;
 use crate::pb::internal::{self, internal_request, internal_response};
 use crate::types::{
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, Revision, TxnRequest,
-    TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseId, PutRequest, PutResponse, Revision,
+    TxnRequest, TxnResponse,
 };
 
 /// Version of the payload format written today.
@@ -35,6 +35,20 @@ pub enum Proposal {
         /// Whether the caller waits for the data to be physically dropped.
         physical: bool,
     },
+    /// Grant a lease; the proposer picked the id when the client left it to the server.
+    LeaseGrant {
+        /// The lease id (never 0 here).
+        id: LeaseId,
+        /// Granted TTL in seconds, already raised to the minimum.
+        ttl: i64,
+    },
+    /// Revoke a lease and delete its keys in one revision.
+    LeaseRevoke {
+        /// The lease id.
+        id: LeaseId,
+    },
+    /// The leader's record of the remaining TTLs of renewed leases.
+    LeaseCheckpoint(Vec<(LeaseId, i64)>),
 }
 
 /// The result of applying a [`Proposal`].
@@ -48,6 +62,17 @@ pub enum Applied {
     Txn(TxnResponse),
     /// Compaction done.
     Compact,
+    /// A lease was granted.
+    LeaseGrant {
+        /// Its id.
+        id: LeaseId,
+        /// Its TTL.
+        ttl: i64,
+    },
+    /// A lease was revoked.
+    LeaseRevoke,
+    /// A checkpoint was recorded.
+    LeaseCheckpoint,
 }
 
 /// A successful apply and the revision for the response header.
@@ -75,6 +100,9 @@ pub enum ApplyError {
     /// `ignore_value` or `ignore_lease` on a key that does not exist.
     #[error("key not found")]
     KeyNotFound,
+    /// A grant named a lease id that is taken.
+    #[error("lease already exists")]
+    LeaseExists,
     /// The entry could not be understood or applied; a bug or a newer format.
     #[error("internal apply error: {0}")]
     Internal(String),
@@ -86,6 +114,7 @@ const ERROR_FUTURE_REVISION: u32 = 2;
 const ERROR_LEASE_NOT_FOUND: u32 = 3;
 const ERROR_KEY_NOT_FOUND: u32 = 4;
 const ERROR_INTERNAL: u32 = 5;
+const ERROR_LEASE_EXISTS: u32 = 6;
 
 /// Encodes a proposal with the proposer's request id.
 pub fn encode_proposal(id: u64, proposal: &Proposal) -> Bytes {
@@ -99,6 +128,23 @@ pub fn encode_proposal(id: u64, proposal: &Proposal) -> Bytes {
             internal_request::Request::Compaction(rpc::CompactionRequest {
                 revision: *revision,
                 physical: *physical,
+            })
+        }
+        Proposal::LeaseGrant { id, ttl } => {
+            internal_request::Request::LeaseGrant(rpc::LeaseGrantRequest { ttl: *ttl, id: *id })
+        }
+        Proposal::LeaseRevoke { id } => {
+            internal_request::Request::LeaseRevoke(rpc::LeaseRevokeRequest { id: *id })
+        }
+        Proposal::LeaseCheckpoint(checkpoints) => {
+            internal_request::Request::LeaseCheckpoint(rpc::LeaseCheckpointRequest {
+                checkpoints: checkpoints
+                    .iter()
+                    .map(|(id, remaining)| rpc::LeaseCheckpoint {
+                        id: *id,
+                        remaining_ttl: *remaining,
+                    })
+                    .collect(),
             })
         }
     };
@@ -135,7 +181,21 @@ pub fn decode_proposal(bytes: &[u8]) -> Result<(u64, Proposal), ApplyError> {
             revision: compaction.revision,
             physical: compaction.physical,
         },
-        Some(other) => {
+        Some(internal_request::Request::LeaseGrant(grant)) => Proposal::LeaseGrant {
+            id: grant.id,
+            ttl: grant.ttl,
+        },
+        Some(internal_request::Request::LeaseRevoke(revoke)) => {
+            Proposal::LeaseRevoke { id: revoke.id }
+        }
+        Some(internal_request::Request::LeaseCheckpoint(checkpoint)) => Proposal::LeaseCheckpoint(
+            checkpoint
+                .checkpoints
+                .into_iter()
+                .map(|entry| (entry.id, entry.remaining_ttl))
+                .collect(),
+        ),
+        Some(other @ internal_request::Request::Alarm(_)) => {
             return Err(ApplyError::Internal(format!(
                 "request not supported by this member: {other:?}"
             )));
@@ -174,6 +234,24 @@ pub fn encode_outcome(outcome: Result<ApplyOutcome, ApplyError>) -> Bytes {
             Applied::Compact => internal_response::Response::Compaction(rpc::CompactionResponse {
                 header: header(revision),
             }),
+            Applied::LeaseGrant { id, ttl } => {
+                internal_response::Response::LeaseGrant(rpc::LeaseGrantResponse {
+                    header: header(revision),
+                    id,
+                    ttl,
+                    error: String::new(),
+                })
+            }
+            Applied::LeaseRevoke => {
+                internal_response::Response::LeaseRevoke(rpc::LeaseRevokeResponse {
+                    header: header(revision),
+                })
+            }
+            Applied::LeaseCheckpoint => {
+                internal_response::Response::LeaseCheckpoint(rpc::LeaseCheckpointResponse {
+                    header: header(revision),
+                })
+            }
         },
         Err(error) => {
             let code = match &error {
@@ -181,6 +259,7 @@ pub fn encode_outcome(outcome: Result<ApplyOutcome, ApplyError>) -> Bytes {
                 ApplyError::FutureRevision => ERROR_FUTURE_REVISION,
                 ApplyError::LeaseNotFound => ERROR_LEASE_NOT_FOUND,
                 ApplyError::KeyNotFound => ERROR_KEY_NOT_FOUND,
+                ApplyError::LeaseExists => ERROR_LEASE_EXISTS,
                 ApplyError::Internal(_) => ERROR_INTERNAL,
             };
             internal_response::Response::Error(internal::InternalError {
@@ -222,12 +301,26 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<ApplyOutcome, ApplyError> {
         Some(internal_response::Response::Compaction(compaction)) => {
             (revision_of(&compaction.header), Applied::Compact)
         }
+        Some(internal_response::Response::LeaseGrant(grant)) => (
+            revision_of(&grant.header),
+            Applied::LeaseGrant {
+                id: grant.id,
+                ttl: grant.ttl,
+            },
+        ),
+        Some(internal_response::Response::LeaseRevoke(revoke)) => {
+            (revision_of(&revoke.header), Applied::LeaseRevoke)
+        }
+        Some(internal_response::Response::LeaseCheckpoint(checkpoint)) => {
+            (revision_of(&checkpoint.header), Applied::LeaseCheckpoint)
+        }
         Some(internal_response::Response::Error(error)) => {
             return Err(match error.code {
                 ERROR_COMPACTED => ApplyError::Compacted,
                 ERROR_FUTURE_REVISION => ApplyError::FutureRevision,
                 ERROR_LEASE_NOT_FOUND => ApplyError::LeaseNotFound,
                 ERROR_KEY_NOT_FOUND => ApplyError::KeyNotFound,
+                ERROR_LEASE_EXISTS => ApplyError::LeaseExists,
                 _ => ApplyError::Internal(error.message),
             });
         }
@@ -283,6 +376,7 @@ mod tests {
             ApplyError::FutureRevision,
             ApplyError::LeaseNotFound,
             ApplyError::KeyNotFound,
+            ApplyError::LeaseExists,
         ] {
             assert_eq!(
                 decode_outcome(&encode_outcome(Err(error.clone()))),

@@ -26,27 +26,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use self::codec::{Applied, ApplyError, ApplyOutcome, Proposal};
+use crate::lease::{self, Clock, Lessor, SystemClock};
 use crate::raft::{AppliedState, CommittedData, CommittedEntry, LogPos, StateMachineHost};
 use crate::storage::backend::Cf;
 use crate::storage::member_db::MemberDb;
-use crate::storage::mvcc::{LeaseLookup, MvccError, MvccStore, WriteTxn};
-use crate::types::{LeaseId, Revision, TxnRequest, TxnResponse};
+use crate::storage::mvcc::{MvccError, MvccStore, WriteTxn};
+use crate::types::{DeleteRangeRequest, KeyRange, RequestOp, Revision, TxnRequest, TxnResponse};
 use crate::watch::WatchHub;
 
 /// Meta key of the last applied log position: index then term, big-endian.
 pub const META_APPLIED: &[u8] = b"raft.applied";
 /// Meta key of the last applied membership (an opaque blob from `raft`).
 pub const META_MEMBERSHIP: &[u8] = b"raft.membership";
-
-/// The lease table as apply sees it. No leases exist until the lessor is built (issue #5), so
-/// a put naming any lease is refused, as etcd refuses an unknown one.
-struct NoLeases;
-
-impl LeaseLookup for NoLeases {
-    fn lease_exists(&self, _id: LeaseId) -> bool {
-        false
-    }
-}
 
 /// Applies committed entries to the MVCC store.
 pub struct Applier {
@@ -57,6 +48,8 @@ pub struct Applier {
     applied_index: AtomicU64,
     /// The member's watchers, given every committed batch's events.
     watch: Arc<WatchHub>,
+    /// The member's leases: the table apply changes, and the leader's timers.
+    lessor: Arc<Lessor>,
 }
 
 impl Applier {
@@ -65,13 +58,29 @@ impl Applier {
     /// # Errors
     /// Backend failures reading the applied position.
     pub fn new(db: MemberDb) -> io::Result<Applier> {
+        Applier::with_clock(db, Arc::new(SystemClock))
+    }
+
+    /// An applier whose lease timers read `clock`.
+    ///
+    /// # Errors
+    /// Backend failures reading the applied position or the lease table.
+    pub fn with_clock(db: MemberDb, clock: Arc<dyn Clock>) -> io::Result<Applier> {
         let applied = applied_index_of(&read_applied_state(db.store())?);
         let watch = WatchHub::new(Arc::clone(db.store()));
+        let lessor = Arc::new(Lessor::new(clock));
+        lessor.load(db.store()).map_err(io::Error::other)?;
         Ok(Applier {
             db,
             applied_index: AtomicU64::new(applied),
             watch,
+            lessor,
         })
+    }
+
+    /// The member's leases.
+    pub fn lessor(&self) -> &Arc<Lessor> {
+        &self.lessor
     }
 
     /// Raft index of the last applied entry.
@@ -103,12 +112,27 @@ impl Applier {
     }
 
     fn apply_proposal(
+        &self,
         txn: &mut WriteTxn<'_>,
         proposal: &Proposal,
     ) -> Result<ApplyOutcome, ApplyError> {
+        let events_before = txn.events_len();
+        let outcome = self.apply_change(txn, proposal);
+        // Keys follow their leases entry by entry, so a revoke later in the same batch
+        // deletes a key attached earlier in it.
+        self.lessor.observe(txn.events_since(events_before));
+        outcome
+    }
+
+    fn apply_change(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        proposal: &Proposal,
+    ) -> Result<ApplyOutcome, ApplyError> {
+        let leases = &*self.lessor;
         let (revision, result) = match proposal {
             Proposal::Put(put) => {
-                let (response, revision) = txn.put(put, &NoLeases).map_err(apply_error)?;
+                let (response, revision) = txn.put(put, leases).map_err(apply_error)?;
                 (revision, Applied::Put(response))
             }
             Proposal::DeleteRange(delete) => {
@@ -116,8 +140,45 @@ impl Applier {
                 (revision, Applied::DeleteRange(response))
             }
             Proposal::Txn(request) => {
-                let (response, revision) = txn.txn(request, &NoLeases).map_err(apply_error)?;
+                let (response, revision) = txn.txn(request, leases).map_err(apply_error)?;
                 (revision, Applied::Txn(response))
+            }
+            Proposal::LeaseGrant { id, ttl } => {
+                let row = self
+                    .lessor
+                    .grant(*id, *ttl)
+                    .ok_or(ApplyError::LeaseExists)?;
+                txn.put_raw(Cf::Lease, &lease::row_key(*id), &row);
+                (
+                    txn.current_revision(),
+                    Applied::LeaseGrant { id: *id, ttl: *ttl },
+                )
+            }
+            Proposal::LeaseRevoke { id } => {
+                let keys = self.lessor.revoke(*id).ok_or(ApplyError::LeaseNotFound)?;
+                txn.delete_raw(Cf::Lease, &lease::row_key(*id));
+                // Every attached key goes in one revision, as one txn of deletes.
+                let deletes = TxnRequest {
+                    compare: Vec::new(),
+                    success: keys
+                        .into_iter()
+                        .map(|key| {
+                            RequestOp::DeleteRange(DeleteRangeRequest {
+                                range: KeyRange::single(key),
+                                prev_kv: false,
+                            })
+                        })
+                        .collect(),
+                    failure: Vec::new(),
+                };
+                let (_, revision) = txn.txn(&deletes, leases).map_err(apply_error)?;
+                (revision, Applied::LeaseRevoke)
+            }
+            Proposal::LeaseCheckpoint(remaining) => {
+                for (id, row) in self.lessor.checkpoint(remaining) {
+                    txn.put_raw(Cf::Lease, &lease::row_key(id), &row);
+                }
+                (txn.current_revision(), Applied::LeaseCheckpoint)
             }
             Proposal::Compact {
                 revision,
@@ -207,7 +268,7 @@ impl StateMachineHost for Applier {
                 CommittedData::Membership(blob) => membership = Some(blob.clone()),
                 CommittedData::Normal(bytes) => {
                     let outcome = codec::decode_proposal(bytes)
-                        .and_then(|(_id, proposal)| Self::apply_proposal(&mut txn, &proposal));
+                        .and_then(|(_id, proposal)| self.apply_proposal(&mut txn, &proposal));
                     // An entry this member cannot decode, or a storage failure, must not be
                     // skipped while the applied position moves past it: this member's state
                     // would then differ from the others'. The batch is dropped and the member
@@ -254,6 +315,7 @@ impl StateMachineHost for Applier {
         // A checkpoint whose applied position does not decode would leave Raft unable to
         // restart from it: refuse it before anything is switched.
         let installed = self.db.install(source, read_applied_state)?;
+        self.lessor.load(self.store()).map_err(io::Error::other)?;
         // No apply runs during an install (the Raft state machine calls one at a time), so
         // nothing can store an older index after this.
         self.applied_index

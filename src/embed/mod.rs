@@ -69,8 +69,9 @@ pub struct Node {
     listeners: Vec<JoinHandle<()>>,
     peer_listeners: Vec<JoinHandle<()>>,
     publisher: JoinHandle<()>,
-    /// The watch hub's catch-up and progress tasks.
-    watch_tasks: Vec<JoinHandle<()>>,
+    /// Background work holding the store: the watch hub's catch-up and progress tasks and
+    /// the leader's lease duties.
+    background: Vec<JoinHandle<()>>,
 }
 
 /// Binds every URL in `urls`, returning the listeners and the addresses they are bound to.
@@ -241,13 +242,14 @@ impl Node {
             cluster_id: identity.cluster_id,
             member_id: identity.member_id,
         };
-        let watch_tasks = applier.watch().spawn(config.watch_progress_notify_interval);
+        let mut background = applier.watch().spawn(config.watch_progress_notify_interval);
         let server = Arc::new(Server::new(
             server_identity,
             Arc::clone(&raft),
             applier,
             config.quota_backend_bytes,
         ));
+        background.push(server.start_lease_duties());
         // With a leader at hand the member publishes before it serves clients, so its member
         // list is complete from the first request; otherwise it keeps trying in the background.
         let publishing = publish(
@@ -285,7 +287,7 @@ impl Node {
             listeners,
             peer_listeners,
             publisher,
-            watch_tasks,
+            background,
         })
     }
 
@@ -339,8 +341,11 @@ impl Node {
             }
         }
         self.server.raft().shutdown().await;
-        for task in self.watch_tasks {
+        // Awaited, not just aborted: these tasks hold the store, which must be closed (its
+        // RocksDB lock released) when shutdown returns.
+        for task in self.background {
             task.abort();
+            let _ = task.await;
         }
         // The storage closes when the last reference to the server goes; clients hold it
         // weakly, so by now only this one should be left.

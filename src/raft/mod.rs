@@ -256,6 +256,9 @@ pub enum RaftError {
     /// A membership change was refused.
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    /// A leader-only call failed in the layer above; the text is that layer's.
+    #[error("{0}")]
+    Call(String),
 }
 
 /// A snapshot of the consensus state, for Status and headers.
@@ -283,6 +286,28 @@ pub type MemberEntry = (u64, MemberNode, bool);
 pub(crate) struct Core {
     engine: Engine,
     ctx: Arc<PeerContext>,
+    /// The layer above's handler of leader-only calls, set once after start.
+    calls: Arc<std::sync::OnceLock<Arc<dyn LeaderCalls>>>,
+}
+
+/// Work that only the leader can do and that is not a proposal (lease renewals read the
+/// leader's timers). The layer above gives the bytes their meaning; `raft` only carries
+/// them to the leader and back.
+pub trait LeaderCalls: Send + Sync + 'static {
+    /// Runs `request` on this member, which leads; the error text goes back to the caller.
+    fn call(
+        &self,
+        request: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, String>> + Send + '_>>;
+}
+
+/// A leader-only call's answer.
+struct CallResult(Bytes);
+
+impl From<CallResult> for ForwardResponse {
+    fn from(result: CallResult) -> ForwardResponse {
+        ForwardResponse::Called(result.0)
+    }
 }
 
 fn write_error(error: EngineError<TypeConfig, ClientWriteError<TypeConfig>>) -> RaftError {
@@ -327,6 +352,23 @@ impl Core {
             .membership()
             .get_node(&member)
             .and_then(|node| node.peer_urls.first().cloned())
+    }
+
+    /// Runs a leader-only call on this member, which must lead.
+    async fn call_local(&self, request: Bytes) -> Result<CallResult, RaftError> {
+        if self.leader() != Some(self.member_id()) {
+            return Err(RaftError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let Some(handler) = self.calls.get() else {
+            return Err(RaftError::Stopped("no handler for leader calls".into()));
+        };
+        handler
+            .call(request)
+            .await
+            .map(CallResult)
+            .map_err(RaftError::Call)
     }
 
     /// Proposes on this member, which must lead.
@@ -604,7 +646,11 @@ impl RaftNode {
             }
         }
         let removed_members = Arc::new(Mutex::new(HashSet::new()));
-        let core = Core { engine, ctx };
+        let core = Core {
+            engine,
+            ctx,
+            calls: Arc::new(std::sync::OnceLock::new()),
+        };
         let watcher = tokio::spawn(watch_membership(core.clone(), Arc::clone(&removed_members)));
         Ok(RaftNode {
             core,
@@ -663,6 +709,34 @@ impl RaftNode {
             ForwardResponse::Applied(result) => Ok(result),
             other => Err(RaftError::Stopped(format!(
                 "the leader answered a proposal with {other:?}"
+            ))),
+        }
+    }
+
+    /// Installs the handler of leader-only calls (once; later calls are ignored).
+    pub fn set_leader_calls(&self, handler: Arc<dyn LeaderCalls>) {
+        let _ = self.core.calls.set(handler);
+    }
+
+    /// Runs `request` on the leader through the handler installed there: locally when this
+    /// member leads, otherwise over the peer port. Waits for a leader like a proposal.
+    ///
+    /// # Errors
+    /// As [`RaftNode::propose`], plus [`RaftError::Call`] with the handler's error text.
+    pub async fn call_leader(&self, request: Bytes) -> Result<Bytes, RaftError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let forwarded = ForwardRequest::Call(request.clone());
+        let response = self
+            .on_leader(
+                deadline,
+                || self.core.call_local(request.clone()),
+                &forwarded,
+            )
+            .await?;
+        match response {
+            ForwardResponse::Called(result) => Ok(result),
+            other => Err(RaftError::Stopped(format!(
+                "the leader answered a call with {other:?}"
             ))),
         }
     }
@@ -908,6 +982,16 @@ impl RaftNode {
     /// This member's id.
     pub fn member_id(&self) -> u64 {
         self.core.member_id()
+    }
+
+    /// The configured election timeout.
+    pub fn election_timeout(&self) -> Duration {
+        self.leader_lease
+    }
+
+    /// True when this member believes it leads.
+    pub fn is_leader(&self) -> bool {
+        self.core.leader() == Some(self.core.member_id())
     }
 
     /// The cluster's id.

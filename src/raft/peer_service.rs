@@ -246,6 +246,11 @@ impl Peer for PeerService {
                 .change_members_local(change)
                 .await
                 .map(ForwardResponse::Members),
+            ForwardRequest::Call(request) => self
+                .core
+                .call_local(request)
+                .await
+                .map(ForwardResponse::from),
         };
         let response = outcome.unwrap_or_else(|error| ForwardResponse::Failed(error.into()));
         self.reply(message.from, &response)

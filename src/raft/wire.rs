@@ -135,6 +135,8 @@ pub(super) enum ForwardRequest {
     ReadIndex,
     /// Change the member set.
     ChangeMembers(MemberChange),
+    /// A leader-only call of the layer above (opaque bytes).
+    Call(Bytes),
 }
 
 /// The leader's answer to a [`ForwardRequest`].
@@ -146,6 +148,8 @@ pub(super) enum ForwardResponse {
     ReadIndex(LogPos),
     /// The member set after a change.
     Members(Vec<(u64, MemberNode, bool)>),
+    /// The answer to a leader-only call.
+    Called(Bytes),
     /// The request failed on the leader.
     Failed(WireError),
 }
@@ -160,6 +164,7 @@ pub(super) enum WireError {
     Stopped(String),
     Storage(String),
     Membership(super::MembershipError),
+    Call(String),
 }
 
 impl From<super::RaftError> for WireError {
@@ -173,6 +178,7 @@ impl From<super::RaftError> for WireError {
             RaftError::Stopped(reason) => WireError::Stopped(reason),
             RaftError::Storage(reason) => WireError::Storage(reason),
             RaftError::Membership(error) => WireError::Membership(error),
+            RaftError::Call(reason) => WireError::Call(reason),
         }
     }
 }
@@ -188,6 +194,7 @@ impl From<WireError> for super::RaftError {
             WireError::Stopped(reason) => RaftError::Stopped(reason),
             WireError::Storage(reason) => RaftError::Storage(reason),
             WireError::Membership(error) => RaftError::Membership(error),
+            WireError::Call(reason) => RaftError::Call(reason),
         }
     }
 }

@@ -41,6 +41,12 @@ pub enum Error {
     /// A put naming a lease that does not exist.
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A grant naming a lease id that is taken.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A grant with a TTL above [`crate::limits::LEASE_TTL_MAX`].
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// No leader is known.
     #[error("etcdserver: no leader")]
     NoLeader,

@@ -8,12 +8,14 @@
 mod error;
 pub mod grpc;
 pub mod http;
+mod lease;
 pub mod validate;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use self::error::Error;
+pub use self::lease::{LeaseGranted, LeaseTimeToLive};
 use crate::apply::Applier;
 use crate::apply::codec::{self, Applied, ApplyError, Proposal};
 use crate::limits::{ETCD_COMPAT_VERSION, REQUEST_BYTES_MAX};
@@ -479,7 +481,7 @@ fn raft_error(error: RaftError) -> Error {
         RaftError::LeaderChanged => Error::LeaderChanged,
         RaftError::Timeout => Error::Timeout,
         RaftError::Stopped(_) => Error::Stopped,
-        RaftError::Storage(reason) => Error::Internal(reason),
+        RaftError::Storage(reason) | RaftError::Call(reason) => Error::Internal(reason),
         RaftError::Membership(error) => match error {
             MembershipError::NotFound => Error::MemberNotFound,
             MembershipError::IdExists => Error::MemberIdExists,
@@ -550,6 +552,7 @@ fn apply_error(error: ApplyError) -> Error {
         ApplyError::FutureRevision => Error::FutureRevision,
         ApplyError::LeaseNotFound => Error::LeaseNotFound,
         ApplyError::KeyNotFound => Error::KeyNotFound,
+        ApplyError::LeaseExists => Error::LeaseExists,
         ApplyError::Internal(reason) => Error::Internal(reason),
     }
 }

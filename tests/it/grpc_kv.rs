@@ -2160,11 +2160,8 @@ async fn member_list_reports_the_single_member() {
 /// the served admin calls refuse bad input with etcd's errors.
 #[tokio::test]
 async fn unimplemented_methods_answer_unimplemented_promptly() {
-    use mnemo::pb::etcdserverpb::lease_client::LeaseClient;
-    use mnemo::pb::etcdserverpb::watch_client::WatchClient;
-    use mnemo::pb::etcdserverpb::{
-        DefragmentRequest, LeaseGrantRequest, MemberAddRequest, MoveLeaderRequest, WatchRequest,
-    };
+    use mnemo::pb::etcdserverpb::{DefragmentRequest, MemberAddRequest, MoveLeaderRequest};
+    use mnemo::pb::v3lockpb::{LockRequest, lock_client::LockClient};
 
     let member = Member::start().await;
     let channel = member.channel().await;
@@ -2176,16 +2173,6 @@ async fn unimplemented_methods_answer_unimplemented_promptly() {
         }
     };
 
-    let mut lease = LeaseClient::new(channel.clone());
-    within("LeaseGrant")(
-        tokio::time::timeout(deadline, async {
-            lease
-                .lease_grant(LeaseGrantRequest { ttl: 10, id: 0 })
-                .await
-                .expect_err("LeaseGrant must fail")
-        })
-        .await,
-    );
     let mut maintenance = member.maintenance().await;
     within("Defragment")(
         tokio::time::timeout(deadline, async {
@@ -2220,20 +2207,12 @@ async fn unimplemented_methods_answer_unimplemented_promptly() {
             "etcdserver: given member URLs are invalid"
         )
     );
-    let mut watch = WatchClient::new(channel);
-    within("Watch")(
+    let mut lock = LockClient::new(channel);
+    within("Lock")(
         tokio::time::timeout(deadline, async {
-            let requests = futures::stream::iter(Vec::<WatchRequest>::new());
-            match watch.watch(requests).await {
-                Err(status) => status,
-                Ok(response) => {
-                    let mut stream = response.into_inner();
-                    match stream.message().await {
-                        Err(status) => status,
-                        Ok(message) => panic!("Watch answered {message:?}"),
-                    }
-                }
-            }
+            lock.lock(LockRequest::default())
+                .await
+                .expect_err("Lock must fail")
         })
         .await,
     );

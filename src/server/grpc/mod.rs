@@ -7,6 +7,7 @@
 mod authority;
 mod cluster;
 mod kv;
+mod lease;
 mod maintenance;
 mod pending;
 pub mod status;
@@ -22,8 +23,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use self::authority::AuthorityFix;
 use self::cluster::ClusterService;
 use self::kv::KvService;
+use self::lease::LeaseService;
 use self::maintenance::MaintenanceService;
-use self::pending::{PendingAuth, PendingElection, PendingLease, PendingLock};
+use self::pending::{PendingAuth, PendingElection, PendingLock};
 use self::watch::WatchService;
 use crate::limits::GRPC_RECV_BYTES_MAX;
 use crate::pb::etcdserverpb as rpc;
@@ -73,7 +75,10 @@ pub async fn serve(
                 .max_decoding_message_size(GRPC_RECV_BYTES_MAX)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(rpc::lease_server::LeaseServer::new(PendingLease))
+        .add_service(
+            rpc::lease_server::LeaseServer::new(LeaseService::new(Arc::clone(&server)))
+                .max_decoding_message_size(GRPC_RECV_BYTES_MAX),
+        )
         .add_service(rpc::auth_server::AuthServer::new(PendingAuth))
         .add_service(v3lockpb::lock_server::LockServer::new(PendingLock))
         .add_service(v3electionpb::election_server::ElectionServer::new(

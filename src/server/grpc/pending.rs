@@ -1,7 +1,7 @@
-//! Services whose work is still ahead (lease/lock/election #5, auth #10). Every
+//! Services whose work is still ahead (lock/election #5, auth #10). Every
 //! method answers UNIMPLEMENTED at once, so a client gets a clear error instead of a hang.
 
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use super::status::unimplemented;
 use crate::pb::etcdserverpb as rpc;
@@ -28,28 +28,6 @@ macro_rules! pending_unary {
 }
 
 type Empty<T> = futures::stream::Empty<Result<T, Status>>;
-
-/// `etcdserverpb.Lease`, until leases are built.
-pub struct PendingLease;
-
-#[tonic::async_trait]
-impl rpc::lease_server::Lease for PendingLease {
-    pending_unary! { "Lease";
-        lease_grant(rpc::LeaseGrantRequest) -> rpc::LeaseGrantResponse = "LeaseGrant";
-        lease_revoke(rpc::LeaseRevokeRequest) -> rpc::LeaseRevokeResponse = "LeaseRevoke";
-        lease_time_to_live(rpc::LeaseTimeToLiveRequest) -> rpc::LeaseTimeToLiveResponse = "LeaseTimeToLive";
-        lease_leases(rpc::LeaseLeasesRequest) -> rpc::LeaseLeasesResponse = "LeaseLeases";
-    }
-
-    type LeaseKeepAliveStream = Empty<rpc::LeaseKeepAliveResponse>;
-
-    async fn lease_keep_alive(
-        &self,
-        _request: Request<Streaming<rpc::LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Err(unimplemented("Lease/LeaseKeepAlive"))
-    }
-}
 
 /// `etcdserverpb.Auth`, until authentication is built.
 pub struct PendingAuth;

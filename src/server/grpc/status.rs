@@ -18,7 +18,8 @@ pub fn to_status(error: &Error) -> Status {
         | Error::DuplicateKey
         | Error::InvalidSortOption
         | Error::RequestTooLarge => Code::InvalidArgument,
-        Error::Compacted | Error::FutureRevision => Code::OutOfRange,
+        Error::Compacted | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
+        Error::LeaseExists => Code::FailedPrecondition,
         Error::LeaseNotFound | Error::MemberNotFound => Code::NotFound,
         Error::InvalidMemberUrls => Code::InvalidArgument,
         Error::MemberIdExists

@@ -238,6 +238,16 @@ impl<'a> WriteTxn<'a> {
         Ok(self.current_revision)
     }
 
+    /// How many events the batch has produced so far.
+    pub fn events_len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The events produced since the batch had `from` of them.
+    pub fn events_since(&self, from: usize) -> &[crate::types::Event] {
+        self.events.get(from..).unwrap_or_default()
+    }
+
     /// Adds a raw write to another column family to the batch's RocksDB write, so it commits
     /// atomically with the key changes (apply stores its applied log id this way). Raw
     /// writes are not visible through the store before commit.

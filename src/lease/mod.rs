@@ -1,0 +1,391 @@
+//! Leases: the replicated table of granted leases and the keys attached to them, and the
+//! leader's timers that decide when one expires.
+//!
+//! Two kinds of state live here, kept apart on purpose:
+//! - the *table* (id, granted TTL, checkpointed remaining TTL, attached keys) changes only
+//!   when apply hands it a committed grant, revoke, checkpoint or key change, so it is the
+//!   same on every member; it is stored in the `lease` column family in apply's batch;
+//! - the *deadlines* are local and volatile. Every member keeps one per lease (set at grant,
+//!   checkpoint and renewal, from this member's clock), but only the leader acts on them:
+//!   it renews on keepalive, proposes the revoke of an expired lease, and checkpoints the
+//!   remaining TTL of renewed leases so that a new leader starts from them. A member that
+//!   becomes leader first extends every deadline to at least one election timeout ahead, so
+//!   clients have time to find it before anything expires.
+//!
+//! Deadlines come from a [`Clock`], which tests replace. Nothing read from the clock flows
+//! into an apply result, so apply stays deterministic. This module must not propose, await
+//! or touch RocksDB beyond reading the table at load; the server drives it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::storage::backend::Cf;
+use crate::storage::mvcc::{LeaseLookup, MvccError, MvccStore};
+use crate::types::{Event, EventType, KeyRange, LeaseId, RangeRequest};
+
+/// A source of "now" for lease deadlines.
+pub trait Clock: Send + Sync + 'static {
+    /// The current instant.
+    fn now(&self) -> Instant;
+}
+
+/// The process's monotonic clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A clock that moves only when told to, for tests.
+#[derive(Debug)]
+pub struct ManualClock {
+    start: Instant,
+    offset: Mutex<Duration>,
+}
+
+impl Default for ManualClock {
+    fn default() -> ManualClock {
+        ManualClock {
+            start: Instant::now(),
+            offset: Mutex::new(Duration::ZERO),
+        }
+    }
+}
+
+impl ManualClock {
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        *self.offset.lock() += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.start + *self.offset.lock()
+    }
+}
+
+/// What TimeToLive reports about a lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// Whole seconds left (truncated), as the leader's timer sees it.
+    pub remaining: i64,
+    /// The TTL it was granted with.
+    pub granted: i64,
+    /// Attached keys, in key order.
+    pub keys: Vec<Bytes>,
+}
+
+#[derive(Debug)]
+struct Lease {
+    /// Granted TTL in seconds.
+    ttl: i64,
+    /// Remaining TTL in seconds at the last checkpoint; 0 when none was taken since the
+    /// grant (the full TTL applies). Replicated.
+    remaining: i64,
+    keys: BTreeSet<Bytes>,
+    /// When it expires by this member's clock. Volatile.
+    deadline: Instant,
+    /// Renewed by this leader since its last checkpoint. Volatile.
+    renewed: bool,
+    /// When this leader last proposed its revoke, so it is proposed once per interval.
+    revoking: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    leases: BTreeMap<LeaseId, Lease>,
+    /// This member leads and its deadlines are authoritative.
+    primary: bool,
+}
+
+/// The member's leases.
+pub struct Lessor {
+    table: Mutex<Table>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Lessor {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let table = self.table.lock();
+        formatter
+            .debug_struct("Lessor")
+            .field("leases", &table.leases.len())
+            .field("primary", &table.primary)
+            .finish()
+    }
+}
+
+/// Encodes a lease row of the `lease` column family: granted TTL then checkpointed
+/// remaining TTL, both big-endian i64.
+fn encode_row(ttl: i64, remaining: i64) -> [u8; 16] {
+    let mut row = [0u8; 16];
+    row[..8].copy_from_slice(&ttl.to_be_bytes());
+    row[8..].copy_from_slice(&remaining.to_be_bytes());
+    row
+}
+
+fn decode_row(key: &[u8], value: &[u8]) -> Result<(LeaseId, i64, i64), MvccError> {
+    let corrupt = || MvccError::Corrupt(format!("lease row {key:02x?} is malformed"));
+    let id: [u8; 8] = key.try_into().map_err(|_| corrupt())?;
+    let value: [u8; 16] = value.try_into().map_err(|_| corrupt())?;
+    let mut ttl = [0u8; 8];
+    let mut remaining = [0u8; 8];
+    ttl.copy_from_slice(&value[..8]);
+    remaining.copy_from_slice(&value[8..]);
+    Ok((
+        LeaseId::from_be_bytes(id),
+        i64::from_be_bytes(ttl),
+        i64::from_be_bytes(remaining),
+    ))
+}
+
+/// The row key of lease `id`.
+pub fn row_key(id: LeaseId) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// A seconds count as a duration (negative counts as zero).
+fn seconds(count: i64) -> Duration {
+    Duration::from_secs(u64::try_from(count).unwrap_or(0))
+}
+
+impl Lessor {
+    /// An empty lessor reading deadlines from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Lessor {
+        Lessor {
+            table: Mutex::new(Table::default()),
+            clock,
+        }
+    }
+
+    /// Replaces the table with what `store` holds: the lease rows, and the attachments of
+    /// every live key. Deadlines start from now (a restarted or newly installed member
+    /// knows no better).
+    ///
+    /// # Errors
+    /// Backend failures and malformed rows.
+    pub fn load(&self, store: &MvccStore) -> Result<(), MvccError> {
+        let now = self.clock.now();
+        let mut leases = BTreeMap::new();
+        let backend = store.backend();
+        for item in backend.scan(Cf::Lease, &[], None) {
+            let (key, value) = item?;
+            let (id, ttl, remaining) = decode_row(&key, &value)?;
+            let left = if remaining > 0 { remaining } else { ttl };
+            leases.insert(
+                id,
+                Lease {
+                    ttl,
+                    remaining,
+                    keys: BTreeSet::new(),
+                    deadline: now + seconds(left),
+                    renewed: false,
+                    revoking: None,
+                },
+            );
+        }
+        let everything = RangeRequest {
+            range: KeyRange::prefix(""),
+            keys_only: true,
+            ..RangeRequest::default()
+        };
+        for kv in store.range(&everything)?.kvs {
+            if let Some(lease) = leases.get_mut(&kv.lease) {
+                lease.keys.insert(kv.key);
+            }
+        }
+        let mut table = self.table.lock();
+        let primary = table.primary;
+        *table = Table { leases, primary };
+        Ok(())
+    }
+
+    /// Applies a committed grant. Returns the row to store, or `None` when the id is taken.
+    pub fn grant(&self, id: LeaseId, ttl: i64) -> Option<[u8; 16]> {
+        let now = self.clock.now();
+        let mut table = self.table.lock();
+        if table.leases.contains_key(&id) {
+            return None;
+        }
+        table.leases.insert(
+            id,
+            Lease {
+                ttl,
+                remaining: 0,
+                keys: BTreeSet::new(),
+                deadline: now + seconds(ttl),
+                renewed: false,
+                revoking: None,
+            },
+        );
+        Some(encode_row(ttl, 0))
+    }
+
+    /// Applies a committed revoke: forgets the lease and returns its keys (to delete in
+    /// the same batch), or `None` for an unknown lease.
+    pub fn revoke(&self, id: LeaseId) -> Option<Vec<Bytes>> {
+        let lease = self.table.lock().leases.remove(&id)?;
+        Some(lease.keys.into_iter().collect())
+    }
+
+    /// Applies a committed checkpoint of remaining TTLs; returns the rows to store.
+    pub fn checkpoint(&self, remaining: &[(LeaseId, i64)]) -> Vec<(LeaseId, [u8; 16])> {
+        let now = self.clock.now();
+        let mut table = self.table.lock();
+        let primary = table.primary;
+        let mut rows = Vec::new();
+        for (id, left) in remaining {
+            if let Some(lease) = table.leases.get_mut(id) {
+                lease.remaining = *left;
+                // The leader's own deadline is already exact; a follower takes the
+                // checkpoint as its best knowledge of when the lease ends.
+                if !primary {
+                    lease.deadline = now + seconds(*left);
+                }
+                rows.push((*id, encode_row(lease.ttl, lease.remaining)));
+            }
+        }
+        rows
+    }
+
+    /// Follows committed key changes: a put attaches its key to its lease (and detaches it
+    /// from the lease it had), a delete detaches it.
+    pub fn observe(&self, events: &[Event]) {
+        let mut table = self.table.lock();
+        for event in events {
+            if let Some(previous) = &event.prev_kv
+                && previous.lease != 0
+                && (event.kind == EventType::Delete || previous.lease != event.kv.lease)
+                && let Some(lease) = table.leases.get_mut(&previous.lease)
+            {
+                lease.keys.remove(&event.kv.key);
+            }
+            if event.kind == EventType::Put
+                && event.kv.lease != 0
+                && let Some(lease) = table.leases.get_mut(&event.kv.lease)
+            {
+                lease.keys.insert(event.kv.key.clone());
+            }
+        }
+    }
+
+    /// Granted lease ids, in order.
+    pub fn ids(&self) -> Vec<LeaseId> {
+        self.table.lock().leases.keys().copied().collect()
+    }
+
+    /// This member's timers became authoritative (it leads): every deadline is pushed to
+    /// at least `extend` from now.
+    pub fn promote(&self, extend: Duration) {
+        let floor = self.clock.now() + extend;
+        let mut table = self.table.lock();
+        table.primary = true;
+        for lease in table.leases.values_mut() {
+            lease.deadline = lease.deadline.max(floor);
+            lease.renewed = false;
+            lease.revoking = None;
+        }
+    }
+
+    /// This member no longer leads.
+    pub fn demote(&self) {
+        self.table.lock().primary = false;
+    }
+
+    /// True while this member's timers are authoritative.
+    pub fn is_primary(&self) -> bool {
+        self.table.lock().primary
+    }
+
+    /// Renews a lease on the leader: its deadline moves to a full TTL from now. Returns the
+    /// granted TTL, or `None` when the lease is unknown or already expired (its revoke is
+    /// on its way).
+    pub fn renew(&self, id: LeaseId) -> Option<i64> {
+        let now = self.clock.now();
+        let mut table = self.table.lock();
+        let lease = table.leases.get_mut(&id)?;
+        if lease.deadline <= now {
+            return None;
+        }
+        lease.deadline = now + seconds(lease.ttl);
+        lease.renewed = true;
+        Some(lease.ttl)
+    }
+
+    /// What TimeToLive reports, or `None` for an unknown lease.
+    pub fn status(&self, id: LeaseId) -> Option<LeaseStatus> {
+        let now = self.clock.now();
+        let table = self.table.lock();
+        let lease = table.leases.get(&id)?;
+        let left = lease.deadline.saturating_duration_since(now).as_secs();
+        Some(LeaseStatus {
+            remaining: i64::try_from(left).unwrap_or(i64::MAX),
+            granted: lease.ttl,
+            keys: lease.keys.iter().cloned().collect(),
+        })
+    }
+
+    /// Leases past their deadline whose revoke was not proposed within `retry` (at most
+    /// `max`), marked as being revoked now. Empty unless this member leads.
+    pub fn expired(&self, max: usize, retry: Duration) -> Vec<LeaseId> {
+        let now = self.clock.now();
+        let mut table = self.table.lock();
+        if !table.primary {
+            return Vec::new();
+        }
+        let mut due = Vec::new();
+        for (id, lease) in &mut table.leases {
+            if due.len() >= max {
+                break;
+            }
+            let retry_due = lease
+                .revoking
+                .is_none_or(|proposed| now.saturating_duration_since(proposed) >= retry);
+            if lease.deadline <= now && retry_due {
+                lease.revoking = Some(now);
+                due.push(*id);
+            }
+        }
+        due
+    }
+
+    /// Remaining TTLs (whole seconds, rounded up) of the leases renewed since the last call,
+    /// at most `max`, for the leader to checkpoint. Empty unless this member leads.
+    pub fn take_checkpoints(&self, max: usize) -> Vec<(LeaseId, i64)> {
+        let now = self.clock.now();
+        let mut table = self.table.lock();
+        if !table.primary {
+            return Vec::new();
+        }
+        let mut due = Vec::new();
+        for (id, lease) in &mut table.leases {
+            if due.len() >= max {
+                break;
+            }
+            if lease.renewed {
+                lease.renewed = false;
+                let left = lease.deadline.saturating_duration_since(now);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                due.push((*id, i64::try_from(secs).unwrap_or(i64::MAX).max(1)));
+            }
+        }
+        due
+    }
+}
+
+impl LeaseLookup for Lessor {
+    fn lease_exists(&self, id: LeaseId) -> bool {
+        self.table.lock().leases.contains_key(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,309 @@
+//! The lease lifecycle of a request: grant and revoke go through Raft; keepalive and
+//! TimeToLive run on the leader, whose timers are the ones that count (a follower sends them
+//! there as a leader-only call); and the leader's duties: promoting its timers when it takes
+//! over, proposing the revoke of expired leases, and checkpointing renewed ones.
+//!
+//! Must not decide expiry itself: `crate::lease::Lessor` owns the timers; this module only
+//! asks it and proposes what it says.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+
+use super::{Error, Header, Server, raft_error, unexpected};
+use crate::apply::codec::{Applied, Proposal};
+use crate::lease::LeaseStatus;
+use crate::limits::{
+    LEASE_CHECKPOINT_BATCH_MAX, LEASE_REVOKE_RETRY, LEASE_REVOKES_PER_TICK, LEASE_TICK,
+    LEASE_TTL_MAX,
+};
+use crate::raft::LeaderCalls;
+use crate::types::LeaseId;
+
+/// A granted lease as LeaseGrant reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseGranted {
+    /// Its id.
+    pub id: LeaseId,
+    /// Its TTL, after raising to the minimum.
+    pub ttl: i64,
+}
+
+/// LeaseTimeToLive's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseTimeToLive {
+    /// Remaining whole seconds; -1 for an unknown lease.
+    pub ttl: i64,
+    /// Granted TTL; 0 for an unknown lease.
+    pub granted: i64,
+    /// Attached keys when asked for.
+    pub keys: Vec<Bytes>,
+}
+
+/// A leader-only lease call, as it crosses to the leader.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum LeaseCall {
+    KeepAlive(LeaseId),
+    TimeToLive(LeaseId),
+}
+
+/// The leader's answer to a [`LeaseCall`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum LeaseAnswer {
+    /// Granted TTL after a renewal, or 0 when the lease is unknown or expired.
+    Renewed(i64),
+    /// Remaining, granted and keys; `None` for an unknown lease.
+    Status(Option<(i64, i64, Vec<Vec<u8>>)>),
+}
+
+/// The smallest TTL granted: etcd's ceil(1.5 × election timeout), in seconds.
+fn min_ttl(server: &Server) -> i64 {
+    let millis = server.raft.election_timeout().as_millis();
+    i64::try_from((millis * 3).div_ceil(2 * 1000)).unwrap_or(i64::MAX)
+}
+
+/// A positive 63-bit id, for a grant that left the id to the server.
+fn random_lease_id() -> LeaseId {
+    loop {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(0);
+        let id = LeaseId::try_from(hasher.finish() >> 1).unwrap_or(0);
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+impl Server {
+    /// Grants a lease (`id` 0: the member picks one).
+    ///
+    /// # Errors
+    /// [`Error::LeaseTtlTooLarge`], [`Error::LeaseExists`], and Raft unavailability.
+    pub async fn lease_grant(
+        &self,
+        ttl: i64,
+        id: LeaseId,
+    ) -> Result<(LeaseGranted, Header), Error> {
+        if ttl > LEASE_TTL_MAX {
+            return Err(Error::LeaseTtlTooLarge);
+        }
+        let id = if id == 0 { random_lease_id() } else { id };
+        let ttl = ttl.max(min_ttl(self));
+        let (revision, applied) = self.propose(&Proposal::LeaseGrant { id, ttl }).await?;
+        match applied {
+            Applied::LeaseGrant { id, ttl } => {
+                Ok((LeaseGranted { id, ttl }, self.header(revision)))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Revokes a lease, deleting its keys in one revision.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], and Raft unavailability.
+    pub async fn lease_revoke(&self, id: LeaseId) -> Result<Header, Error> {
+        let (revision, applied) = self.propose(&Proposal::LeaseRevoke { id }).await?;
+        match applied {
+            Applied::LeaseRevoke => Ok(self.header(revision)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Renews a lease on the leader; the TTL is 0 for an unknown or expired lease.
+    ///
+    /// # Errors
+    /// Raft unavailability.
+    pub async fn lease_keep_alive(&self, id: LeaseId) -> Result<(i64, Header), Error> {
+        self.refuse_on_learner()?;
+        // etcd-compat: the header is taken before renewing.
+        let header = self.current_header();
+        match self.call_leader(&LeaseCall::KeepAlive(id)).await? {
+            LeaseAnswer::Renewed(ttl) => Ok((ttl, header)),
+            other => Err(Error::Internal(format!(
+                "unexpected keepalive answer {other:?}"
+            ))),
+        }
+    }
+
+    /// The leader's view of a lease.
+    ///
+    /// # Errors
+    /// Raft unavailability.
+    pub async fn lease_time_to_live(
+        &self,
+        id: LeaseId,
+        with_keys: bool,
+    ) -> Result<(LeaseTimeToLive, Header), Error> {
+        self.refuse_on_learner()?;
+        let header = self.current_header();
+        let status = match self.call_leader(&LeaseCall::TimeToLive(id)).await? {
+            LeaseAnswer::Status(status) => status,
+            other => {
+                return Err(Error::Internal(format!(
+                    "unexpected TimeToLive answer {other:?}"
+                )));
+            }
+        };
+        let answer = match status {
+            Some((remaining, granted, keys)) => LeaseTimeToLive {
+                ttl: remaining,
+                granted,
+                keys: if with_keys {
+                    keys.into_iter().map(Bytes::from).collect()
+                } else {
+                    Vec::new()
+                },
+            },
+            None => LeaseTimeToLive {
+                ttl: -1,
+                granted: 0,
+                keys: Vec::new(),
+            },
+        };
+        Ok((answer, header))
+    }
+
+    /// Every granted lease, as of a linearizable read.
+    ///
+    /// # Errors
+    /// Raft unavailability.
+    pub async fn lease_leases(&self) -> Result<(Vec<LeaseId>, Header), Error> {
+        self.refuse_on_learner()?;
+        self.read_barrier().await?;
+        let header = self.current_header();
+        Ok((self.applier.lessor().ids(), header))
+    }
+
+    async fn call_leader(&self, call: &LeaseCall) -> Result<LeaseAnswer, Error> {
+        let request = postcard::to_stdvec(call)
+            .map_err(|err| Error::Internal(format!("cannot encode a lease call: {err}")))?;
+        let answer = self
+            .raft
+            .call_leader(Bytes::from(request))
+            .await
+            .map_err(raft_error)?;
+        postcard::from_bytes(&answer)
+            .map_err(|err| Error::Internal(format!("cannot decode a lease answer: {err}")))
+    }
+
+    /// Makes this leader's lease timers authoritative once it has applied everything its
+    /// predecessors committed (so it knows every grant), extending each lease by an
+    /// election timeout.
+    async fn ensure_primary(&self) -> Result<(), Error> {
+        let lessor = self.applier.lessor();
+        if lessor.is_primary() {
+            return Ok(());
+        }
+        let timeout = self.raft.election_timeout();
+        self.raft
+            .wait_for_first_commit(timeout)
+            .await
+            .map_err(raft_error)?;
+        if self.raft.is_leader() && !lessor.is_primary() {
+            lessor.promote(timeout);
+            tracing::info!("lease timers promoted on the new leader");
+        }
+        Ok(())
+    }
+
+    async fn answer_call(&self, request: Bytes) -> Result<Bytes, String> {
+        let call: LeaseCall = postcard::from_bytes(&request).map_err(|err| err.to_string())?;
+        self.ensure_primary().await.map_err(|err| err.to_string())?;
+        let lessor = self.applier.lessor();
+        let answer = match call {
+            LeaseCall::KeepAlive(id) => LeaseAnswer::Renewed(lessor.renew(id).unwrap_or(0)),
+            LeaseCall::TimeToLive(id) => {
+                LeaseAnswer::Status(lessor.status(id).map(|status: LeaseStatus| {
+                    (
+                        status.remaining,
+                        status.granted,
+                        status.keys.into_iter().map(|key| key.to_vec()).collect(),
+                    )
+                }))
+            }
+        };
+        postcard::to_stdvec(&answer)
+            .map(Bytes::from)
+            .map_err(|err| err.to_string())
+    }
+
+    /// One round of the leader's lease duties: promote or demote the timers, propose the
+    /// revoke of expired leases, checkpoint renewed ones.
+    async fn lease_duties(self: &Arc<Self>) {
+        let lessor = self.applier.lessor();
+        if !self.raft.is_leader() {
+            if lessor.is_primary() {
+                lessor.demote();
+                tracing::info!("lease timers demoted: no longer the leader");
+            }
+            return;
+        }
+        if let Err(err) = self.ensure_primary().await {
+            tracing::debug!(%err, "lease timers not promoted yet");
+            return;
+        }
+        for id in lessor.expired(LEASE_REVOKES_PER_TICK, LEASE_REVOKE_RETRY) {
+            let server = Arc::clone(self);
+            tokio::spawn(async move {
+                match server.lease_revoke(id).await {
+                    Ok(_) | Err(Error::LeaseNotFound) => {}
+                    Err(err) => tracing::debug!(%err, lease = id, "revoking an expired lease"),
+                }
+            });
+        }
+        let checkpoints = lessor.take_checkpoints(LEASE_CHECKPOINT_BATCH_MAX);
+        if !checkpoints.is_empty() {
+            let server = Arc::clone(self);
+            tokio::spawn(async move {
+                let proposal = Proposal::LeaseCheckpoint(checkpoints);
+                if let Err(err) = server.propose(&proposal).await {
+                    tracing::debug!(%err, "checkpointing lease TTLs");
+                }
+            });
+        }
+    }
+
+    /// Runs the leader's lease duties every [`LEASE_TICK`] until the server is gone, and
+    /// answers leader-only lease calls from followers.
+    pub fn start_lease_duties(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        self.raft.set_leader_calls(Arc::new(LeaseCalls {
+            server: Arc::downgrade(self),
+        }));
+        let server = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(LEASE_TICK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(server) = server.upgrade() else {
+                    return;
+                };
+                server.lease_duties().await;
+            }
+        })
+    }
+}
+
+/// Answers followers' lease calls on the leader.
+struct LeaseCalls {
+    server: Weak<Server>,
+}
+
+impl LeaderCalls for LeaseCalls {
+    fn call(
+        &self,
+        request: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let server = self
+                .server
+                .upgrade()
+                .ok_or_else(|| Error::Stopped.to_string())?;
+            server.answer_call(request).await
+        })
+    }
+}
