@@ -224,3 +224,6 @@ pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1000;
 /// Keepalive answers queued for one stream's client before the member stops reading its
 /// requests.
 pub const LEASE_KEEPALIVE_QUEUE: usize = 16;
+
+/// Pause before a client retries a lease renewal that failed (no leader, broken connection).
+pub const CLIENT_KEEPALIVE_RETRY: Duration = Duration::from_millis(500);

@@ -39,6 +39,19 @@ fn delete(key: &str) -> Proposal {
     })
 }
 
+/// A grant, then a put of `key` under the new lease.
+fn leased(id: i64, key: &str) -> Vec<Proposal> {
+    vec![
+        Proposal::LeaseGrant { id, ttl: 30 },
+        Proposal::Put(PutRequest {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::from_static(b"leased"),
+            lease: id,
+            ..PutRequest::default()
+        }),
+    ]
+}
+
 fn compact(revision: Revision) -> Proposal {
     Proposal::Compact {
         revision,
@@ -71,11 +84,11 @@ fn apply(applier: &Applier, term: u64, proposals: Vec<Proposal>, membership: Opt
     assert_eq!(applier.applied_index(), index);
 }
 
-/// Writes `tag` rows straight into the column families apply does not fill yet (leases,
-/// auth, members), so the test sees them carried over (or dropped) too.
+/// Writes `tag` rows straight into the column families apply does not fill yet (auth,
+/// members), so the test sees them carried over (or dropped) too.
 fn write_other_families(applier: &Applier, tag: &str) {
     let mut batch = BackendBatch::new();
-    for cf in [Cf::Lease, Cf::Auth, Cf::Members] {
+    for cf in [Cf::Auth, Cf::Members] {
         batch.put(cf, format!("{tag}/{}", cf.name()), tag);
     }
     applier.store().backend().write(batch).unwrap();
@@ -117,6 +130,7 @@ fn member_a() -> (TempDir, Applier) {
     ); // 2, 3, 4
     apply(&a, 2, vec![put("a", "2"), delete("b")], Some("members-a")); // 5, 6
     apply(&a, 3, vec![compact(5), put("d", "1"), put("a", "3")], None); // 7, 8
+    apply(&a, 3, leased(0xa, "leased-a"), None); // 9
     write_other_families(&a, "a");
     (dir, a)
 }
@@ -125,6 +139,7 @@ fn member_a() -> (TempDir, Applier) {
 fn member_b() -> (TempDir, Applier) {
     let (dir, b) = member();
     apply(&b, 1, vec![put("x", "b"), put("a", "b")], Some("members-b"));
+    apply(&b, 1, leased(0xb, "leased-b"), None);
     write_other_families(&b, "b");
     (dir, b)
 }
@@ -172,6 +187,12 @@ fn install_replaces_every_part_of_the_state_in_place() {
     assert_eq!(b.applied_state().unwrap(), checkpointed);
     assert_eq!(checkpointed.membership.as_deref(), Some(&b"members-a"[..]));
     assert_eq!(b.applied_index(), a.applied_index());
+    // The lease table is A's, keys attached included.
+    assert_eq!(b.lessor().ids(), vec![0xa]);
+    assert_eq!(
+        b.lessor().status(0xa).map(|status| status.keys),
+        Some(vec![Bytes::from_static(b"leased-a")])
+    );
     // Sizes (Status.dbSize) come from the new database.
     let backend = taken_before.backend();
     assert_ne!(backend.path(), old_backend);
@@ -182,7 +203,7 @@ fn install_replaces_every_part_of_the_state_in_place() {
     let next = vec![put("e", "1"), delete("d")];
     apply(&a, 3, next.clone(), None);
     apply(&b, 3, next, None);
-    assert_eq!(b.store().current_revision(), 10);
+    assert_eq!(b.store().current_revision(), 11);
     assert_same_state(b.store(), a.store());
     assert_eq!(b.applied_state().unwrap(), a.applied_state().unwrap());
 }

@@ -76,6 +76,13 @@ impl RangeRequest {
         self.serializable = true;
         self
     }
+
+    /// Keeps only keys created at or before `revision`.
+    #[must_use]
+    pub fn max_create_revision(mut self, revision: Revision) -> RangeRequest {
+        self.max_create_revision = revision;
+        self
+    }
 }
 
 impl PutRequest {

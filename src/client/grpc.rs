@@ -8,18 +8,20 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{
-    ClientError, EtcdError, Header, KvClient, Reply, WatchEvents, WatchRequest, WatchUpdate,
+    ClientError, EtcdError, Header, KvClient, LeaseGranted, LeaseTimeToLive, Reply, WatchEvents,
+    WatchRequest, WatchUpdate,
 };
 use crate::convert;
 use crate::limits::{
     CLIENT_WATCH_BACKOFF_INITIAL, CLIENT_WATCH_BACKOFF_MAX, CLIENT_WATCH_QUEUE, GRPC_RECV_BYTES_MAX,
 };
 use crate::pb::etcdserverpb::{
-    self as rpc, kv_client::KvClient as KvStub, watch_client::WatchClient as WatchStub,
+    self as rpc, kv_client::KvClient as KvStub, lease_client::LeaseClient as LeaseStub,
+    watch_client::WatchClient as WatchStub,
 };
 use crate::types::{
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    Revision, TxnRequest, TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseId, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, Revision, TxnRequest, TxnResponse,
 };
 
 /// A client of a remote member over gRPC.
@@ -47,6 +49,12 @@ impl GrpcClient {
     }
 }
 
+impl GrpcClient {
+    fn lease(&self) -> LeaseStub<Channel> {
+        LeaseStub::new(self.channel.clone())
+    }
+}
+
 fn header_from_pb(header: Option<rpc::ResponseHeader>) -> Header {
     let header = header.unwrap_or_default();
     Header {
@@ -71,6 +79,10 @@ fn from_status(status: tonic::Status) -> ClientError {
         EtcdError::Compacted,
         EtcdError::FutureRevision,
         EtcdError::LeaseNotFound,
+        EtcdError::LeaseExists,
+        EtcdError::LeaseTtlTooLarge,
+        EtcdError::ElectionNotLeader,
+        EtcdError::ElectionNoLeader,
         EtcdError::NoLeader,
         EtcdError::LeaderChanged,
         EtcdError::Timeout,
@@ -157,6 +169,85 @@ impl KvClient for GrpcClient {
             .await
             .map_err(from_status)?;
         Ok(header_from_pb(response.into_inner().header))
+    }
+
+    async fn lease_grant(&self, ttl: i64, id: LeaseId) -> Result<Reply<LeaseGranted>, ClientError> {
+        let response = self
+            .lease()
+            .lease_grant(rpc::LeaseGrantRequest { ttl, id })
+            .await
+            .map_err(from_status)?
+            .into_inner();
+        Ok(Reply {
+            header: header_from_pb(response.header),
+            response: LeaseGranted {
+                id: response.id,
+                ttl: response.ttl,
+            },
+        })
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<Header, ClientError> {
+        let response = self
+            .lease()
+            .lease_revoke(rpc::LeaseRevokeRequest { id })
+            .await
+            .map_err(from_status)?
+            .into_inner();
+        Ok(header_from_pb(response.header))
+    }
+
+    async fn lease_keep_alive_once(&self, id: LeaseId) -> Result<Reply<i64>, ClientError> {
+        let request = futures::stream::iter([rpc::LeaseKeepAliveRequest { id }]);
+        let mut responses = self
+            .lease()
+            .lease_keep_alive(request)
+            .await
+            .map_err(from_status)?
+            .into_inner();
+        let response = responses
+            .message()
+            .await
+            .map_err(from_status)?
+            .ok_or_else(|| ClientError::Transport("keepalive stream ended".into()))?;
+        Ok(Reply {
+            header: header_from_pb(response.header),
+            response: response.ttl,
+        })
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        id: LeaseId,
+        keys: bool,
+    ) -> Result<Reply<LeaseTimeToLive>, ClientError> {
+        let response = self
+            .lease()
+            .lease_time_to_live(rpc::LeaseTimeToLiveRequest { id, keys })
+            .await
+            .map_err(from_status)?
+            .into_inner();
+        Ok(Reply {
+            header: header_from_pb(response.header),
+            response: LeaseTimeToLive {
+                ttl: response.ttl,
+                granted: response.granted_ttl,
+                keys: response.keys,
+            },
+        })
+    }
+
+    async fn lease_leases(&self) -> Result<Reply<Vec<LeaseId>>, ClientError> {
+        let response = self
+            .lease()
+            .lease_leases(rpc::LeaseLeasesRequest {})
+            .await
+            .map_err(from_status)?
+            .into_inner();
+        Ok(Reply {
+            header: header_from_pb(response.header),
+            response: response.leases.into_iter().map(|lease| lease.id).collect(),
+        })
     }
 
     async fn watch(&self, request: WatchRequest) -> Result<WatchEvents, ClientError> {

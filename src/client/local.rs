@@ -3,17 +3,17 @@
 //! It holds the member weakly: a client kept after the member shut down gets
 //! `etcdserver: server stopped` instead of keeping the member's storage open.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
-use std::collections::VecDeque;
-
 use super::{
-    ClientError, EtcdError, Header, KvClient, Reply, WatchEvents, WatchRequest, WatchUpdate,
+    ClientError, EtcdError, Header, KvClient, LeaseGranted, LeaseTimeToLive, Reply, WatchEvents,
+    WatchRequest, WatchUpdate,
 };
 use crate::server::Server;
 use crate::types::{
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    Revision, TxnRequest, TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseId, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, Revision, TxnRequest, TxnResponse,
 };
 use crate::watch::{Message, WatchError, WatchReceiver, WatchStream};
 
@@ -64,6 +64,30 @@ impl KvClient for LocalClient {
 
     async fn compact(&self, revision: Revision, physical: bool) -> Result<Header, ClientError> {
         Ok(self.server()?.compact(revision, physical).await?)
+    }
+
+    async fn lease_grant(&self, ttl: i64, id: LeaseId) -> Result<Reply<LeaseGranted>, ClientError> {
+        Ok(reply(self.server()?.lease_grant(ttl, id).await?))
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<Header, ClientError> {
+        Ok(self.server()?.lease_revoke(id).await?)
+    }
+
+    async fn lease_keep_alive_once(&self, id: LeaseId) -> Result<Reply<i64>, ClientError> {
+        Ok(reply(self.server()?.lease_keep_alive(id).await?))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        id: LeaseId,
+        keys: bool,
+    ) -> Result<Reply<LeaseTimeToLive>, ClientError> {
+        Ok(reply(self.server()?.lease_time_to_live(id, keys).await?))
+    }
+
+    async fn lease_leases(&self) -> Result<Reply<Vec<LeaseId>>, ClientError> {
+        Ok(reply(self.server()?.lease_leases().await?))
     }
 
     async fn watch(&self, request: WatchRequest) -> Result<WatchEvents, ClientError> {

@@ -6,7 +6,9 @@
 //! This module must not reach into server internals beyond the `Server` facade.
 
 mod builders;
+pub mod concurrency;
 mod grpc;
+mod keeper;
 mod local;
 
 use std::future::Future;
@@ -16,10 +18,11 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use self::grpc::GrpcClient;
+pub use self::keeper::LeaseKeeper;
 pub use self::local::LocalClient;
-pub use crate::server::{Error as EtcdError, Header};
+pub use crate::server::{Error as EtcdError, Header, LeaseGranted, LeaseTimeToLive};
 use crate::types::{
-    DeleteRangeRequest, DeleteRangeResponse, Event, KeyValue, PutRequest, PutResponse,
+    DeleteRangeRequest, DeleteRangeResponse, Event, KeyValue, LeaseId, PutRequest, PutResponse,
     RangeRequest, RangeResponse, Revision, TxnRequest, TxnResponse,
 };
 pub use crate::watch::CreateRequest as WatchRequest;
@@ -109,6 +112,34 @@ pub trait KvClient: Send + Sync {
         &self,
         request: WatchRequest,
     ) -> impl Future<Output = Result<WatchEvents, ClientError>> + Send;
+
+    /// Grants a lease of `ttl` seconds (`id` 0: the member picks the id).
+    fn lease_grant(
+        &self,
+        ttl: i64,
+        id: LeaseId,
+    ) -> impl Future<Output = Result<Reply<LeaseGranted>, ClientError>> + Send;
+
+    /// Revokes a lease, deleting its keys.
+    fn lease_revoke(&self, id: LeaseId)
+    -> impl Future<Output = Result<Header, ClientError>> + Send;
+
+    /// Renews a lease once; the TTL is 0 when the lease is unknown or expired.
+    fn lease_keep_alive_once(
+        &self,
+        id: LeaseId,
+    ) -> impl Future<Output = Result<Reply<i64>, ClientError>> + Send;
+
+    /// A lease's remaining and granted TTL (and keys when asked for); TTL -1 when unknown.
+    fn lease_time_to_live(
+        &self,
+        id: LeaseId,
+        keys: bool,
+    ) -> impl Future<Output = Result<Reply<LeaseTimeToLive>, ClientError>> + Send;
+
+    /// Every granted lease id.
+    fn lease_leases(&self)
+    -> impl Future<Output = Result<Reply<Vec<LeaseId>>, ClientError>> + Send;
 
     /// Reads one key's latest version.
     fn get(

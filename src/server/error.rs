@@ -92,6 +92,16 @@ pub enum Error {
     /// The consensus layer refused a membership change (e.g. another is in progress).
     #[error("etcdserver: {0}")]
     MembershipRefused(String),
+    /// An election call named a leader key that no longer leads (etcd's concurrency
+    /// package error, sent as gRPC Unknown).
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// An election has no leader.
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// Proclaim or Resign without a leader key.
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
     /// The member serves as many watch streams as it allows
     /// ([`crate::limits::WATCH_STREAMS_MAX`]; etcd has no such bound).
     #[error("etcdserver: too many watch streams")]

@@ -6,8 +6,7 @@
 //! Must not decide expiry itself: `crate::lease::Lessor` owns the timers; this module only
 //! asks it and proposes what it says.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -64,18 +63,6 @@ fn min_ttl(server: &Server) -> i64 {
     i64::try_from((millis * 3).div_ceil(2 * 1000)).unwrap_or(i64::MAX)
 }
 
-/// A positive 63-bit id, for a grant that left the id to the server.
-fn random_lease_id() -> LeaseId {
-    loop {
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(0);
-        let id = LeaseId::try_from(hasher.finish() >> 1).unwrap_or(0);
-        if id != 0 {
-            return id;
-        }
-    }
-}
-
 impl Server {
     /// Grants a lease (`id` 0: the member picks one).
     ///
@@ -89,7 +76,17 @@ impl Server {
         if ttl > LEASE_TTL_MAX {
             return Err(Error::LeaseTtlTooLarge);
         }
-        let id = if id == 0 { random_lease_id() } else { id };
+        // etcd-compat: an id left to the server comes from the request id generator (member
+        // bits, start time, counter), masked to a positive int63, so ids differ across
+        // members and restarts.
+        let id = if id == 0 {
+            let request_id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
+            LeaseId::try_from(request_id & (u64::MAX >> 1))
+                .unwrap_or(1)
+                .max(1)
+        } else {
+            id
+        };
         let ttl = ttl.max(min_ttl(self));
         let (revision, applied) = self.propose(&Proposal::LeaseGrant { id, ttl }).await?;
         match applied {

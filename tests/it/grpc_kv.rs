@@ -2160,8 +2160,10 @@ async fn member_list_reports_the_single_member() {
 /// the served admin calls refuse bad input with etcd's errors.
 #[tokio::test]
 async fn unimplemented_methods_answer_unimplemented_promptly() {
-    use mnemo::pb::etcdserverpb::{DefragmentRequest, MemberAddRequest, MoveLeaderRequest};
-    use mnemo::pb::v3lockpb::{LockRequest, lock_client::LockClient};
+    use mnemo::pb::etcdserverpb::auth_client::AuthClient;
+    use mnemo::pb::etcdserverpb::{
+        AuthStatusRequest, DefragmentRequest, MemberAddRequest, MoveLeaderRequest,
+    };
 
     let member = Member::start().await;
     let channel = member.channel().await;
@@ -2207,12 +2209,12 @@ async fn unimplemented_methods_answer_unimplemented_promptly() {
             "etcdserver: given member URLs are invalid"
         )
     );
-    let mut lock = LockClient::new(channel);
-    within("Lock")(
+    let mut auth = AuthClient::new(channel);
+    within("AuthStatus")(
         tokio::time::timeout(deadline, async {
-            lock.lock(LockRequest::default())
+            auth.auth_status(AuthStatusRequest::default())
                 .await
-                .expect_err("Lock must fail")
+                .expect_err("AuthStatus must fail")
         })
         .await,
     );

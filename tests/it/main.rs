@@ -14,6 +14,7 @@
 //! - `http`: `/health` and `/version` on the client port;
 //! - `cli`: etcd's flags, `MNEMO_*` environment variables, refusals of bad settings;
 //! - `clients`: the in-process and gRPC `KvClient`s agree;
+//! - `concurrency`: the Lock and Election services and the client recipes;
 //! - `cluster`: multi-member clusters: one leader, reads through every member, failover under
 //!   load, catch-up by snapshot, membership changes, move-leader, cut-off and paused members.
 //! - `cluster_watch`: watchers on followers and across a leader kill, resumed on another member.
@@ -25,6 +26,7 @@ mod cli;
 mod clients;
 mod cluster;
 mod cluster_watch;
+mod concurrency;
 mod crash;
 mod etcdctl;
 mod etcdctl_watch;

@@ -6,6 +6,7 @@
 
 mod authority;
 mod cluster;
+mod concurrency;
 mod kv;
 mod lease;
 mod maintenance;
@@ -22,10 +23,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use self::authority::AuthorityFix;
 use self::cluster::ClusterService;
+use self::concurrency::{ElectionService, LockService};
 use self::kv::KvService;
 use self::lease::LeaseService;
 use self::maintenance::MaintenanceService;
-use self::pending::{PendingAuth, PendingElection, PendingLock};
+use self::pending::PendingAuth;
 use self::watch::WatchService;
 use crate::limits::GRPC_RECV_BYTES_MAX;
 use crate::pb::etcdserverpb as rpc;
@@ -80,9 +82,11 @@ pub async fn serve(
                 .max_decoding_message_size(GRPC_RECV_BYTES_MAX),
         )
         .add_service(rpc::auth_server::AuthServer::new(PendingAuth))
-        .add_service(v3lockpb::lock_server::LockServer::new(PendingLock))
+        .add_service(v3lockpb::lock_server::LockServer::new(LockService::new(
+            &server,
+        )))
         .add_service(v3electionpb::election_server::ElectionServer::new(
-            PendingElection,
+            ElectionService::new(&server),
         ));
     let leader_check = Arc::clone(&server);
     tonic::transport::Server::builder()

@@ -1,11 +1,9 @@
-//! Services whose work is still ahead (lock/election #5, auth #10). Every
-//! method answers UNIMPLEMENTED at once, so a client gets a clear error instead of a hang.
+//! Services whose work is still ahead (auth #10). Every method answers UNIMPLEMENTED at once, so a client gets a clear error instead of a hang.
 
 use tonic::{Request, Response, Status};
 
 use super::status::unimplemented;
 use crate::pb::etcdserverpb as rpc;
-use crate::pb::{v3electionpb as election, v3lockpb as lock};
 
 /// Writes unary methods that answer UNIMPLEMENTED.
 macro_rules! pending_unary {
@@ -26,8 +24,6 @@ macro_rules! pending_unary {
         )*
     };
 }
-
-type Empty<T> = futures::stream::Empty<Result<T, Status>>;
 
 /// `etcdserverpb.Auth`, until authentication is built.
 pub struct PendingAuth;
@@ -52,38 +48,5 @@ impl rpc::auth_server::Auth for PendingAuth {
         role_delete(rpc::AuthRoleDeleteRequest) -> rpc::AuthRoleDeleteResponse = "RoleDelete";
         role_grant_permission(rpc::AuthRoleGrantPermissionRequest) -> rpc::AuthRoleGrantPermissionResponse = "RoleGrantPermission";
         role_revoke_permission(rpc::AuthRoleRevokePermissionRequest) -> rpc::AuthRoleRevokePermissionResponse = "RoleRevokePermission";
-    }
-}
-
-/// `v3lockpb.Lock`, until locks are built.
-pub struct PendingLock;
-
-#[tonic::async_trait]
-impl lock::lock_server::Lock for PendingLock {
-    pending_unary! { "Lock";
-        lock(lock::LockRequest) -> lock::LockResponse = "Lock";
-        unlock(lock::UnlockRequest) -> lock::UnlockResponse = "Unlock";
-    }
-}
-
-/// `v3electionpb.Election`, until elections are built.
-pub struct PendingElection;
-
-#[tonic::async_trait]
-impl election::election_server::Election for PendingElection {
-    pending_unary! { "Election";
-        campaign(election::CampaignRequest) -> election::CampaignResponse = "Campaign";
-        proclaim(election::ProclaimRequest) -> election::ProclaimResponse = "Proclaim";
-        leader(election::LeaderRequest) -> election::LeaderResponse = "Leader";
-        resign(election::ResignRequest) -> election::ResignResponse = "Resign";
-    }
-
-    type ObserveStream = Empty<election::LeaderResponse>;
-
-    async fn observe(
-        &self,
-        _request: Request<election::LeaderRequest>,
-    ) -> Result<Response<Self::ObserveStream>, Status> {
-        Err(unimplemented("Election/Observe"))
     }
 }

@@ -35,7 +35,10 @@ pub fn to_status(error: &Error) -> Status {
             Code::Unavailable
         }
         Error::TooManyWatchStreams => Code::ResourceExhausted,
-        Error::Internal(_) => Code::Unknown,
+        Error::ElectionNotLeader
+        | Error::ElectionNoLeader
+        | Error::MissingLeaderKey
+        | Error::Internal(_) => Code::Unknown,
     };
     Status::new(code, error.to_string())
 }
