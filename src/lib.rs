@@ -18,7 +18,8 @@
 //!
 //! Layout, lowest layer first (see ARCHITECTURE.md):
 //! `types`, `limits` → `storage` (RocksDB backend, MVCC) → `raft` (consensus, WAL) →
-//! `apply` (the only post-commit mutation) → `watch` (events to watchers) → `server` (request lifecycle, gRPC, HTTP) →
+//! `lease` (the lease table and the leader's timers) → `apply` (the only post-commit mutation) →
+//! `watch` (events to watchers) → `server` (request lifecycle, gRPC, HTTP) →
 //! `client` → `embed` (composition).
 
 pub mod apply;

@@ -10,7 +10,9 @@
 //! Apply is deterministic: it reads no clock, draws no random numbers and does no I/O other
 //! than the backend batch, so every member that applies the same log holds the same state.
 //! It must not call into `raft` or `server`. After each batch commits, its events go to the
-//! member's [`WatchHub`], which only queues them in memory and never waits.
+//! member's [`WatchHub`], which only queues them in memory and never waits. Lease grants,
+//! revokes and checkpoints change the [`Lessor`]'s table, and every entry's key changes are
+//! handed to it so keys follow their leases; its clock-driven deadlines never reach a result.
 //!
 //! Installing a snapshot (`StateMachineHost::install`) is not an apply: `storage::member_db`
 //! replaces the whole state with the received checkpoint, and apply only checks that the
