@@ -90,6 +90,16 @@ async fn script(client: &impl KvClient) -> Observed {
     observed
 }
 
+/// A member embedded in this process, in `dir`, on a free client port.
+async fn embedded(dir: &tempfile::TempDir) -> Node {
+    let config = Config {
+        data_dir: dir.path().join("embedded"),
+        listen_client_urls: vec!["http://127.0.0.1:0".parse().expect("url")],
+        ..Config::default()
+    };
+    Node::start(config).await.expect("embedded member")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_and_grpc_clients_agree() {
     let member = Member::start().await;
@@ -99,12 +109,7 @@ async fn in_process_and_grpc_clients_agree() {
     let over_grpc = script(&remote).await;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
-        data_dir: dir.path().join("embedded"),
-        listen_client_urls: vec!["http://127.0.0.1:0".parse().expect("url")],
-        ..Config::default()
-    };
-    let node = Node::start(config).await.expect("embedded member");
+    let node = embedded(&dir).await;
     let local: LocalClient = node.client();
     let in_process = script(&local).await;
     node.shutdown().await;
@@ -223,12 +228,7 @@ async fn watch_through_both_clients_agrees() {
     let over_grpc = watch_script(&remote).await;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
-        data_dir: dir.path().join("embedded"),
-        listen_client_urls: vec!["http://127.0.0.1:0".parse().expect("url")],
-        ..Config::default()
-    };
-    let node = Node::start(config).await.expect("embedded member");
+    let node = embedded(&dir).await;
     let local = node.client();
     let in_process = watch_script(&local).await;
     let mut open = local

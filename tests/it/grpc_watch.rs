@@ -888,10 +888,8 @@ async fn progress_notify_reaches_idle_watchers_that_asked() {
     }
 }
 
-/// A watcher starting below the compacted revision C is created, then cancelled with
-/// compact_revision C and header revision 0.
-#[tokio::test]
-async fn watch_from_a_compacted_revision_is_cancelled_with_the_compact_revision() {
+/// A member where `a` was put at revisions 2 to 6, compacted at 5.
+async fn member_compacted_at_5() -> Member {
     let member = Member::start().await;
     let mut kv = member.kv().await;
     for value in ["2", "3", "4", "5", "6"] {
@@ -903,6 +901,14 @@ async fn watch_from_a_compacted_revision_is_cancelled_with_the_compact_revision(
     })
     .await
     .expect("compact to 5");
+    member
+}
+
+/// A watcher starting below the compacted revision C is created, then cancelled with
+/// compact_revision C and header revision 0.
+#[tokio::test]
+async fn watch_from_a_compacted_revision_is_cancelled_with_the_compact_revision() {
+    let member = member_compacted_at_5().await;
 
     let mut stream = WatchStream::open(&member).await;
     stream
@@ -1094,17 +1100,7 @@ async fn many_watchers_on_several_streams_each_get_their_own_events() {
 /// compaction keeps each key's newest version at or below C) and replays from C, inclusive.
 #[tokio::test]
 async fn watch_from_exactly_the_compact_revision_replays_it() {
-    let member = Member::start().await;
-    let mut kv = member.kv().await;
-    for value in ["2", "3", "4", "5", "6"] {
-        put_rev(&mut kv, "a", value).await;
-    }
-    kv.compact(CompactionRequest {
-        revision: 5,
-        physical: true,
-    })
-    .await
-    .expect("compact to 5");
+    let member = member_compacted_at_5().await;
 
     let mut stream = WatchStream::open(&member).await;
     let created = stream
