@@ -305,3 +305,86 @@ async fn a_kept_lease_outlives_its_ttl_and_the_recipes_report_etcds_errors() {
     keeper.revoke(&client).await.expect("revoke");
     assert!(client.get("kept").await.expect("get").is_none());
 }
+
+/// etcdctl 3.4 `lock` and `elect` run clientv3's recipes over KV, Lease and Watch: against
+/// the member they exclude each other, hand over when the holder stops, and report leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_and_elect_work_against_the_member() {
+    use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+    use tokio::process::{Child, ChildStdout, Command};
+
+    /// A running etcdctl whose output is read line by line.
+    struct Running {
+        child: Child,
+        lines: Lines<BufReader<ChildStdout>>,
+    }
+
+    fn start(member: &Member, args: &[&str]) -> Running {
+        let mut command = Command::from(crate::support::etcdctl_command(&member.endpoint(), args));
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("etcdctl runs");
+        let stdout = child.stdout.take().expect("piped stdout");
+        Running {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        }
+    }
+
+    async fn next_line(running: &mut Running) -> String {
+        tokio::time::timeout(CALL_TIMEOUT, running.lines.next_line())
+            .await
+            .expect("etcdctl printed in time")
+            .expect("readable output")
+            .expect("a line before etcdctl ended")
+    }
+
+    /// Stops etcdctl the way a user does (Ctrl-C), so it releases what it holds.
+    async fn interrupt(mut running: Running) {
+        let pid = running.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        tokio::time::timeout(CALL_TIMEOUT, running.child.wait())
+            .await
+            .expect("etcdctl exits after SIGINT")
+            .expect("wait");
+    }
+
+    let member = Member::start().await;
+    let mut first = start(&member, &["lock", "job"]);
+    let first_key = next_line(&mut first).await;
+    assert!(first_key.starts_with("job/"), "{first_key}");
+    let mut second = start(&member, &["lock", "job"]);
+    assert!(
+        tokio::time::timeout(STILL_BLOCKED, second.lines.next_line())
+            .await
+            .is_err(),
+        "the second etcdctl lock must wait"
+    );
+    interrupt(first).await;
+    let second_key = next_line(&mut second).await;
+    assert!(second_key.starts_with("job/"), "{second_key}");
+    assert_ne!(second_key, first_key);
+    interrupt(second).await;
+
+    let mut alice = start(&member, &["elect", "pick", "alice"]);
+    let alice_key = next_line(&mut alice).await;
+    assert!(alice_key.starts_with("pick/"), "{alice_key}");
+    assert_eq!(next_line(&mut alice).await, "alice");
+    let mut listener = start(&member, &["elect", "--listen", "pick"]);
+    assert_eq!(next_line(&mut listener).await, alice_key);
+    assert_eq!(next_line(&mut listener).await, "alice");
+    let mut bob = start(&member, &["elect", "pick", "bob"]);
+    interrupt(alice).await;
+    let bob_key = next_line(&mut bob).await;
+    assert_eq!(next_line(&mut bob).await, "bob");
+    assert_eq!(next_line(&mut listener).await, bob_key);
+    assert_eq!(next_line(&mut listener).await, "bob");
+    interrupt(bob).await;
+    interrupt(listener).await;
+}
