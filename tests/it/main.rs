@@ -6,6 +6,7 @@
 //!   builds multi-member clusters behind cuttable peer proxies, with a recording write load;
 //! - `grpc_kv`: KV, Maintenance.Status and Cluster.MemberList over gRPC, against etcd's semantics;
 //! - `grpc_watch`: the Watch service over gRPC, every watch option against etcd's contract;
+//! - `grpc_lease`: the Lease service over gRPC: every RPC and refusal against etcd's contract;
 //! - `etcdctl`: etcdctl 3.4's printed output against a member, equal to etcd's up to ids;
 //! - `etcdctl_watch`: `etcdctl watch` (plain, prefix, --rev, --prev-kv, interactive) printing
 //!   exactly what it prints against etcd;
@@ -31,6 +32,7 @@ mod crash;
 mod etcdctl;
 mod etcdctl_watch;
 mod grpc_kv;
+mod grpc_lease;
 mod grpc_watch;
 mod http;
 mod restart;

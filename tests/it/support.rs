@@ -1,12 +1,14 @@
 //! Test harness: runs `mnemo` members as child processes on free loopback ports with a
 //! temporary data directory, and talks to them over gRPC, etcdctl and raw HTTP/1.1.
-//! `cluster` builds multi-member clusters out of these members.
+//! `cluster` builds multi-member clusters out of these members; `lease` holds the lease tests'
+//! keepalive and watch helpers.
 //!
 //! Rules every helper keeps: only 127.0.0.1 is used; only processes started here are signalled,
 //! by PID through their `Child` handle; every wait polls a condition under a deadline and an
 //! attempt cap, so a broken member fails a test instead of hanging it.
 
 pub mod cluster;
+pub mod lease;
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
