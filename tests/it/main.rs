@@ -10,6 +10,8 @@
 //! - `etcdctl`: etcdctl 3.4's printed output against a member, equal to etcd's up to ids;
 //! - `etcdctl_watch`: `etcdctl watch` (plain, prefix, --rev, --prev-kv, interactive) printing
 //!   exactly what it prints against etcd;
+//! - `lease_expiry`: leases expire one TTL after their last keepalive (timed, with a bound),
+//!   and never while kept alive;
 //! - `crash`: acknowledged writes survive `kill -9` in the middle of a write load;
 //! - `restart`: a large store answers the same ranges after SIGTERM and after `kill -9`;
 //! - `http`: `/health` and `/version` on the client port;
@@ -35,5 +37,6 @@ mod grpc_kv;
 mod grpc_lease;
 mod grpc_watch;
 mod http;
+mod lease_expiry;
 mod restart;
 mod watch_scale;

@@ -6,7 +6,7 @@
 //! bidirectional call is opened on a task and awaited at the first read; requests may be
 //! queued before that. Every read is bounded by a timeout.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mnemo::pb::etcdserverpb::lease_client::LeaseClient;
 use mnemo::pb::etcdserverpb::watch_client::WatchClient;
@@ -136,6 +136,29 @@ impl KeepAliveStream {
         tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or_else(|_| Err(format!("no keepalive answer within {timeout:?}")))
+    }
+}
+
+/// One keepalive of lease `id` on a stream of its own, bounded by `timeout`. The times around
+/// it say when the lease was renewed at the earliest (`sent`) and at the latest (`answered`).
+pub struct KeepAliveRound {
+    /// The answer, or why there was none.
+    pub answer: Result<LeaseKeepAliveResponse, String>,
+    /// Just before the request was sent.
+    pub sent: Instant,
+    /// Just after the answer (or the failure) arrived.
+    pub answered: Instant,
+}
+
+/// Sends one keepalive of `id` through `channel` on a new stream; see [`KeepAliveRound`].
+pub async fn keep_alive_once(channel: Channel, id: i64, timeout: Duration) -> KeepAliveRound {
+    let sent = Instant::now();
+    let mut stream = KeepAliveStream::open(channel);
+    let answer = stream.keep_alive(id, timeout).await;
+    KeepAliveRound {
+        answer,
+        sent,
+        answered: Instant::now(),
     }
 }
 
