@@ -20,6 +20,8 @@
 //! - `concurrency`: the Lock and Election services and the client recipes;
 //! - `cluster`: multi-member clusters: one leader, reads through every member, failover under
 //!   load, catch-up by snapshot, membership changes, move-leader, cut-off and paused members.
+//! - `cluster_lease`: leases across a leader kill: kept alive through a follower they survive,
+//!   left alone they still expire, within a measured bound;
 //! - `cluster_watch`: watchers on followers and across a leader kill, resumed on another member.
 //! - `watch_scale`: 10,000 watchers on a stream, 1,000 streams, and a stream that stops reading.
 
@@ -28,6 +30,7 @@ mod support;
 mod cli;
 mod clients;
 mod cluster;
+mod cluster_lease;
 mod cluster_watch;
 mod concurrency;
 mod crash;
