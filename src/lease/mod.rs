@@ -277,9 +277,18 @@ impl Lessor {
         }
     }
 
-    /// Granted lease ids, in order.
+    /// Granted lease ids, the one this member expects to expire first first (ties by id).
+    // etcd-compat: etcd 3.4's lessor sorts Leases by expiry, so `etcdctl lease list` prints
+    // the soonest first.
     pub fn ids(&self) -> Vec<LeaseId> {
-        self.table.lock().leases.keys().copied().collect()
+        let table = self.table.lock();
+        let mut by_deadline: Vec<(Instant, LeaseId)> = table
+            .leases
+            .iter()
+            .map(|(id, lease)| (lease.deadline, *id))
+            .collect();
+        by_deadline.sort_unstable();
+        by_deadline.into_iter().map(|(_, id)| id).collect()
     }
 
     /// This member's timers became authoritative (it leads): every deadline is pushed to

@@ -62,6 +62,21 @@ fn checkpoints_carry_renewals_to_followers() {
 }
 
 #[test]
+fn ids_are_listed_soonest_deadline_first() {
+    let (clock, lessor) = lessor();
+    lessor.grant(5, 1000);
+    lessor.grant(6, 500);
+    lessor.grant(3, 700);
+    clock.advance(Duration::from_secs(1));
+    lessor.grant(4, 699);
+    assert_eq!(
+        lessor.ids(),
+        vec![6, 3, 4, 5],
+        "4 and 3 end at once; 3 first by id"
+    );
+}
+
+#[test]
 fn keys_follow_puts_and_deletes_and_leave_with_the_revoke() {
     use crate::types::KeyValue;
     let (_, lessor) = lessor();
