@@ -8,6 +8,8 @@
 //! - `grpc_watch`: the Watch service over gRPC, every watch option against etcd's contract;
 //! - `grpc_lease`: the Lease service over gRPC: every RPC and refusal against etcd's contract;
 //! - `etcdctl`: etcdctl 3.4's printed output against a member, equal to etcd's up to ids;
+//! - `etcdctl_lease`: `etcdctl lease ...` and `put --lease` printing what they print against etcd,
+//!   up to random ids and remaining seconds;
 //! - `etcdctl_watch`: `etcdctl watch` (plain, prefix, --rev, --prev-kv, interactive) printing
 //!   exactly what it prints against etcd;
 //! - `lease_expiry`: leases expire one TTL after their last keepalive (timed, with a bound),
@@ -35,6 +37,7 @@ mod cluster_watch;
 mod concurrency;
 mod crash;
 mod etcdctl;
+mod etcdctl_lease;
 mod etcdctl_watch;
 mod grpc_kv;
 mod grpc_lease;
