@@ -196,7 +196,7 @@ async fn revoke_deletes_all_attached_keys_in_one_revision() {
         kv.put(put_with_lease(key, "v", 42)).await.expect("put");
     }
     put(&mut kv, "r/free", "v").await; // revision 5
-    let mut watch = PrefixWatch::open(member.channel().await, "r/", ANSWER_TIMEOUT).await;
+    let mut watch = PrefixWatch::open(member.channel().await, "r/", 0, ANSWER_TIMEOUT).await;
 
     let revoked_at = revoke(&mut lease, 42).await;
     assert_eq!(

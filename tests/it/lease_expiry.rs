@@ -61,7 +61,7 @@ async fn lease_with_keys(
 async fn keys_of_a_lease_left_alone_disappear_one_ttl_after_its_last_keepalive() {
     let member = Member::start().await;
     let mut lease = lease_with_keys(&member, 5, &["e/a", "e/b", "e/c"]).await;
-    let mut watch = PrefixWatch::open(member.channel().await, "e/", ANSWER_TIMEOUT).await;
+    let mut watch = PrefixWatch::open(member.channel().await, "e/", 0, ANSWER_TIMEOUT).await;
 
     let last = keep_alive_once(member.channel().await, 5, ANSWER_TIMEOUT).await;
     let renewed = last.answer.expect("the last keepalive");
@@ -111,7 +111,7 @@ async fn keys_of_a_lease_left_alone_disappear_one_ttl_after_its_last_keepalive()
 async fn keys_of_a_lease_kept_alive_never_disappear() {
     let member = Member::start().await;
     let mut lease = lease_with_keys(&member, 6, &["k/a", "k/b"]).await;
-    let mut watch = PrefixWatch::open(member.channel().await, "k/", ANSWER_TIMEOUT).await;
+    let mut watch = PrefixWatch::open(member.channel().await, "k/", 0, ANSWER_TIMEOUT).await;
 
     let started = Instant::now();
     let rounds_max = KEPT_ALIVE_FOR.as_millis() / KEEPALIVE_EVERY.as_millis() + 1;

@@ -162,8 +162,7 @@ pub async fn keep_alive_once(channel: Channel, id: i64, timeout: Duration) -> Ke
     }
 }
 
-/// A watcher of every key under one prefix, from the next revision on, whose responses are
-/// read one at a time.
+/// A watcher of every key under one prefix whose responses are read one at a time.
 pub struct PrefixWatch {
     /// Kept so that the request side of the stream stays open.
     _requests: mpsc::Sender<WatchRequest>,
@@ -172,8 +171,15 @@ pub struct PrefixWatch {
 
 impl PrefixWatch {
     /// Watches keys starting with `prefix` (an ASCII prefix whose last byte is below 0x7f)
-    /// through `channel`, and waits for the watcher to be created.
-    pub async fn open(channel: Channel, prefix: &str, timeout: Duration) -> PrefixWatch {
+    /// through `channel` from `start_revision` (0: the member's next one), and waits for the
+    /// watcher to be created. A follower may not have applied the latest writes yet, so a
+    /// watch there that must not see them starts past them.
+    pub async fn open(
+        channel: Channel,
+        prefix: &str,
+        start_revision: i64,
+        timeout: Duration,
+    ) -> PrefixWatch {
         let mut range_end = prefix.as_bytes().to_vec();
         let last = range_end.last_mut().expect("a non-empty prefix");
         assert!(*last < 0x7f, "the prefix {prefix:?} must end below 0x7f");
@@ -181,6 +187,7 @@ impl PrefixWatch {
         let create = WatchCreateRequest {
             key: prefix.as_bytes().to_vec().into(),
             range_end: range_end.into(),
+            start_revision,
             ..Default::default()
         };
         let (requests, receiver) = mpsc::channel(STREAM_REQUESTS_QUEUED);
