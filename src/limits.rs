@@ -218,12 +218,12 @@ pub const LEASE_REVOKES_PER_TICK: usize = 500;
 /// How long the leader waits for a proposed revoke to apply before proposing it again.
 pub const LEASE_REVOKE_RETRY: Duration = Duration::from_secs(3);
 
-/// Lease remaining TTLs carried by one checkpoint entry at most (etcd: 1,000).
-pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1000;
-
 /// Keepalive answers queued for one stream's client before the member stops reading its
 /// requests.
 pub const LEASE_KEEPALIVE_QUEUE: usize = 16;
 
 /// Pause before a client retries a lease renewal that failed (no leader, broken connection).
 pub const CLIENT_KEEPALIVE_RETRY: Duration = Duration::from_millis(500);
+
+/// Pause before a keepalive is tried again while leadership moves.
+pub const LEASE_RENEW_RETRY: Duration = Duration::from_millis(100);

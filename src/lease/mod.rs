@@ -7,9 +7,11 @@
 //!   same on every member; it is stored in the `lease` column family in apply's batch;
 //! - the *deadlines* are local and volatile. Every member keeps one per lease (set at grant,
 //!   checkpoint and renewal, from this member's clock), but only the leader acts on them:
-//!   it renews on keepalive, proposes the revoke of an expired lease, and checkpoints the
-//!   remaining TTL of renewed leases so that a new leader starts from them. A member that
-//!   becomes leader first extends every deadline to at least one election timeout ahead, so
+//!   it renews on keepalive and proposes the revoke of an expired lease. A renewal is
+//!   answered only once a checkpoint carrying its TTL has committed, so every renewal a
+//!   client was told about is known to every member that could lead next: a follower's
+//!   deadline (apply time + checkpointed TTL) is never earlier than the truth. A member that
+//!   becomes leader extends every deadline to at least one election timeout ahead, so
 //!   clients have time to find it before anything expires.
 //!
 //! Deadlines come from a [`Clock`], which tests replace. Nothing read from the clock flows
@@ -93,8 +95,6 @@ struct Lease {
     keys: BTreeSet<Bytes>,
     /// When it expires by this member's clock. Volatile.
     deadline: Instant,
-    /// Renewed by this leader since its last checkpoint. Volatile.
-    renewed: bool,
     /// When this leader last proposed its revoke, so it is proposed once per interval.
     revoking: Option<Instant>,
 }
@@ -187,7 +187,6 @@ impl Lessor {
                     remaining,
                     keys: BTreeSet::new(),
                     deadline: now + seconds(left),
-                    renewed: false,
                     revoking: None,
                 },
             );
@@ -222,7 +221,6 @@ impl Lessor {
                 remaining: 0,
                 keys: BTreeSet::new(),
                 deadline: now + seconds(ttl),
-                renewed: false,
                 revoking: None,
             },
         );
@@ -299,7 +297,6 @@ impl Lessor {
         table.primary = true;
         for lease in table.leases.values_mut() {
             lease.deadline = lease.deadline.max(floor);
-            lease.renewed = false;
             lease.revoking = None;
         }
     }
@@ -316,7 +313,7 @@ impl Lessor {
 
     /// Renews a lease on the leader: its deadline moves to a full TTL from now. Returns the
     /// granted TTL, or `None` when the lease is unknown or already expired (its revoke is
-    /// on its way).
+    /// on its way). The caller checkpoints the TTL before telling the client.
     pub fn renew(&self, id: LeaseId) -> Option<i64> {
         let now = self.clock.now();
         let mut table = self.table.lock();
@@ -325,7 +322,6 @@ impl Lessor {
             return None;
         }
         lease.deadline = now + seconds(lease.ttl);
-        lease.renewed = true;
         Some(lease.ttl)
     }
 
@@ -361,29 +357,6 @@ impl Lessor {
             if lease.deadline <= now && retry_due {
                 lease.revoking = Some(now);
                 due.push(*id);
-            }
-        }
-        due
-    }
-
-    /// Remaining TTLs (whole seconds, rounded up) of the leases renewed since the last call,
-    /// at most `max`, for the leader to checkpoint. Empty unless this member leads.
-    pub fn take_checkpoints(&self, max: usize) -> Vec<(LeaseId, i64)> {
-        let now = self.clock.now();
-        let mut table = self.table.lock();
-        if !table.primary {
-            return Vec::new();
-        }
-        let mut due = Vec::new();
-        for (id, lease) in &mut table.leases {
-            if due.len() >= max {
-                break;
-            }
-            if lease.renewed {
-                lease.renewed = false;
-                let left = lease.deadline.saturating_duration_since(now);
-                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                due.push((*id, i64::try_from(secs).unwrap_or(i64::MAX).max(1)));
             }
         }
         due

@@ -37,28 +37,21 @@ fn a_lease_expires_only_on_a_primary_after_its_ttl_and_renewal_restarts_it() {
 }
 
 #[test]
-fn checkpoints_carry_renewals_to_followers() {
+fn a_checkpoint_moves_a_followers_deadline_but_not_the_leaders() {
     let (clock, leader) = lessor();
-    let (_, follower) = lessor();
+    let (follower_clock, follower) = lessor();
     leader.grant(1, 30);
     follower.grant(1, 30);
     leader.promote(Duration::from_secs(1));
     clock.advance(Duration::from_secs(10));
-    assert!(
-        leader.take_checkpoints(10).is_empty(),
-        "nothing renewed yet"
-    );
+    follower_clock.advance(Duration::from_secs(10));
     assert_eq!(leader.renew(1), Some(30));
-    clock.advance(Duration::from_millis(500));
-    let checkpoints = leader.take_checkpoints(10);
-    assert_eq!(checkpoints, vec![(1, 30)]);
-    assert!(
-        leader.take_checkpoints(10).is_empty(),
-        "taken once per renewal"
-    );
-    let rows = follower.checkpoint(&checkpoints);
+    let rows = follower.checkpoint(&[(1, 30)]);
     assert_eq!(rows, vec![(1, encode_row(30, 30))]);
     assert_eq!(follower.status(1).map(|status| status.remaining), Some(30));
+    clock.advance(Duration::from_secs(5));
+    leader.checkpoint(&[(1, 30)]);
+    assert_eq!(leader.status(1).map(|status| status.remaining), Some(25));
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The lease lifecycle of a request: grant and revoke go through Raft; keepalive and
 //! TimeToLive run on the leader, whose timers are the ones that count (a follower sends them
 //! there as a leader-only call); and the leader's duties: promoting its timers when it takes
-//! over, proposing the revoke of expired leases, and checkpointing renewed ones.
+//! over, and proposing the revoke of expired leases. A renewal is answered only after a
+//! checkpoint of its TTL has committed, so a new leader never ends a lease earlier than a
+//! client was promised.
 //!
 //! Must not decide expiry itself: `crate::lease::Lessor` owns the timers; this module only
 //! asks it and proposes what it says.
@@ -15,8 +17,8 @@ use super::{Error, Header, Server, raft_error, unexpected};
 use crate::apply::codec::{Applied, Proposal};
 use crate::lease::LeaseStatus;
 use crate::limits::{
-    LEASE_CHECKPOINT_BATCH_MAX, LEASE_REVOKE_RETRY, LEASE_REVOKES_PER_TICK, LEASE_TICK,
-    LEASE_TTL_MAX,
+    LEASE_RENEW_RETRY, LEASE_REVOKE_RETRY, LEASE_REVOKES_PER_TICK, LEASE_TICK, LEASE_TTL_MAX,
+    REQUEST_TIMEOUT,
 };
 use crate::raft::LeaderCalls;
 use crate::types::LeaseId;
@@ -55,6 +57,8 @@ enum LeaseAnswer {
     Renewed(i64),
     /// Remaining, granted and keys; `None` for an unknown lease.
     Status(Option<(i64, i64, Vec<Vec<u8>>)>),
+    /// The renewal could not be made durable (leadership is moving); try again.
+    Unavailable,
 }
 
 /// The smallest TTL granted: etcd's ceil(1.5 × election timeout), in seconds.
@@ -117,11 +121,25 @@ impl Server {
         self.refuse_on_learner()?;
         // etcd-compat: the header is taken before renewing.
         let header = self.current_header();
-        match self.call_leader(&LeaseCall::KeepAlive(id)).await? {
-            LeaseAnswer::Renewed(ttl) => Ok((ttl, header)),
-            other => Err(Error::Internal(format!(
-                "unexpected keepalive answer {other:?}"
-            ))),
+        // A renewal is idempotent, so while leadership moves it is retried here (as etcd's
+        // follower waits for the new leader) instead of failing the client's stream.
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let retry = match self.call_leader(&LeaseCall::KeepAlive(id)).await {
+                Ok(LeaseAnswer::Renewed(ttl)) => return Ok((ttl, header)),
+                Ok(LeaseAnswer::Unavailable) => Error::LeaderChanged,
+                Err(error @ (Error::LeaderChanged | Error::NoLeader)) => error,
+                Err(error) => return Err(error),
+                Ok(other) => {
+                    return Err(Error::Internal(format!(
+                        "unexpected keepalive answer {other:?}"
+                    )));
+                }
+            };
+            if tokio::time::Instant::now() + LEASE_RENEW_RETRY >= deadline {
+                return Err(retry);
+            }
+            tokio::time::sleep(LEASE_RENEW_RETRY).await;
         }
     }
 
@@ -211,7 +229,20 @@ impl Server {
         self.ensure_primary().await.map_err(|err| err.to_string())?;
         let lessor = self.applier.lessor();
         let answer = match call {
-            LeaseCall::KeepAlive(id) => LeaseAnswer::Renewed(lessor.renew(id).unwrap_or(0)),
+            LeaseCall::KeepAlive(id) => {
+                let ttl = lessor.renew(id).unwrap_or(0);
+                // The followers learn of the renewal before the client does.
+                let durable = ttl == 0
+                    || self
+                        .propose(&Proposal::LeaseCheckpoint(vec![(id, ttl)]))
+                        .await
+                        .is_ok();
+                if durable {
+                    LeaseAnswer::Renewed(ttl)
+                } else {
+                    LeaseAnswer::Unavailable
+                }
+            }
             LeaseCall::TimeToLive(id) => {
                 LeaseAnswer::Status(lessor.status(id).map(|status: LeaseStatus| {
                     (
@@ -227,8 +258,8 @@ impl Server {
             .map_err(|err| err.to_string())
     }
 
-    /// One round of the leader's lease duties: promote or demote the timers, propose the
-    /// revoke of expired leases, checkpoint renewed ones.
+    /// One round of the leader's lease duties: promote or demote the timers, and propose the
+    /// revoke of expired leases.
     async fn lease_duties(self: &Arc<Self>) {
         let lessor = self.applier.lessor();
         if !self.raft.is_leader() {
@@ -248,16 +279,6 @@ impl Server {
                 match server.lease_revoke(id).await {
                     Ok(_) | Err(Error::LeaseNotFound) => {}
                     Err(err) => tracing::debug!(%err, lease = id, "revoking an expired lease"),
-                }
-            });
-        }
-        let checkpoints = lessor.take_checkpoints(LEASE_CHECKPOINT_BATCH_MAX);
-        if !checkpoints.is_empty() {
-            let server = Arc::clone(self);
-            tokio::spawn(async move {
-                let proposal = Proposal::LeaseCheckpoint(checkpoints);
-                if let Err(err) = server.propose(&proposal).await {
-                    tracing::debug!(%err, "checkpointing lease TTLs");
                 }
             });
         }
