@@ -8,7 +8,7 @@
 use mnemo::pb::etcdserverpb::{MemberListRequest, StatusRequest};
 use serde_json::{Value, json};
 
-use crate::support::{Member, ok_stdout, parse_semver, stderr_of, stdout_of};
+use crate::support::{Member, assert_fails_with, ok_stdout, parse_semver, stderr_of, stdout_of};
 
 const COMPACTED: &str = "Error: etcdserver: mvcc: required revision has been compacted";
 const FUTURE: &str = "Error: etcdserver: mvcc: required revision is a future revision";
@@ -16,22 +16,6 @@ const FUTURE: &str = "Error: etcdserver: mvcc: required revision is a future rev
 /// Joins lines with a trailing newline each, the way etcdctl prints them.
 fn lines(items: &[&str]) -> String {
     items.iter().map(|line| format!("{line}\n")).collect()
-}
-
-/// Asserts etcdctl failed and that its stderr has a line exactly `error_line`.
-#[track_caller]
-fn assert_fails_with(output: &std::process::Output, error_line: &str) {
-    assert!(
-        !output.status.success(),
-        "expected failure, got success: {}",
-        stdout_of(output)
-    );
-    let stderr = stderr_of(output);
-    assert!(
-        stderr.lines().any(|line| line == error_line),
-        "stderr lacks {error_line:?}:\n{stderr}"
-    );
-    assert_eq!(stdout_of(output), "", "nothing on stdout when failing");
 }
 
 /// Standard base64 with padding, as etcdctl's JSON prints bytes.

@@ -11,41 +11,17 @@
 //! `lease keep-alive` renews every TTL/3 until killed or until the lease is gone; its rounds
 //! are counted, not timed.
 
-use std::io::Read as _;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mnemo::pb::etcdserverpb::lease_client::LeaseClient;
 use tonic::transport::Channel;
 
+use crate::support::etcdctl_child::EtcdctlChild;
 use crate::support::lease::{grant, lease_ids, revoke, time_to_live};
-use crate::support::{Member, etcdctl_command, ok_stdout, stderr_of, stdout_of};
-
-/// How long a running `etcdctl lease keep-alive` may take to print what the test waits for.
-const OUTPUT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Pause between two looks at its output.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+use crate::support::{Member, assert_fails_with, ok_stdout};
 
 async fn lease_client(member: &Member) -> LeaseClient<Channel> {
     LeaseClient::new(member.channel().await)
-}
-
-/// Asserts etcdctl failed with `error_line` on stderr and nothing on stdout.
-#[track_caller]
-fn assert_fails_with(output: &std::process::Output, error_line: &str) {
-    assert!(
-        !output.status.success(),
-        "expected failure, got success: {}",
-        stdout_of(output)
-    );
-    let stderr = stderr_of(output);
-    assert!(
-        stderr.lines().any(|line| line == error_line),
-        "stderr lacks {error_line:?}:\n{stderr}"
-    );
-    assert_eq!(stdout_of(output), "", "nothing on stdout when failing");
 }
 
 /// Parses `lease <16 hex> granted with TTL(<ttl>s)\n` and returns the id.
@@ -194,106 +170,6 @@ async fn lease_keep_alive_once_prints_the_granted_ttl() {
     assert_fails_with(&output, "Error: etcdserver: requested lease not found");
 }
 
-/// A running `etcdctl lease keep-alive`, its standard output collected by a reader thread.
-struct KeepAliveCommand {
-    child: Child,
-    stdout: Arc<Mutex<Vec<u8>>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl KeepAliveCommand {
-    fn start(member: &Member, id: &str) -> KeepAliveCommand {
-        let mut child = etcdctl_command(&member.endpoint(), &["lease", "keep-alive", id])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn etcdctl lease keep-alive");
-        let mut pipe = child.stdout.take().expect("etcdctl stdout pipe");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&stdout);
-        let reader = std::thread::spawn(move || {
-            let mut buffer = [0u8; 1024];
-            // Ends when etcdctl exits and the pipe closes.
-            while let Ok(read) = pipe.read(&mut buffer) {
-                if read == 0 {
-                    break;
-                }
-                sink.lock()
-                    .expect("stdout buffer")
-                    .extend_from_slice(&buffer[..read]);
-            }
-        });
-        KeepAliveCommand {
-            child,
-            stdout,
-            reader: Some(reader),
-        }
-    }
-
-    fn output(&self) -> String {
-        String::from_utf8_lossy(&self.stdout.lock().expect("stdout buffer")).into_owned()
-    }
-
-    /// Waits until `line` has been printed `count` times; panics otherwise.
-    async fn wait_for_lines(&self, line: &str, count: usize) {
-        let deadline = Instant::now() + OUTPUT_TIMEOUT;
-        while self
-            .output()
-            .lines()
-            .filter(|printed| *printed == line)
-            .count()
-            < count
-        {
-            assert!(
-                Instant::now() < deadline,
-                "{count} × {line:?} not printed within {OUTPUT_TIMEOUT:?}:\n{}",
-                self.output()
-            );
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
-    /// Waits for etcdctl to exit by itself and returns whether it succeeded and what it
-    /// printed; kills it (a process this test started) and panics if it does not.
-    async fn wait_exit(mut self) -> (bool, String) {
-        let deadline = Instant::now() + OUTPUT_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait on etcdctl") {
-                if let Some(reader) = self.reader.take() {
-                    reader.join().expect("the stdout reader");
-                }
-                return (status.success(), self.output());
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "etcdctl lease keep-alive still ran after {OUTPUT_TIMEOUT:?}:\n{}",
-                    self.output()
-                );
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
-    /// Kills etcdctl and returns everything it printed.
-    fn kill(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            reader.join().expect("the stdout reader");
-        }
-        self.output()
-    }
-}
-
-impl Drop for KeepAliveCommand {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `lease keep-alive` prints `keepalived with TTL(N)` once per renewal until killed; when the
 /// lease is revoked under it, it prints `expired or revoked.` and exits successfully, and it
 /// does so at once for an unknown lease. The lease stays alive while it runs.
@@ -305,16 +181,16 @@ async fn lease_keep_alive_prints_each_renewal_until_killed_or_revoked() {
     grant(&mut lease, 3, 8).await;
     let renewed = "lease 0000000000000008 keepalived with TTL(3)";
 
-    let running = KeepAliveCommand::start(&member, "8");
+    let running = EtcdctlChild::start(&member, &["lease", "keep-alive", "8"]);
     running.wait_for_lines(renewed, 5).await;
-    let printed = running.kill();
+    let printed = running.finish();
     assert!(
         printed.lines().all(|line| line == renewed),
         "only renewals: {printed:?}"
     );
     assert_eq!(lease_ids(&mut lease).await, [8], "kept alive past its TTL");
 
-    let running = KeepAliveCommand::start(&member, "8");
+    let running = EtcdctlChild::start(&member, &["lease", "keep-alive", "8"]);
     running.wait_for_lines(renewed, 1).await;
     revoke(&mut lease, 8).await;
     let (succeeded, printed) = running.wait_exit().await;
@@ -329,7 +205,9 @@ async fn lease_keep_alive_prints_each_renewal_until_killed_or_revoked() {
         "renewals before it: {printed:?}"
     );
 
-    let (succeeded, printed) = KeepAliveCommand::start(&member, "1234").wait_exit().await;
+    let (succeeded, printed) = EtcdctlChild::start(&member, &["lease", "keep-alive", "1234"])
+        .wait_exit()
+        .await;
     assert!(succeeded);
     assert_eq!(printed, "lease 0000000000001234 expired or revoked.\n");
 }

@@ -7,125 +7,20 @@
 //! `--rev` therefore first writes "probe" values to the watched key until one shows up, and
 //! expects one or more probe events before the rest.
 
-use std::io::{Read as _, Write as _};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mnemo::pb::etcdserverpb::kv_client::KvClient;
 use mnemo::pb::etcdserverpb::request_op::Request;
 use mnemo::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RequestOp, TxnRequest};
 use tonic::transport::Channel;
 
-use crate::support::{Member, delete, etcdctl_command, put};
+use crate::support::etcdctl_child::EtcdctlChild;
+use crate::support::{Member, delete, put};
 
-/// How long a test waits for etcdctl to print what it expects.
-const OUTPUT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one probe write waits for its event to be printed before the next probe.
 const PROBE_WAIT: Duration = Duration::from_millis(300);
 /// Probe writes before giving up on the watch ever being created.
 const PROBES_MAX: usize = 50;
-/// Pause between two looks at etcdctl's output.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
-/// A running `etcdctl watch`, its standard output collected by a reader thread.
-struct EtcdctlWatch {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Arc<Mutex<Vec<u8>>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl EtcdctlWatch {
-    fn start(member: &Member, args: &[&str]) -> EtcdctlWatch {
-        let mut child = etcdctl_command(&member.endpoint(), &[&["watch"][..], args].concat())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn etcdctl watch");
-        let stdin = child.stdin.take();
-        let mut pipe = child.stdout.take().expect("etcdctl stdout pipe");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&stdout);
-        let reader = std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            // Ends when etcdctl exits and the pipe closes.
-            while let Ok(read) = pipe.read(&mut buffer) {
-                if read == 0 {
-                    break;
-                }
-                sink.lock()
-                    .expect("stdout buffer")
-                    .extend_from_slice(&buffer[..read]);
-            }
-        });
-        EtcdctlWatch {
-            child,
-            stdin,
-            stdout,
-            reader: Some(reader),
-        }
-    }
-
-    fn output(&self) -> String {
-        String::from_utf8_lossy(&self.stdout.lock().expect("stdout buffer")).into_owned()
-    }
-
-    /// Writes one line to etcdctl's standard input (interactive mode).
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("etcdctl stdin");
-        writeln!(stdin, "{line}").expect("write to etcdctl");
-        stdin.flush().expect("flush etcdctl stdin");
-    }
-
-    /// Waits until the output is at least `bytes` long; false when it is not within `timeout`.
-    /// Panics if etcdctl exits.
-    async fn wait_for_len(&mut self, bytes: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.output().len() >= bytes {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("etcdctl exited with {status}; printed:\n{}", self.output());
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
-    /// Waits until `expected` bytes in all have been printed, failing loudly otherwise.
-    async fn expect_len(&mut self, bytes: usize) {
-        if !self.wait_for_len(bytes, OUTPUT_TIMEOUT).await {
-            panic!(
-                "etcdctl printed {} of {bytes} expected bytes within {OUTPUT_TIMEOUT:?}:\n{}",
-                self.output().len(),
-                self.output()
-            );
-        }
-    }
-
-    /// Kills etcdctl (a process this test started) and returns everything it printed.
-    fn finish(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            reader.join().expect("the stdout reader");
-        }
-        self.output()
-    }
-}
-
-impl Drop for EtcdctlWatch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Joins lines with a trailing newline each, the way etcdctl prints them.
 fn lines(items: &[&str]) -> String {
@@ -133,7 +28,7 @@ fn lines(items: &[&str]) -> String {
 }
 
 /// Puts `key` = "probe" until the watch prints its event; returns the probe event's text.
-async fn probe(watcher: &mut EtcdctlWatch, kv: &mut KvClient<Channel>, key: &str) -> String {
+async fn probe(watcher: &mut EtcdctlChild, kv: &mut KvClient<Channel>, key: &str) -> String {
     let event = lines(&["PUT", key, "probe"]);
     for _ in 0..PROBES_MAX {
         put(kv, key, "probe").await;
@@ -195,7 +90,7 @@ async fn txn_puts(kv: &mut KvClient<Channel>, pairs: &[(&str, &str)]) {
 async fn watch_a_key_prints_its_puts_and_deletes() {
     let member = Member::start().await;
     let mut kv = member.kv().await;
-    let mut watcher = EtcdctlWatch::start(&member, &["a"]);
+    let mut watcher = EtcdctlChild::start(&member, &["watch", "a"]);
     let probe_event = probe(&mut watcher, &mut kv, "a").await;
     let probed = watcher.output().len();
     put(&mut kv, "a", "1").await;
@@ -214,7 +109,7 @@ async fn watch_a_key_prints_its_puts_and_deletes() {
 async fn watch_prefix_prints_events_under_the_prefix() {
     let member = Member::start().await;
     let mut kv = member.kv().await;
-    let mut watcher = EtcdctlWatch::start(&member, &["--prefix", "p"]);
+    let mut watcher = EtcdctlChild::start(&member, &["watch", "--prefix", "p"]);
     let probe_event = probe(&mut watcher, &mut kv, "p").await;
     let probed = watcher.output().len();
     put(&mut kv, "p1", "x").await;
@@ -241,19 +136,19 @@ async fn watch_rev_replays_history_with_and_without_prev_kv() {
     txn_puts(&mut kv, &[("k1", "x"), ("k2", "y")]).await; // 5
     put(&mut kv, "c", "end").await; // 6
 
-    let mut watcher = EtcdctlWatch::start(&member, &["--rev", "2", "--prev-kv", "a"]);
+    let mut watcher = EtcdctlChild::start(&member, &["watch", "--rev", "2", "--prev-kv", "a"]);
     let expected = lines(&[
         "PUT", "a", "1", "PUT", "a", "1", "a", "2", "DELETE", "a", "2", "a", "",
     ]);
     watcher.expect_len(expected.len()).await;
     assert_eq!(watcher.finish(), expected);
 
-    let mut watcher = EtcdctlWatch::start(&member, &["--rev", "3", "--prefix", "k"]);
+    let mut watcher = EtcdctlChild::start(&member, &["watch", "--rev", "3", "--prefix", "k"]);
     let expected = lines(&["PUT", "k1", "x", "PUT", "k2", "y"]);
     watcher.expect_len(expected.len()).await;
     assert_eq!(watcher.finish(), expected);
 
-    let mut watcher = EtcdctlWatch::start(&member, &["--rev", "1", "a", "c"]);
+    let mut watcher = EtcdctlChild::start(&member, &["watch", "--rev", "1", "a", "c"]);
     let expected = lines(&["PUT", "a", "1", "PUT", "a", "2", "DELETE", "a", ""]);
     watcher.expect_len(expected.len()).await;
     // A live event after the replay, to show nothing else of the range was printed.
@@ -271,7 +166,7 @@ async fn interactive_watch_takes_watch_and_progress_lines() {
     let member = Member::start().await;
     let mut kv = member.kv().await;
     put(&mut kv, "x", "1").await; // 2
-    let mut watcher = EtcdctlWatch::start(&member, &["-i"]);
+    let mut watcher = EtcdctlChild::start(&member, &["watch", "-i"]);
     let mut expected = String::new();
 
     // Each progress report also shows the watchers created before it are in place.

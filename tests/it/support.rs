@@ -8,6 +8,7 @@
 //! attempt cap, so a broken member fails a test instead of hanging it.
 
 pub mod cluster;
+pub mod etcdctl_child;
 pub mod lease;
 
 use std::fs::OpenOptions;
@@ -775,4 +776,21 @@ pub fn parse_semver(version: &str) -> Option<(u64, u64, u64)> {
         return None;
     }
     Some((major, minor, patch))
+}
+
+/// Asserts etcdctl failed with a stderr line exactly `error_line` and printed nothing on
+/// stdout.
+#[track_caller]
+pub fn assert_fails_with(output: &Output, error_line: &str) {
+    assert!(
+        !output.status.success(),
+        "expected failure, got success: {}",
+        stdout_of(output)
+    );
+    let stderr = stderr_of(output);
+    assert!(
+        stderr.lines().any(|line| line == error_line),
+        "stderr lacks {error_line:?}:\n{stderr}"
+    );
+    assert_eq!(stdout_of(output), "", "nothing on stdout when failing");
 }
