@@ -3,7 +3,7 @@
 //! Owns the [`Op`] and [`History`] types that every checker reads, the rule that turns a stream of
 //! invoke/complete events into operations ([`Pairing`]), and, in its submodules, the parsers for
 //! the three on-disk formats: Jepsen's etcd log ([`jepsen_etcd`]), porcupine's kv EDN lines
-//! ([`edn_kv`]) and our own JSON lines ([`jsonl`]).
+//! ([`edn_kv`]) and our own JSON lines ([`jsonl`]), which a live run writes through [`recorder`].
 //!
 //! Must not: decide whether anything is linearizable, or interpret an operation beyond pairing its
 //! call with its completion. The parsers build operations in the vocabularies of [`crate::model`],
@@ -18,6 +18,7 @@
 pub mod edn_kv;
 pub mod jepsen_etcd;
 pub mod jsonl;
+pub mod recorder;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,16 +1,20 @@
 //! mnemo-jepsen: black-box testing of mnemo in the style of Jepsen.
 //!
-//! Owns everything under `jepsen/`. So far that is the offline half: recorded histories and
-//! their file formats ([`history`]), sequential specifications ([`model`]) and the
-//! linearizability checker ([`checker::linearizable`]). The online half (cluster control,
-//! nemeses, workloads, recording) comes later and will write histories in [`history::jsonl`].
+//! Owns everything under `jepsen/`. The offline half: recorded histories and their file formats
+//! ([`history`]), sequential specifications ([`model`]) and the linearizability checker
+//! ([`checker::linearizable`]). The online half: a cluster of real `mnemo` processes
+//! ([`cluster`]) behind peer proxies that can partition it ([`net::proxy`]), a client that never
+//! retries and classifies every outcome ([`client`]), seeded workloads ([`workload`]), faults
+//! ([`nemesis`]), and the run that ties them together and records [`history::jsonl`] through
+//! [`history::recorder`] ([`run`]).
 //!
 //! Must not: depend on the `mnemo` crate's internals. The harness treats mnemo as a black box
 //! reached over its etcd-compatible API, and the checkers only read histories, so they can judge
 //! any etcd-like store.
 //!
 //! Dependency order, lowest first: `history` (core types) ← `model` ← `history::{jepsen_etcd,
-//! edn_kv, jsonl}` (parsers into the models' vocabularies) and `checker`.
+//! edn_kv, jsonl, recorder}` (parsers into the models' vocabularies) and `checker`. Online:
+//! `random`, `pb`, `net` ← `cluster`, `client`, `workload` ← `nemesis` ← `run`.
 //!
 //! ```
 //! use mnemo_jepsen::checker::linearizable::{check, CheckOptions, Verdict};
@@ -28,5 +32,13 @@
 //! ```
 
 pub mod checker;
+pub mod client;
+pub mod cluster;
 pub mod history;
 pub mod model;
+pub mod nemesis;
+pub mod net;
+pub mod pb;
+pub mod random;
+pub mod run;
+pub mod workload;

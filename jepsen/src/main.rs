@@ -1,8 +1,11 @@
-//! The `mnemo-jepsen` command: `check` judges a recorded history; `test` will run one.
+//! The `mnemo-jepsen` command: `check` judges a recorded history, `test` runs a live cluster under
+//! faults and judges what it recorded, `bugcheck` shows that `test` catches an injected bug.
 //!
-//! Owns the command line and the exit codes: 0 linearizable, 1 not linearizable, 2 unknown or bad
-//! input (including usage errors, which clap reports with 2 as well). Must not: hold checking
-//! logic; everything it prints comes from the library.
+//! Owns the command line and the exit codes. `check` and `test`: 0 valid (linearizable), 1 not
+//! linearizable, 2 unknown or bad input or a run that could not be carried out (including usage
+//! errors, which clap reports with 2 as well). `bugcheck`: 0 when the run was judged not
+//! linearizable (the bug was caught), 1 when it was not (valid or unknown), 2 when it could not
+//! run. Must not: hold checking or harness logic; everything it prints comes from the library.
 
 use std::fs::File;
 use std::io::{BufReader, Write};
@@ -11,10 +14,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use mnemo_jepsen::checker::linearizable::{
     CheckOptions, PARTITION_TIME_BUDGET_DEFAULT, Verdict, check,
 };
+use mnemo_jepsen::cluster::{BUG_BINARY_NAME, default_binary};
 use mnemo_jepsen::history::jsonl::AnyHistory;
 use mnemo_jepsen::history::{History, edn_kv, jepsen_etcd, jsonl};
 use mnemo_jepsen::model::Determinized;
@@ -22,6 +26,9 @@ use mnemo_jepsen::model::Model;
 use mnemo_jepsen::model::etcd::EtcdKeyModel;
 use mnemo_jepsen::model::kv::KvModel;
 use mnemo_jepsen::model::register::RegisterModel;
+use mnemo_jepsen::nemesis::{self, NemesisOptions};
+use mnemo_jepsen::run::{TestOptions, Validity, run_test};
+use mnemo_jepsen::workload::register::{self, RegisterOptions};
 
 /// Exit code when the history is linearizable.
 const EXIT_LINEARIZABLE: u8 = 0;
@@ -54,12 +61,81 @@ enum Command {
         #[arg(long, default_value_t = PARTITION_TIME_BUDGET_DEFAULT.as_secs())]
         timeout_secs: u64,
     },
-    /// Run a test against a live cluster (not built yet).
-    Test {
-        /// Ignored for now.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Run a live cluster under faults, record a history, and check it.
+    Test(RunArgs),
+    /// Run `test` against a binary with an injected bug; succeed only if the run is judged not
+    /// linearizable.
+    Bugcheck(RunArgs),
+}
+
+/// The flags of `test` and `bugcheck`.
+#[derive(Args, Clone, Debug)]
+struct RunArgs {
+    /// The workload; only `register` exists.
+    #[arg(long, default_value = "register")]
+    workload: String,
+    /// Faults: a comma-separated list of kill, pause, partition; or all, or none.
+    /// [default: kill,pause,partition for test; partition,pause for bugcheck]
+    #[arg(long)]
+    nemesis: Option<String>,
+    /// Members.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Seconds of workload (setup, the final phase and the check come on top).
+    #[arg(long, default_value_t = 60)]
+    time_limit: u64,
+    /// Seed of the operation and fault schedules [default: from the clock, printed].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Target operations per second, all workers together.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Workers, each pinned to one member round-robin [default: 2 per member].
+    #[arg(long, default_value_t = 0)]
+    concurrency: usize,
+    /// Keys active at once.
+    #[arg(long, default_value_t = register::KEYS_DEFAULT)]
+    keys: usize,
+    /// Operations per key before it is replaced by a fresh one.
+    #[arg(long, default_value_t = register::OPS_PER_KEY_DEFAULT)]
+    ops_per_key: usize,
+    /// Mean seconds a fault is held, and mean seconds between faults.
+    #[arg(long, default_value_t = nemesis::INTERVAL_DEFAULT.as_secs_f64())]
+    nemesis_interval: f64,
+    /// Chance, percent, that a fault targets the leader instead of a random member.
+    /// [default: 50 for test, 100 for bugcheck]
+    #[arg(long)]
+    leader_percent: Option<u64>,
+    /// Seconds before a request's outcome counts as unknown.
+    #[arg(long, default_value_t = 2.0)]
+    request_timeout: f64,
+    /// Seconds between the final heal and the final reads.
+    #[arg(long, default_value_t = 5.0)]
+    heal_wait: f64,
+    /// Linearizability search seconds allowed per key.
+    #[arg(long, default_value_t = PARTITION_TIME_BUDGET_DEFAULT.as_secs())]
+    check_timeout: u64,
+    /// The members' --snapshot-count (Jepsen's etcd suite uses 100, to exercise snapshots).
+    #[arg(long, default_value_t = 100)]
+    snapshot_count: u64,
+    /// The members' --heartbeat-interval, ms.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// The members' --election-timeout, ms.
+    #[arg(long, default_value_t = 1000)]
+    election_timeout: u64,
+    /// The mnemo binary. [default: `$CARGO_TARGET_DIR/debug/mnemo`, or `target/debug/mnemo`; for
+    /// bugcheck, mnemo-bug-injection beside it]
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Directory under which each run gets a directory of its own [default: a directory in the
+    /// system's temp dir].
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// An injected bug the members should have (`MNEMO_BUG`); the binary must be built with
+    /// `--features bug-injection`. [default for bugcheck: stale-local-read]
+    #[arg(long)]
+    bug: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -92,11 +168,152 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Test { .. } => {
-            eprintln!("mnemo-jepsen test: not built yet (only `check` exists)");
-            ExitCode::from(EXIT_UNKNOWN_OR_BAD_INPUT)
-        }
+        Command::Test(args) => run_live(&args, false),
+        Command::Bugcheck(args) => run_live(&args, true),
     }
+}
+
+/// `test` and `bugcheck`.
+fn run_live(args: &RunArgs, bugcheck: bool) -> ExitCode {
+    let options = match test_options(args, bugcheck) {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(EXIT_UNKNOWN_OR_BAD_INPUT);
+        }
+    };
+    eprintln!(
+        "seed {} (replay the schedules with --seed {}); binary {}",
+        options.seed,
+        options.seed,
+        options.binary.display()
+    );
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: start the runtime: {error}");
+            return ExitCode::from(EXIT_UNKNOWN_OR_BAD_INPUT);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = run_test(&options) => Some(outcome),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    // Workers and the nemesis hold the cluster; shutting the runtime down drops them, and with
+    // them the last reference, which kills the members.
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    let report = match outcome {
+        None => {
+            eprintln!("interrupted; members killed");
+            return ExitCode::from(EXIT_UNKNOWN_OR_BAD_INPUT);
+        }
+        Some(Err(error)) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(EXIT_UNKNOWN_OR_BAD_INPUT);
+        }
+        Some(Ok(report)) => report,
+    };
+    let mut out = std::io::stdout().lock();
+    let mut text = report.summary();
+    if report.validity == Validity::Invalid {
+        text.push_str(&report.linearizable);
+        text.push('\n');
+    }
+    drop(out.write_all(text.as_bytes()));
+    let code = match (bugcheck, report.validity) {
+        (false, Validity::Valid) | (true, Validity::Invalid) => EXIT_LINEARIZABLE,
+        (false, Validity::Invalid) | (true, Validity::Valid | Validity::Unknown) => {
+            EXIT_NOT_LINEARIZABLE
+        }
+        (false, Validity::Unknown) => EXIT_UNKNOWN_OR_BAD_INPUT,
+    };
+    if bugcheck {
+        drop(writeln!(
+            out,
+            "bugcheck: the injected bug was {}",
+            if code == EXIT_LINEARIZABLE {
+                "caught"
+            } else {
+                "NOT caught"
+            }
+        ));
+    }
+    ExitCode::from(code)
+}
+
+fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
+    if args.workload != "register" {
+        anyhow::bail!("unknown workload {:?}: only register exists", args.workload);
+    }
+    if args.nodes == 0 {
+        anyhow::bail!("--nodes must be at least 1");
+    }
+    let default_faults = if bugcheck {
+        "partition,pause"
+    } else {
+        "kill,pause,partition"
+    };
+    let faults = nemesis::parse_faults(args.nemesis.as_deref().unwrap_or(default_faults))
+        .map_err(anyhow::Error::msg)?;
+    let seed = args.seed.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_secs() % 1_000_000
+    });
+    let binary = args.binary.clone().unwrap_or_else(|| {
+        let plain = default_binary();
+        if bugcheck {
+            plain.with_file_name(BUG_BINARY_NAME)
+        } else {
+            plain
+        }
+    });
+    let bug = args
+        .bug
+        .clone()
+        .or_else(|| bugcheck.then(|| "stale-local-read".to_owned()));
+    let seconds = |value: f64, flag: &str| {
+        Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be >= 0"))
+    };
+    let interval = seconds(args.nemesis_interval, "--nemesis-interval")?;
+    if interval < Duration::from_millis(100) && !faults.is_empty() {
+        anyhow::bail!("--nemesis-interval must be at least 0.1 s");
+    }
+    Ok(TestOptions {
+        nodes: args.nodes,
+        binary,
+        store: args
+            .store
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("mnemo-jepsen")),
+        time_limit: Duration::from_secs(args.time_limit),
+        seed,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        register: RegisterOptions {
+            keys: args.keys.max(1),
+            ops_per_key: args.ops_per_key.max(1),
+            ..RegisterOptions::default()
+        },
+        nemesis: NemesisOptions {
+            faults,
+            interval,
+            leader_percent: args
+                .leader_percent
+                .unwrap_or(if bugcheck { 100 } else { 50 })
+                .min(100),
+        },
+        request_timeout: seconds(args.request_timeout, "--request-timeout")?,
+        heal_wait: seconds(args.heal_wait, "--heal-wait")?,
+        check_timeout: Duration::from_secs(args.check_timeout),
+        snapshot_count: args.snapshot_count,
+        heartbeat_interval_ms: args.heartbeat_interval,
+        election_timeout_ms: args.election_timeout,
+        bug,
+    })
 }
 
 fn run_check(file: &Path, format: Format, options: &CheckOptions) -> anyhow::Result<u8> {

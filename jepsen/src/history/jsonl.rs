@@ -24,6 +24,12 @@
 //!   result); `fail` means it certainly did not happen (dropped); `info` means unknown (kept with
 //!   an unknown result, open until the end of the history). An invoke never completed is unknown.
 //!   Lines of any other type (say `nemesis`) are ignored, so the harness may interleave them.
+//! - `nemesis` lines, as the harness ([`super::recorder`]) writes them, say what the nemesis did
+//!   and when: `{"type":"nemesis","time":5012000000,"f":"start-partition","value":{"target":"n2",
+//!   "leader":true,"cut":[["n1","n2"],["n2","n3"]]}}`. `f` is `start-kill`, `stop-kill`,
+//!   `start-pause`, `stop-pause`, `start-partition`, `stop-partition` or `heal`; `value` names the
+//!   targets, and carries an `error` when the action failed. They need no new version: readers of
+//!   version 1 skip them.
 //! - `input` and `output` are the model's vocabulary, serialized as in [`crate::model::register`],
 //!   [`crate::model::kv`] and [`crate::model::etcd`]: an `"f"` field names the function, and a
 //!   response must name the same function as its request.
