@@ -102,8 +102,9 @@ struct RunArgs {
     /// Mean seconds a fault is held, and mean seconds between faults.
     #[arg(long, default_value_t = nemesis::INTERVAL_DEFAULT.as_secs_f64())]
     nemesis_interval: f64,
-    /// Chance, percent, that a fault targets the leader instead of a random member.
-    /// [default: 50 for test, 100 for bugcheck]
+    /// Chance, percent, that a fault targets the leader instead of another member.
+    /// [default: 50 for test; 0 for bugcheck, since a cut-off follower answers stale reads at
+    /// once while the others keep writing]
     #[arg(long)]
     leader_percent: Option<u64>,
     /// Seconds before a request's outcome counts as unknown.
@@ -303,7 +304,7 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
             interval,
             leader_percent: args
                 .leader_percent
-                .unwrap_or(if bugcheck { 100 } else { 50 })
+                .unwrap_or(if bugcheck { 0 } else { 50 })
                 .min(100),
         },
         request_timeout: seconds(args.request_timeout, "--request-timeout")?,

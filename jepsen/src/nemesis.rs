@@ -2,8 +2,9 @@
 //!
 //! Owns the fault schedule and the `nemesis` lines of the history. After an initial quiet
 //! interval, it repeats: pick a fault class (each enabled class once per round, in a seeded
-//! order) and a target (the leader, or a random member), start the fault, hold it for about one interval, stop it, rest about one
-//! interval. Faults do not overlap in this first version. Classes (jepsen.md §1.3, §6.3):
+//! order) and a target (the leader, or one of the other members), start the fault, hold it for
+//! about one interval, stop it, rest about one interval. Faults do not overlap in this first
+//! version. Classes (jepsen.md §1.3, §6.3):
 //! - `kill`: `kill -9` of the target, restarted on its data directory when the fault stops;
 //! - `pause`: SIGSTOP, then SIGCONT;
 //! - `partition`: every link of the target cut both ways at the peer proxies, then healed.
@@ -104,7 +105,8 @@ pub struct NemesisOptions {
     /// Mean hold time and mean rest time; each is drawn uniformly from half to one and a half
     /// times this.
     pub interval: Duration,
-    /// Chance, percent, that a fault targets the leader rather than a random member.
+    /// Chance, percent, that a fault targets the leader; otherwise it targets another member
+    /// (any member when no leader is known).
     pub leader_percent: u64,
 }
 
@@ -153,24 +155,24 @@ pub async fn run(
                 break;
             };
             let wants_leader = rng.chance(options.leader_percent);
-            let random_target = rng.below(cluster.len());
+            let pick = rng.below(cluster.len());
             let hold = rng.duration_between(interval / 2, interval * 3 / 2);
             let rest = rng.duration_between(interval / 2, interval * 3 / 2);
-            let leader = if wants_leader {
-                cluster.leader().await
-            } else {
-                None
+            let leader = cluster.leader().await;
+            let target = match leader {
+                Some(leader) if wants_leader => leader,
+                // Another member: the `pick`-th of the others.
+                Some(leader) if cluster.len() > 1 => {
+                    let others: Vec<usize> = (0..cluster.len())
+                        .filter(|&other| other != leader)
+                        .collect();
+                    others[pick % others.len()]
+                }
+                _ => pick,
             };
-            let target = leader.unwrap_or(random_target);
-            if let Some(active) = start(
-                cluster,
-                recorder,
-                fault,
-                target,
-                leader.is_some(),
-                &mut report,
-            )
-            .await
+            let is_leader = leader == Some(target);
+            if let Some(active) =
+                start(cluster, recorder, fault, target, is_leader, &mut report).await
             {
                 sleep_until_or(deadline, hold).await;
                 stop(cluster, recorder, &active, &mut report).await;

@@ -1,7 +1,8 @@
 //! One live test run, start to verdict: `mnemo-jepsen test` and `mnemo-jepsen bugcheck`.
 //!
 //! Owns the run's shape (jepsen.md §1.1, §6.3): start a cluster in a fresh run directory, let
-//! `concurrency` workers (each pinned to one member, round-robin) send the register workload at
+//! `concurrency` workers (each pinned to one member, round-robin; every second round of them only
+//! reads) send the register workload at
 //! about `rate` operations per second while the nemesis hurts the cluster, stop at the time limit,
 //! heal, wait, read every key through every member, then check the recorded history and write
 //! `results.json`. The run directory keeps `test.json`, `history.jsonl`, `results.json`, and each
@@ -465,11 +466,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// One worker: pinned to member `worker % nodes`, it sends operations until the deadline, one at
-/// a time, pausing a random while before each so that all workers together keep about the
+/// One worker: pinned to member `worker % nodes`, a reader or a mixed worker, it sends
+/// operations until the deadline, one at a time, pausing a random while before each so that all workers together keep about the
 /// target rate. An `info` retires its process id; it continues as `id + concurrency`.
 async fn run_worker(workload: Arc<Workload>, worker: usize) -> anyhow::Result<Counts> {
-    let node = worker % workload.cluster.len();
+    let nodes = workload.cluster.len();
+    let node = worker % nodes;
+    // Workers go round the members; every second round reads only (Jepsen's register keeps half
+    // its threads for reads), so with two workers per member each has one of each.
+    let reader = (worker / nodes) % 2 == 1;
     let mut client = Client::new(&workload.cluster.endpoint(node), workload.request_timeout)?;
     let mut rng = SeededRng::fork(workload.seed, worker as u64);
     let mut process = worker as u64;
@@ -487,7 +492,11 @@ async fn run_worker(workload: Arc<Workload>, worker: usize) -> anyhow::Result<Co
         if Instant::now() >= workload.deadline {
             break;
         }
-        let input = lock(&workload.generator).next_op();
+        let input = if reader {
+            lock(&workload.generator).next_read(&mut rng)
+        } else {
+            lock(&workload.generator).next_op()
+        };
         let outcome = invoke_and_record(&workload.recorder, &mut client, process, &input).await;
         counts.add(input_function(&input), &outcome);
         if matches!(outcome, Outcome::Info(_)) {

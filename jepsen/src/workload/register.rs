@@ -9,6 +9,11 @@
 //! - cas: a Txn comparing the key's value with one recently written to it, putting a new unique
 //!   value on success.
 //!
+//! Besides this mixed sequence, reader workers take reads of the active keys
+//! ([`RegisterGenerator::next_read`]), as Jepsen's register reserves half its threads for reads:
+//! a member cut off from the others keeps being read even while its mixed workers wait on writes
+//! that cannot commit, which is when a stale read would show.
+//!
 //! Unique values make every read name the write it saw, which is what lets the checker prove a
 //! read stale. Must not: decide timing, nodes or processes.
 
@@ -102,6 +107,17 @@ impl RegisterGenerator {
     fn fresh_value(&mut self) -> String {
         self.next_value += 1;
         format!("v{}", self.next_value)
+    }
+
+    /// A read of one of the active keys, chosen with the reader's own `rng`. Reads taken this
+    /// way do not count toward a key's budget, so the sequence [`RegisterGenerator::next_op`]
+    /// yields stays a function of the seed alone; the keys a reader lands on depend on timing.
+    pub fn next_read(&self, rng: &mut SeededRng) -> EtcdInput {
+        let slot = &self.slots[rng.below(self.slots.len())];
+        EtcdInput {
+            key: slot.key.clone(),
+            op: EtcdOp::Get,
+        }
     }
 
     /// Every key handed out so far; the final reads cover them all.
