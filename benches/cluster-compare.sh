@@ -5,6 +5,7 @@
 #
 #   benches/cluster-compare.sh [CLIENTS] [TOTAL]   (defaults: 64 clients, 50000 puts)
 #   SYSTEMS=etcd benches/cluster-compare.sh        (one system only; no ratio)
+#   OP=keepalive benches/cluster-compare.sh 64 20000  (another load tool op: range, keepalive)
 #
 # All members listen on loopback only, with fresh data dirs that are removed afterwards; the
 # script stops exactly the processes it started. The three members of a cluster share the
@@ -14,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
 clients=${1:-64}
+op=${OP:-put}
 total=${2:-50000}
 systems=${SYSTEMS:-mnemo etcd}
 members=3
@@ -23,12 +25,12 @@ declare -A result
 for system in $systems; do
   start_cluster "$system" "$members"
   endpoints=$cluster_endpoints
-  line=$(run_load "$system" "$endpoints" put "$clients" "$total")
+  line=$(run_load "$system" "$endpoints" "$op" "$clients" "$total")
   echo "members=$members $line"
   result[$system]=$(ops_per_sec "$line")
   stop_servers
 done
 if [[ -n ${result[mnemo]:-} && -n ${result[etcd]:-} ]]; then
   awk -v m="${result[mnemo]}" -v e="${result[etcd]}" \
-    'BEGIN { printf "ratio op=put members=3 mnemo/etcd=%.2f\n", m / e }'
+    -v op="$op" 'BEGIN { printf "ratio op=%s members=3 mnemo/etcd=%.2f\n", op, m / e }'
 fi

@@ -6,6 +6,9 @@
 //! `--endpoint` takes a comma-separated list too (the members of a cluster); connections are
 //! spread over the endpoints in turn, so clients are as well.
 //!
+//! `--op keepalive` grants one lease per client and renews it over the client's keepalive
+//! stream, one renewal in flight per client.
+//!
 //! `--op watch --watchers 100 --rate 1000` opens one watch stream per watcher (spread over the
 //! endpoints) on the load's key prefix, then `--clients` writers put `--total` keys at `--rate`
 //! puts per second in all (0: as fast as they go). Each value carries its send time, so every
@@ -15,8 +18,9 @@
 use std::time::{Duration, Instant};
 
 use mnemo::pb::etcdserverpb::{
-    PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient,
-    watch_client::WatchClient, watch_request::RequestUnion,
+    LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, WatchCreateRequest,
+    WatchRequest, kv_client::KvClient, lease_client::LeaseClient, watch_client::WatchClient,
+    watch_request::RequestUnion,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -67,8 +71,8 @@ fn parse() -> Result<Options, String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if !["put", "range", "watch"].contains(&options.op.as_str()) {
-        return Err("--op must be put, range or watch".into());
+    if !["put", "range", "watch", "keepalive"].contains(&options.op.as_str()) {
+        return Err("--op must be put, range, watch or keepalive".into());
     }
     Ok(options)
 }
@@ -93,6 +97,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if options.op == "watch" {
         return watch_load(&options, &endpoints, &channels).await;
+    }
+    if options.op == "keepalive" {
+        return keepalive_load(&options, &channels).await;
     }
     if options.op == "range" {
         // Ranges read keys that exist.
@@ -172,6 +179,84 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         latencies.len() as f64 / elapsed.as_secs_f64(),
         percentile(0.50).as_secs_f64() * 1000.0,
         percentile(0.99).as_secs_f64() * 1000.0,
+    );
+    Ok(())
+}
+
+/// The keepalive load: each client grants a lease, then renews it over its own keepalive
+/// stream, one request in flight at a time; reports renewals/s and their latency.
+async fn keepalive_load(
+    options: &Options,
+    channels: &[Channel],
+) -> Result<(), Box<dyn std::error::Error>> {
+    /// TTL of the renewed leases: long enough never to expire during a run.
+    const LEASE_TTL_SECS: i64 = 600;
+    let per_client = options.total / options.clients;
+    let deadline = Instant::now() + options.max_duration;
+    let mut streams = Vec::new();
+    for client in 0..options.clients {
+        let mut lease = LeaseClient::new(channels[client % channels.len()].clone());
+        let id = lease
+            .lease_grant(LeaseGrantRequest {
+                ttl: LEASE_TTL_SECS,
+                id: 0,
+            })
+            .await?
+            .into_inner()
+            .id;
+        let (requests, requests_rx) = tokio::sync::mpsc::channel(1);
+        let responses = lease
+            .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(requests_rx))
+            .await?
+            .into_inner();
+        streams.push((id, requests, responses));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (id, requests, mut responses) in streams {
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_client);
+            let mut errors = 0usize;
+            for _ in 0..per_client {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let sent = Instant::now();
+                if requests.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                    errors += 1;
+                    break;
+                }
+                // Bounded by the run's deadline, so a member that never answers ends the run.
+                match tokio::time::timeout_at(deadline.into(), responses.message()).await {
+                    Ok(Ok(Some(response))) if response.ttl > 0 => latencies.push(sent.elapsed()),
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (mut done, failed) = task.await?;
+        latencies.append(&mut done);
+        errors += failed;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    println!(
+        "op=keepalive clients={} ok={} errors={} seconds={:.2} ops_per_sec={:.0} p50_ms={:.2} p99_ms={:.2}",
+        options.clients,
+        latencies.len(),
+        errors,
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile_ms(&latencies, 0.50),
+        percentile_ms(&latencies, 0.99),
     );
     Ok(())
 }
