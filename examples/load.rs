@@ -205,10 +205,17 @@ async fn keepalive_load(
             .into_inner()
             .id;
         let (requests, requests_rx) = tokio::sync::mpsc::channel(1);
-        let responses = lease
+        // A first renewal goes out before the call is awaited: etcd (gRPC-Go) sends the
+        // response headers of a bidirectional stream only with its first answer.
+        requests.send(LeaseKeepAliveRequest { id }).await?;
+        let mut responses = lease
             .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(requests_rx))
             .await?
             .into_inner();
+        responses
+            .message()
+            .await?
+            .ok_or("keepalive stream ended at once")?;
         streams.push((id, requests, responses));
     }
     let started = Instant::now();
