@@ -154,33 +154,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (latencies, errors)
         }));
     }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (mut done, failed) = task.await?;
-        latencies.append(&mut done);
-        errors += failed;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    println!(
-        "op={} clients={} ok={} errors={} seconds={:.2} ops_per_sec={:.0} p50_ms={:.2} p99_ms={:.2}",
-        options.op,
-        options.clients,
-        latencies.len(),
-        errors,
-        elapsed.as_secs_f64(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        percentile(0.50).as_secs_f64() * 1000.0,
-        percentile(0.99).as_secs_f64() * 1000.0,
-    );
-    Ok(())
+    report(&options.op, options.clients, started, tasks).await
 }
 
 /// The keepalive load: each client grants a lease, then renews it over its own keepalive
@@ -246,6 +220,20 @@ async fn keepalive_load(
             (latencies, errors)
         }));
     }
+    report("keepalive", options.clients, started, tasks).await
+}
+
+/// Per-client results: latencies of the requests that succeeded, and the failure count.
+type ClientTask = tokio::task::JoinHandle<(Vec<Duration>, usize)>;
+
+/// Gathers the clients' results and prints the run's line: counts, ops/s and latency
+/// percentiles.
+async fn report(
+    op: &str,
+    clients: usize,
+    started: Instant,
+    tasks: Vec<ClientTask>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut latencies = Vec::new();
     let mut errors = 0;
     for task in tasks {
@@ -256,10 +244,8 @@ async fn keepalive_load(
     let elapsed = started.elapsed();
     latencies.sort_unstable();
     println!(
-        "op=keepalive clients={} ok={} errors={} seconds={:.2} ops_per_sec={:.0} p50_ms={:.2} p99_ms={:.2}",
-        options.clients,
+        "op={op} clients={clients} ok={} errors={errors} seconds={:.2} ops_per_sec={:.0} p50_ms={:.2} p99_ms={:.2}",
         latencies.len(),
-        errors,
         elapsed.as_secs_f64(),
         latencies.len() as f64 / elapsed.as_secs_f64(),
         percentile_ms(&latencies, 0.50),

@@ -320,13 +320,19 @@ async fn serve_connection(
 }
 
 /// Which member's process owns the client end of the connection the proxy at `proxy` accepted
-/// from `from`, among `pids`.
+/// from `from`, among `pids` (member index, process id). Also used by mnemo's own cluster
+/// test harness, which proxies peer links the same way.
 ///
 /// The kernel lists every IPv4 TCP socket in `/proc/net/tcp` with its inode; the client end is
 /// the one whose local port is `from`'s and whose remote port is the proxy's. The process holding
 /// a descriptor `socket:[inode]` opened it. Only ports are compared: everything is on 127.0.0.1,
 /// and the file prints addresses in the host's byte order.
-fn connection_owner(from: SocketAddr, proxy: SocketAddr, pids: &[(usize, u32)]) -> Option<usize> {
+#[must_use]
+pub fn connection_owner(
+    from: SocketAddr,
+    proxy: SocketAddr,
+    pids: &[(usize, u32)],
+) -> Option<usize> {
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
     let port_of = |address: &str| {
         address

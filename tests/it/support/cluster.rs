@@ -899,10 +899,12 @@ async fn serve_connection(
         return;
     }
     let pids = network.pids();
-    let source = tokio::task::spawn_blocking(move || connection_owner(from, proxy, &pids))
-        .await
-        .ok()
-        .flatten();
+    let source = tokio::task::spawn_blocking(move || {
+        mnemo_jepsen::net::proxy::connection_owner(from, proxy, &pids)
+    })
+    .await
+    .ok()
+    .flatten();
     // Listed before the check, so an isolation that lands between the two is seen either by
     // the check or by the watch below, and `isolate` waits for this connection to close.
     let _live = LiveConnection::register(&network, source, target);
@@ -928,41 +930,6 @@ async fn serve_connection(
         () = cut => {}
     }
     // Dropping both streams closes them.
-}
-
-/// Which slot's process owns the client end of the connection the proxy at `proxy` accepted
-/// from `from`, among `pids`.
-///
-/// The kernel lists every TCP socket in `/proc/net/tcp` with its inode; the client end is the
-/// one whose local address is `from` and whose remote address is the proxy. The process
-/// holding a descriptor `socket:[inode]` opened it. Only ports are compared: everything here
-/// is on 127.0.0.1, and the file prints addresses in the host's byte order.
-fn connection_owner(from: SocketAddr, proxy: SocketAddr, pids: &[(usize, u32)]) -> Option<usize> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let port_of = |address: &str| {
-        address
-            .rsplit_once(':')
-            .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())
-    };
-    let inode = table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (local, remote, inode) = (fields.get(1)?, fields.get(2)?, fields.get(9)?);
-        // Sockets in TIME_WAIT keep their addresses but have no inode (0) and no owner.
-        let live = *inode != "0";
-        (live && port_of(local)? == from.port() && port_of(remote)? == proxy.port())
-            .then(|| (*inode).to_owned())
-    })?;
-    let wanted = format!("socket:[{inode}]");
-    pids.iter().find_map(|&(slot, pid)| {
-        let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-        descriptors
-            .filter_map(Result::ok)
-            .any(|entry| {
-                std::fs::read_link(entry.path())
-                    .is_ok_and(|link| link.as_os_str() == wanted.as_str())
-            })
-            .then_some(slot)
-    })
 }
 
 // ---- a bounded write load that records what was acknowledged ----
