@@ -29,6 +29,7 @@ use mnemo_jepsen::model::register::RegisterModel;
 use mnemo_jepsen::nemesis::{self, NemesisOptions};
 use mnemo_jepsen::run::{TestOptions, Validity, run_test};
 use mnemo_jepsen::workload::register::{self, RegisterOptions};
+use mnemo_jepsen::workload::{WorkloadName, WorkloadOptions};
 
 /// Exit code when the history is linearizable.
 const EXIT_LINEARIZABLE: u8 = 0;
@@ -71,7 +72,7 @@ enum Command {
 /// The flags of `test` and `bugcheck`.
 #[derive(Args, Clone, Debug)]
 struct RunArgs {
-    /// The workload; only `register` exists.
+    /// The workload: register, append, watch or lease.
     #[arg(long, default_value = "register")]
     workload: String,
     /// Faults: a comma-separated list of kill, pause, partition; or all, or none.
@@ -219,8 +220,7 @@ fn run_live(args: &RunArgs, bugcheck: bool) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let mut text = report.summary();
     if report.validity == Validity::Invalid {
-        text.push_str(&report.linearizable);
-        text.push('\n');
+        text.push_str(&report.explanations());
     }
     drop(out.write_all(text.as_bytes()));
     let code = match (bugcheck, report.validity) {
@@ -245,9 +245,7 @@ fn run_live(args: &RunArgs, bugcheck: bool) -> ExitCode {
 }
 
 fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
-    if args.workload != "register" {
-        anyhow::bail!("unknown workload {:?}: only register exists", args.workload);
-    }
+    let workload: WorkloadName = args.workload.parse().map_err(anyhow::Error::msg)?;
     if args.nodes == 0 {
         anyhow::bail!("--nodes must be at least 1");
     }
@@ -294,10 +292,14 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
         seed,
         rate: args.rate,
         concurrency: args.concurrency,
-        register: RegisterOptions {
-            keys: args.keys.max(1),
-            ops_per_key: args.ops_per_key.max(1),
-            ..RegisterOptions::default()
+        workload,
+        workloads: WorkloadOptions {
+            register: RegisterOptions {
+                keys: args.keys.max(1),
+                ops_per_key: args.ops_per_key.max(1),
+                ..RegisterOptions::default()
+            },
+            ..WorkloadOptions::default()
         },
         nemesis: NemesisOptions {
             faults,

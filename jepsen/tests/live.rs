@@ -23,6 +23,7 @@ use mnemo_jepsen::cluster::own_target_dir;
 use mnemo_jepsen::nemesis::{Fault, NemesisOptions};
 use mnemo_jepsen::run::{TestOptions, Validity, run_test};
 use mnemo_jepsen::workload::register::RegisterOptions;
+use mnemo_jepsen::workload::{WorkloadName, WorkloadOptions};
 
 /// Live runs share two cores with the checker; one at a time keeps their timing honest.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -39,8 +40,16 @@ fn binary(name: &str, build: &str) -> PathBuf {
     path
 }
 
-fn options(binary: PathBuf, faults: Vec<Fault>, seed: u64) -> TestOptions {
+fn options(workload: WorkloadName, binary: PathBuf, faults: Vec<Fault>, seed: u64) -> TestOptions {
     TestOptions {
+        workload,
+        workloads: WorkloadOptions {
+            register: RegisterOptions {
+                ops_per_key: 100,
+                ..RegisterOptions::default()
+            },
+            ..WorkloadOptions::default()
+        },
         nodes: 3,
         binary,
         store: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jepsen-live"),
@@ -48,10 +57,6 @@ fn options(binary: PathBuf, faults: Vec<Fault>, seed: u64) -> TestOptions {
         seed,
         rate: 40.0,
         concurrency: 0,
-        register: RegisterOptions {
-            ops_per_key: 100,
-            ..RegisterOptions::default()
-        },
         nemesis: NemesisOptions {
             faults,
             interval: Duration::from_secs(3),
@@ -84,13 +89,18 @@ fn run(options: &TestOptions) -> mnemo_jepsen::run::TestReport {
 fn smoke_register_under_kill_and_partition() {
     let binary = binary("mnemo", "cargo build --bin mnemo");
     let started = Instant::now();
-    let report = run(&options(binary, vec![Fault::Kill, Fault::Partition], 7));
+    let report = run(&options(
+        WorkloadName::Register,
+        binary,
+        vec![Fault::Kill, Fault::Partition],
+        7,
+    ));
     assert_eq!(
         report.validity,
         Validity::Valid,
         "smoke run not valid; see {}\n{}",
         report.run_dir.display(),
-        report.linearizable
+        report.summary()
     );
     for fault in ["kill", "partition"] {
         assert!(
@@ -119,7 +129,12 @@ fn bugcheck_catches_stale_local_reads() {
         "cargo build --bin mnemo --features bug-injection && cp \"$CARGO_TARGET_DIR/debug/mnemo\" \
          \"$CARGO_TARGET_DIR/debug/mnemo-bug-injection\" && cargo build --bin mnemo",
     );
-    let mut options = options(binary, vec![Fault::Partition, Fault::Pause], 11);
+    let mut options = options(
+        WorkloadName::Register,
+        binary,
+        vec![Fault::Partition, Fault::Pause],
+        11,
+    );
     options.time_limit = Duration::from_secs(14);
     options.nemesis.leader_percent = 0;
     options.bug = Some("stale-local-read".to_owned());

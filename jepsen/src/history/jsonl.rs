@@ -8,7 +8,9 @@
 //! ```json
 //! {"format":"mnemo-history","version":1,"model":"etcd"}
 //! ```
-//! `model` is `register`, `kv` or `etcd`. Every further non-empty line is one event:
+//! `model` is `register`, `kv` or `etcd` (checked for linearizability), or `append`, `watch` or
+//! `lease` (the live workloads' own vocabularies, judged by their own checkers). Every further
+//! non-empty line is one event:
 //! ```json
 //! {"type":"invoke","process":7,"time":1200,"input":{"key":"r/41","f":"put","value":"v1"}}
 //! {"type":"ok","process":7,"time":1450,"output":{"f":"put","revision":203}}
@@ -75,6 +77,12 @@ pub enum ModelName {
     Kv,
     /// [`crate::model::etcd`].
     Etcd,
+    /// The `append` workload's transactions ([`crate::workload::append`]).
+    Append,
+    /// The `watch` workload's writes ([`crate::workload::watch`]).
+    Watch,
+    /// The `lease` workload's operations ([`crate::workload::lease`]).
+    Lease,
 }
 
 /// The kinds of event line.
@@ -162,6 +170,11 @@ pub fn parse(reader: impl BufRead) -> Result<AnyHistory, ParseError> {
         ModelName::Register => AnyHistory::Register(parse_events(lines)?),
         ModelName::Kv => AnyHistory::Kv(parse_events(lines)?),
         ModelName::Etcd => AnyHistory::Etcd(parse_events(lines)?),
+        other @ (ModelName::Append | ModelName::Watch | ModelName::Lease) => {
+            return Err(header_error(format!(
+                "a {other:?} history is judged by its workload's checker, not by linearizability"
+            )));
+        }
     })
 }
 

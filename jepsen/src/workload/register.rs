@@ -15,9 +15,35 @@
 //! that cannot commit, which is when a stale read would show.
 //!
 //! Unique values make every read name the write it saw, which is what lets the checker prove a
-//! read stale. Must not: decide timing, nodes or processes.
+//! read stale.
+//!
+//! Live ([`run`]): workers pinned to members round-robin, every second round of them a reader;
+//! after the faults are healed, every key ever used is read through every member; the history is
+//! then checked against the per-key etcd model ([`crate::model::etcd`]) for linearizability.
+//!
+//! Must not: retry an operation (the client never does), or decide anything with the generator's
+//! randomness but the operation sequence (timing uses each worker's own fork of the seed).
 
-use crate::model::etcd::{Compare, EtcdInput, EtcdOp};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use super::{
+    CheckResult, Counts, Ctx, ERROR_BACKOFF, FINAL_PROCESS_BASE, Validity, WorkloadReport, lock,
+};
+use crate::checker::linearizable::{CheckOptions, Verdict, check};
+use crate::client::{Client, Outcome};
+use crate::cluster::Cluster;
+use crate::history::jsonl::{self, AnyHistory};
+use crate::history::recorder::Recorder;
+use crate::model::Determinized;
+use crate::model::etcd::{Compare, EtcdInput, EtcdKeyModel, EtcdOp};
 use crate::random::SeededRng;
 
 /// Active keys unless told otherwise.
@@ -26,6 +52,12 @@ pub const KEYS_DEFAULT: usize = 8;
 pub const OPS_PER_KEY_DEFAULT: usize = 200;
 /// Values remembered per key as compare-and-set candidates.
 const RECENT_VALUES_MAX: usize = 3;
+/// Attempts of one final read (a failed read changed nothing, so reading again is safe).
+const FINAL_READ_ATTEMPTS: usize = 5;
+/// Pause between two attempts of a final read.
+const FINAL_READ_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Functions that must each have succeeded at least once.
+const REQUIRED: [&str; 3] = ["read", "write", "cas"];
 
 /// The mix and shape of the workload.
 #[derive(Clone, Debug)]
@@ -167,6 +199,222 @@ impl RegisterGenerator {
         recent.push(value.clone());
         value
     }
+}
+
+/// Runs the workload live: workers until the deadline, the heal, the final reads, the check.
+///
+/// # Errors
+/// When a client cannot be made, a worker panics, or the history cannot be read back.
+pub async fn run(ctx: Arc<Ctx>, options: &RegisterOptions) -> anyhow::Result<WorkloadReport> {
+    let generator = Arc::new(Mutex::new(RegisterGenerator::new(
+        options.clone(),
+        ctx.seed,
+    )));
+    let mut workers = JoinSet::new();
+    for worker in 0..ctx.concurrency {
+        workers.spawn(run_worker(Arc::clone(&ctx), Arc::clone(&generator), worker));
+    }
+    let mut counts = Counts::default();
+    while let Some(joined) = workers.join_next().await {
+        counts.merge(joined.context("a worker panicked")??);
+    }
+    eprintln!("workload done ({} operations)", counts.total());
+    ctx.end_faults().await;
+    let keys = lock(&generator).keys().to_vec();
+    let (ok, attempted, unread) =
+        final_reads(&ctx.cluster, &ctx.recorder, &keys, ctx.request_timeout).await?;
+    ctx.recorder.flush()?;
+    let mut problems = Vec::new();
+    if !unread.is_empty() {
+        problems.push(format!(
+            "{} of {} keys had no successful final read: {}",
+            unread.len(),
+            keys.len(),
+            unread.join(", ")
+        ));
+    }
+    let mut check = check_history(&ctx).await?;
+    check.details["final_reads_ok"] = json!(ok);
+    check.details["final_reads_attempted"] = json!(attempted);
+    Ok(WorkloadReport {
+        counts,
+        required: REQUIRED.iter().map(|&f| f.to_owned()).collect(),
+        checks: vec![check],
+        problems,
+    })
+}
+
+/// Reads `history.jsonl` back and checks it against the per-key etcd model.
+async fn check_history(ctx: &Ctx) -> anyhow::Result<CheckResult> {
+    let path = ctx.run_dir.join("history.jsonl");
+    let options = CheckOptions {
+        partition_time_budget: ctx.check_timeout,
+        ..CheckOptions::default()
+    };
+    eprintln!("checking {}", path.display());
+    let started = Instant::now();
+    let (verdict, checked) = tokio::task::spawn_blocking(move || {
+        let reader = BufReader::new(File::open(&path)?);
+        let AnyHistory::Etcd(history) = jsonl::parse(reader)? else {
+            bail!("the recorder wrote a history for another model");
+        };
+        let verdict = check(&Determinized(EtcdKeyModel), &history, &options);
+        Ok((verdict, history.len()))
+    })
+    .await
+    .context("the checker panicked")??;
+    let elapsed = started.elapsed();
+    let validity = match &verdict {
+        Verdict::Linearizable => Validity::Valid,
+        Verdict::NotLinearizable { .. } => Validity::Invalid,
+        Verdict::Unknown { .. } => Validity::Unknown,
+    };
+    let mut details = json!({
+        "verdict": verdict.to_string(),
+        "operations_checked": checked,
+        "check_secs": elapsed.as_secs_f64(),
+    });
+    if let Verdict::NotLinearizable { diagnostic, .. } = &verdict {
+        details["explanation"] = json!(diagnostic.to_string());
+    }
+    Ok(CheckResult {
+        name: "linearizable".to_owned(),
+        validity,
+        summary: format!("{verdict} ({checked} operations checked in {elapsed:.2?})"),
+        details,
+    })
+}
+
+/// One worker: pinned to member `worker % nodes`, a reader or a mixed worker, it sends
+/// operations until the deadline, one at a time, pausing a random while before each. An `info`
+/// retires its process id; it continues as `id + concurrency`.
+async fn run_worker(
+    ctx: Arc<Ctx>,
+    generator: Arc<Mutex<RegisterGenerator>>,
+    worker: usize,
+) -> anyhow::Result<Counts> {
+    let nodes = ctx.cluster.len();
+    let node = worker % nodes;
+    // Workers go round the members; every second round reads only (Jepsen's register keeps half
+    // its threads for reads), so with two workers per member each has one of each.
+    let reader = (worker / nodes) % 2 == 1;
+    let mut client = Client::new(&ctx.cluster.endpoint(node), ctx.request_timeout)?;
+    let mut rng = SeededRng::fork(ctx.seed, worker as u64);
+    let mut process = worker as u64;
+    let mut counts = Counts::default();
+    let concurrency = ctx.concurrency as u64;
+    // Each operation takes at least one pause or one round trip; the bound is far above what a
+    // run reaches and only guards against a clock that never advances.
+    for _ in 0..10_000_000_u64 {
+        if ctx.pace(&mut rng).await {
+            break;
+        }
+        let input = if reader {
+            lock(&generator).next_read(&mut rng)
+        } else {
+            lock(&generator).next_op()
+        };
+        let outcome = invoke_and_record(&ctx.recorder, &mut client, process, &input).await;
+        count(&mut counts, input_function(&input), &outcome);
+        if matches!(outcome, Outcome::Info(_)) {
+            process += concurrency;
+        }
+        if !matches!(outcome, Outcome::Ok(_)) {
+            ctx.sleep_within(ERROR_BACKOFF).await;
+        }
+    }
+    Ok(counts)
+}
+
+fn count(counts: &mut Counts, function: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Ok(_) => counts.add(function, "ok", None),
+        Outcome::Fail(why) => counts.add(function, "fail", Some(why)),
+        Outcome::Info(why) => counts.add(function, "info", Some(why)),
+    }
+}
+
+async fn invoke_and_record(
+    recorder: &Recorder,
+    client: &mut Client,
+    process: u64,
+    input: &EtcdInput,
+) -> Outcome {
+    recorder.invoke(process, input);
+    let outcome = client.invoke(input).await;
+    match &outcome {
+        Outcome::Ok(output) => recorder.ok(process, output),
+        Outcome::Fail(_) => recorder.fail(process),
+        Outcome::Info(_) => recorder.info(process),
+    }
+    outcome
+}
+
+fn input_function(input: &EtcdInput) -> &'static str {
+    match input.op {
+        EtcdOp::Get => "read",
+        EtcdOp::Put { .. } => "write",
+        EtcdOp::Cas { .. } => "cas",
+        EtcdOp::Delete => "delete",
+    }
+}
+
+/// Reads every key through every member, each read retried a few times if it fails. Returns
+/// (ok reads, attempted reads, keys without any ok read).
+async fn final_reads(
+    cluster: &Arc<Cluster>,
+    recorder: &Arc<Recorder>,
+    keys: &[String],
+    timeout: Duration,
+) -> anyhow::Result<(u64, u64, Vec<String>)> {
+    let mut readers = JoinSet::new();
+    for node in 0..cluster.len() {
+        let mut client = Client::new(&cluster.endpoint(node), timeout)?;
+        let recorder = Arc::clone(recorder);
+        let keys = keys.to_vec();
+        readers.spawn(async move {
+            let process = FINAL_PROCESS_BASE + node as u64;
+            let mut read: Vec<(String, bool)> = Vec::with_capacity(keys.len());
+            let mut attempts = 0_u64;
+            for key in keys {
+                let input = EtcdInput {
+                    key: key.clone(),
+                    op: EtcdOp::Get,
+                };
+                let mut ok = false;
+                for attempt in 0..FINAL_READ_ATTEMPTS {
+                    if attempt > 0 {
+                        tokio::time::sleep(FINAL_READ_RETRY_PAUSE).await;
+                    }
+                    attempts += 1;
+                    let outcome = invoke_and_record(&recorder, &mut client, process, &input).await;
+                    if matches!(outcome, Outcome::Ok(_)) {
+                        ok = true;
+                        break;
+                    }
+                }
+                read.push((key, ok));
+            }
+            (read, attempts)
+        });
+    }
+    let mut ok_count = 0;
+    let mut attempted = 0;
+    let mut read_somewhere: BTreeMap<String, bool> = BTreeMap::new();
+    while let Some(joined) = readers.join_next().await {
+        let (read, attempts) = joined.context("a final reader panicked")?;
+        attempted += attempts;
+        for (key, ok) in read {
+            ok_count += u64::from(ok);
+            *read_somewhere.entry(key).or_default() |= ok;
+        }
+    }
+    let unread = read_somewhere
+        .into_iter()
+        .filter(|&(_, ok)| !ok)
+        .map(|(key, _)| key)
+        .collect();
+    Ok((ok_count, attempted, unread))
 }
 
 #[cfg(test)]
