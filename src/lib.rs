@@ -23,6 +23,8 @@
 //! `client` → `embed` (composition).
 
 pub mod apply;
+#[cfg(feature = "bug-injection")]
+pub mod bugs;
 pub mod client;
 pub mod convert;
 pub mod embed;

@@ -31,6 +31,7 @@
 //! assert!(matches!(verdict, Verdict::NotLinearizable { .. }));
 //! ```
 
+pub mod bugs;
 pub mod checker;
 pub mod client;
 pub mod cluster;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mnemo_jepsen::bugs;
 use mnemo_jepsen::checker::linearizable::{
     CheckOptions, PARTITION_TIME_BUDGET_DEFAULT, Verdict, check,
 };
@@ -26,11 +27,15 @@ use mnemo_jepsen::model::Model;
 use mnemo_jepsen::model::etcd::EtcdKeyModel;
 use mnemo_jepsen::model::kv::KvModel;
 use mnemo_jepsen::model::register::RegisterModel;
-use mnemo_jepsen::nemesis::{self, NemesisOptions};
+use mnemo_jepsen::nemesis::{self, Fault, NemesisOptions};
 use mnemo_jepsen::run::{TestOptions, Validity, run_test};
 use mnemo_jepsen::workload::register::{self, RegisterOptions};
 use mnemo_jepsen::workload::{WorkloadName, WorkloadOptions};
 
+/// `--time-limit` of `test` unless told otherwise.
+const TIME_LIMIT_DEFAULT_SECS: u64 = 60;
+/// `--leader-percent` of `test` unless told otherwise.
+const LEADER_PERCENT_DEFAULT: u64 = 50;
 /// Exit code when the history is linearizable.
 const EXIT_LINEARIZABLE: u8 = 0;
 /// Exit code when it is not.
@@ -72,19 +77,21 @@ enum Command {
 /// The flags of `test` and `bugcheck`.
 #[derive(Args, Clone, Debug)]
 struct RunArgs {
-    /// The workload: register, append, watch or lease.
-    #[arg(long, default_value = "register")]
-    workload: String,
+    /// The workload: register, append, watch or lease. [default: register for test; the bug's
+    /// own for bugcheck]
+    #[arg(long)]
+    workload: Option<String>,
     /// Faults: a comma-separated list of kill, pause, partition; or all, or none.
-    /// [default: kill,pause,partition for test; partition,pause for bugcheck]
+    /// [default: kill,pause,partition for test; the bug's own for bugcheck]
     #[arg(long)]
     nemesis: Option<String>,
     /// Members.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Seconds of workload (setup, the final phase and the check come on top).
-    #[arg(long, default_value_t = 60)]
-    time_limit: u64,
+    /// Seconds of workload (setup, the final phase and the check come on top). [default: 60 for
+    /// test; the bug's own for bugcheck]
+    #[arg(long)]
+    time_limit: Option<u64>,
     /// Seed of the operation and fault schedules [default: from the clock, printed].
     #[arg(long)]
     seed: Option<u64>,
@@ -104,8 +111,7 @@ struct RunArgs {
     #[arg(long, default_value_t = nemesis::INTERVAL_DEFAULT.as_secs_f64())]
     nemesis_interval: f64,
     /// Chance, percent, that a fault targets the leader instead of another member.
-    /// [default: 50 for test; 0 for bugcheck, since a cut-off follower answers stale reads at
-    /// once while the others keep writing]
+    /// [default: 50 for test; the bug's own for bugcheck]
     #[arg(long)]
     leader_percent: Option<u64>,
     /// Seconds before a request's outcome counts as unknown.
@@ -135,7 +141,9 @@ struct RunArgs {
     #[arg(long)]
     store: Option<PathBuf>,
     /// An injected bug the members should have (`MNEMO_BUG`); the binary must be built with
-    /// `--features bug-injection`. [default for bugcheck: stale-local-read]
+    /// `--features bug-injection`. For bugcheck it also picks the workload, faults, leader
+    /// targeting and time limit that catch it, unless those flags are given. [default for
+    /// bugcheck: stale-local-read]
     #[arg(long)]
     bug: Option<String>,
 }
@@ -245,17 +253,39 @@ fn run_live(args: &RunArgs, bugcheck: bool) -> ExitCode {
 }
 
 fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
-    let workload: WorkloadName = args.workload.parse().map_err(anyhow::Error::msg)?;
+    let bug = args
+        .bug
+        .clone()
+        .or_else(|| bugcheck.then(|| "stale-local-read".to_owned()));
+    // bugcheck takes the bug's own workload, faults and length unless told otherwise.
+    let case = match (&bug, bugcheck) {
+        (Some(name), true) => Some(bugs::find(name).with_context(|| {
+            let known: Vec<&str> = bugs::BUGS.iter().map(|case| case.name).collect();
+            format!("unknown bug {name:?}; bugcheck knows {}", known.join(", "))
+        })?),
+        _ => None,
+    };
+    let workload: WorkloadName = match (&args.workload, case) {
+        (Some(name), _) => name.parse().map_err(anyhow::Error::msg)?,
+        (None, Some(case)) => case.workload,
+        (None, None) => WorkloadName::Register,
+    };
     if args.nodes == 0 {
         anyhow::bail!("--nodes must be at least 1");
     }
-    let default_faults = if bugcheck {
-        "partition,pause"
-    } else {
-        "kill,pause,partition"
+    let faults = match (&args.nemesis, case) {
+        (Some(list), _) => nemesis::parse_faults(list).map_err(anyhow::Error::msg)?,
+        (None, Some(case)) => case.faults.to_vec(),
+        (None, None) => vec![Fault::Kill, Fault::Pause, Fault::Partition],
     };
-    let faults = nemesis::parse_faults(args.nemesis.as_deref().unwrap_or(default_faults))
-        .map_err(anyhow::Error::msg)?;
+    let time_limit = args
+        .time_limit
+        .or(case.map(|case| case.time_limit_secs))
+        .unwrap_or(TIME_LIMIT_DEFAULT_SECS);
+    let leader_percent = args
+        .leader_percent
+        .or(case.map(|case| case.leader_percent))
+        .unwrap_or(LEADER_PERCENT_DEFAULT);
     let seed = args.seed.unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -270,10 +300,6 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
             plain
         }
     });
-    let bug = args
-        .bug
-        .clone()
-        .or_else(|| bugcheck.then(|| "stale-local-read".to_owned()));
     let seconds = |value: f64, flag: &str| {
         Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be >= 0"))
     };
@@ -288,7 +314,7 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
             .store
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("mnemo-jepsen")),
-        time_limit: Duration::from_secs(args.time_limit),
+        time_limit: Duration::from_secs(time_limit),
         seed,
         rate: args.rate,
         concurrency: args.concurrency,
@@ -304,10 +330,7 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
         nemesis: NemesisOptions {
             faults,
             interval,
-            leader_percent: args
-                .leader_percent
-                .unwrap_or(if bugcheck { 0 } else { 50 })
-                .min(100),
+            leader_percent: leader_percent.min(100),
         },
         request_timeout: seconds(args.request_timeout, "--request-timeout")?,
         heal_wait: seconds(args.heal_wait, "--heal-wait")?,

@@ -408,7 +408,7 @@ impl Server {
 
     async fn read_barrier(&self) -> Result<(), Error> {
         #[cfg(feature = "bug-injection")]
-        if injected_bug_stale_local_read() {
+        if crate::bugs::enabled(crate::bugs::Bug::StaleLocalRead) {
             return Ok(());
         }
         self.raft.read_barrier().await.map_err(raft_error)
@@ -457,17 +457,6 @@ fn first_proposal_id(member_id: MemberId) -> u64 {
             u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
         });
     (member_id << 48) | ((millis & ((1 << 40) - 1)) << 8)
-}
-
-/// A deliberate bug, for the Jepsen harness's proof that it is not blind (`mnemo-jepsen
-/// bugcheck`, jepsen/README.md): with the `bug-injection` feature compiled in and
-/// `MNEMO_BUG=stale-local-read` in the environment, linearizable reads skip the read barrier and
-/// answer from this member's local state, however stale. The feature is off by default and never
-/// part of a normal build.
-#[cfg(feature = "bug-injection")]
-fn injected_bug_stale_local_read() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("MNEMO_BUG").is_ok_and(|bug| bug == "stale-local-read"))
 }
 
 /// etcd-compat: a read-only txn skips the read barrier only when every operation is a

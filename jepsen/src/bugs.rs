@@ -1,0 +1,44 @@
+//! The injected bugs `bugcheck` knows, and for each, the workload and faults that catch it.
+//!
+//! Owns the table only. The bugs themselves live in the member (`src/bugs.rs` at the repository
+//! root, compiled in with the `bug-injection` feature and switched on by `MNEMO_BUG`); `bugcheck`
+//! runs the harness with each case's settings and passes only when the run is judged invalid.
+//!
+//! Must not: judge anything; the workload's checkers do.
+
+use crate::nemesis::Fault;
+use crate::workload::WorkloadName;
+
+/// One bug and how to catch it.
+#[derive(Clone, Copy, Debug)]
+pub struct BugCase {
+    /// `MNEMO_BUG`'s value.
+    pub name: &'static str,
+    /// What the bug does.
+    pub about: &'static str,
+    /// The workload whose checker sees it.
+    pub workload: WorkloadName,
+    /// Faults that make it show.
+    pub faults: &'static [Fault],
+    /// Chance, percent, that a fault targets the leader.
+    pub leader_percent: u64,
+    /// Seconds of workload enough to catch it in nearly every run.
+    pub time_limit_secs: u64,
+}
+
+/// Every bug `bugcheck` can run.
+pub const BUGS: &[BugCase] = &[BugCase {
+    name: "stale-local-read",
+    about: "linearizable reads skip the read barrier and answer from local state",
+    workload: WorkloadName::Register,
+    // A cut-off follower answers stale reads at once while the others keep writing.
+    faults: &[Fault::Partition, Fault::Pause],
+    leader_percent: 0,
+    time_limit_secs: 14,
+}];
+
+/// The case named `name`.
+#[must_use]
+pub fn find(name: &str) -> Option<&'static BugCase> {
+    BUGS.iter().find(|case| case.name == name)
+}

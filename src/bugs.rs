@@ -1,0 +1,50 @@
+//! Deliberate bugs, compiled in only with the `bug-injection` feature, for the Jepsen harness's
+//! proof that its checkers are not blind (`mnemo-jepsen bugcheck`, jepsen/README.md).
+//!
+//! Owns the list of bugs and the switch that turns one on: `MNEMO_BUG=<name>` in the member's
+//! environment, read once. The feature is off by default and never part of a release or a
+//! normal build; without it this module does not exist and no call site compiles.
+//!
+//! Must not: change behaviour by itself. Each bug lives at its call site, behind
+//! `#[cfg(feature = "bug-injection")] if bugs::enabled(Bug::...)`, so the correct path stays the
+//! one that reads naturally.
+
+use std::sync::OnceLock;
+
+/// The injectable bugs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// Linearizable Range (and read-only Txn) skip the read barrier and answer from local state.
+    StaleLocalRead,
+}
+
+impl Bug {
+    /// Every bug, for looking one up by name.
+    pub const ALL: [Bug; 1] = [Bug::StaleLocalRead];
+
+    /// The name `MNEMO_BUG` takes.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::StaleLocalRead => "stale-local-read",
+        }
+    }
+}
+
+/// Whether `bug` is switched on for this process.
+#[must_use]
+pub fn enabled(bug: Bug) -> bool {
+    static CHOSEN: OnceLock<Option<Bug>> = OnceLock::new();
+    let chosen = CHOSEN.get_or_init(|| {
+        let name = std::env::var("MNEMO_BUG").ok()?;
+        let found = Bug::ALL.into_iter().find(|bug| bug.name() == name);
+        if found.is_none() {
+            // A misspelt bug would make a bugcheck pass vacuously or fail mysteriously; say so.
+            tracing::error!(bug = %name, "MNEMO_BUG names no known bug; none is injected");
+        } else {
+            tracing::warn!(bug = %name, "injected bug switched on");
+        }
+        found
+    });
+    *chosen == Some(bug)
+}
