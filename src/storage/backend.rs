@@ -467,6 +467,24 @@ impl Backend {
         Ok(())
     }
 
+    /// Rewrites every column family's table files in one full compaction, dropping what
+    /// deletions and overwrites left behind: mnemo's defragment. Blocking; it can take seconds
+    /// on a large database, so callers run it off the async threads. Readers and writers go on
+    /// meanwhile (RocksDB compacts in the background of its own locks), unlike etcd's defragment,
+    /// which blocks the member.
+    ///
+    /// # Errors
+    /// [`BackendError::Rocks`] when a flush fails (the compaction itself reports no error).
+    pub fn compact_all(&self) -> Result<(), BackendError> {
+        // Memtables first, so that their dead entries are compacted away as well.
+        self.flush()?;
+        for cf in Cf::ALL {
+            self.db
+                .compact_range_cf(&self.handle(cf), None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
     /// Bytes the database takes: table files plus memtables of every column family
     /// (RocksDB's own WAL is not counted). This is `Status.dbSize` and what the quota checks.
     #[must_use]

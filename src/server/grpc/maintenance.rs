@@ -1,5 +1,5 @@
-//! The etcd Maintenance service. Status, HashKV and listing alarms are served; the operations
-//! that belong to later work (raising alarms, defragment, snapshot, move-leader, downgrade)
+//! The etcd Maintenance service. Status, HashKV, Defragment, MoveLeader and listing alarms are
+//! served; the operations that belong to later work (raising alarms, Hash, snapshot, downgrade)
 //! answer UNIMPLEMENTED.
 
 use std::sync::Arc;
@@ -72,7 +72,15 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<rpc::DefragmentRequest>,
     ) -> Result<Response<rpc::DefragmentResponse>, Status> {
-        Err(unimplemented("Maintenance/Defragment"))
+        let (before, after) = self
+            .server
+            .defragment()
+            .await
+            .map_err(|err| to_status(&err))?;
+        tracing::info!(before, after, "defragmented");
+        Ok(Response::new(rpc::DefragmentResponse {
+            header: Some(header_to_pb(self.server.current_header())),
+        }))
     }
 
     async fn hash(
