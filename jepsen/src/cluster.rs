@@ -2,8 +2,10 @@
 //!
 //! Owns the member processes: their flags (etcd's clustering flags, with every peer URL pointing
 //! at the member's proxy in [`crate::net::proxy`]), data directories and log files under the run
-//! directory, and the process-level faults: `kill -9` and restart, SIGSTOP and SIGCONT. Also
-//! leader discovery through Maintenance.Status.
+//! directory, and the process-level faults: `kill -9` and restart, SIGSTOP and SIGCONT, and
+//! membership changes (remove a member and wipe it, add it back as a new member). Also leader
+//! discovery through Maintenance.Status. The members are `mnemo`, or real etcd
+//! ([`Target::Etcd`]): both take the same flags, so the same harness judges both systems.
 //!
 //! Must not: signal any process it did not start (every signal goes to the PID of a child it
 //! holds), bind anything but 127.0.0.1, or judge what members answer (that is the client's and
@@ -24,8 +26,12 @@ use anyhow::{Context, bail};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::net::proxy::PeerNetwork;
-use crate::pb::etcdserverpb::StatusRequest;
+use crate::pb::etcdserverpb::cluster_client::ClusterClient;
 use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use crate::pb::etcdserverpb::{
+    CompactionRequest, DefragmentRequest, HashKvRequest, MemberAddRequest, MemberRemoveRequest,
+    StatusRequest,
+};
 
 /// Deadline of one Maintenance.Status call: short, so a paused member does not hold up a poll.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -41,13 +47,43 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const START_ATTEMPTS_MAX: usize = 3;
 /// Log lines of each member shown when the cluster fails to start.
 const LOG_TAIL_LINES: usize = 20;
+/// Deadline of a membership change, a compaction or a defragment.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts of a membership change: a member refuses one while the previous change is still
+/// being applied, or while it has no leader.
+const MEMBER_CHANGE_ATTEMPTS: usize = 10;
+/// Pause between two attempts of a membership change.
+const MEMBER_CHANGE_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Where Debian's etcd-server package installs etcd.
+pub const ETCD_BINARY_DEFAULT: &str = "/usr/bin/etcd";
+
+/// Which store the members run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `mnemo`.
+    Mnemo,
+    /// etcd (3.4 from Debian's etcd-server), to judge it with the same harness.
+    Etcd,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "mnemo" => Ok(Target::Mnemo),
+            "etcd" => Ok(Target::Etcd),
+            other => Err(format!("unknown target {other:?} (expected mnemo or etcd)")),
+        }
+    }
+}
 
 /// How to start a cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
     /// Number of members.
     pub nodes: usize,
-    /// The `mnemo` binary.
+    /// The member binary (`mnemo`, or etcd).
     pub binary: PathBuf,
     /// Where data directories and logs go.
     pub run_dir: PathBuf,
@@ -78,6 +114,19 @@ struct Member {
     /// Its member id, learned from Status once it served.
     id: Mutex<Option<u64>>,
     process: Mutex<Process>,
+    /// Its place in the membership.
+    membership: Mutex<Membership>,
+}
+
+/// Where a member stands in the cluster's membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Membership {
+    /// A founding member.
+    Founder,
+    /// Removed, its process killed and its data wiped.
+    Removed,
+    /// Added back: it starts with `--initial-cluster-state existing` and this initial cluster.
+    Joined(String),
 }
 
 /// A running cluster; members are addressed by index, named `n1`, `n2`, ...
@@ -97,7 +146,8 @@ impl Cluster {
     pub async fn start(options: ClusterOptions) -> anyhow::Result<Cluster> {
         if !options.binary.is_file() {
             bail!(
-                "no mnemo binary at {}; build it with `cargo build --bin mnemo`",
+                "no member binary at {}; build mnemo with `cargo build --bin mnemo`, or install \
+                 etcd (`apt-get install etcd-server`) for --target etcd",
                 options.binary.display()
             );
         }
@@ -116,6 +166,7 @@ impl Cluster {
                         child: None,
                         paused: false,
                     }),
+                    membership: Mutex::new(Membership::Founder),
                     name,
                 })
             })
@@ -192,6 +243,10 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let client_url = format!("http://127.0.0.1:{client}");
+        let (state, initial_cluster) = match &*lock(&member.membership) {
+            Membership::Joined(initial_cluster) => ("existing", initial_cluster.clone()),
+            Membership::Founder | Membership::Removed => ("new", initial_cluster),
+        };
         [
             ("--name", member.name.clone()),
             ("--data-dir", member.data_dir.display().to_string()),
@@ -200,7 +255,7 @@ impl Cluster {
             ("--listen-peer-urls", format!("http://127.0.0.1:{peer}")),
             ("--initial-advertise-peer-urls", self.network.url(index)),
             ("--initial-cluster", initial_cluster),
-            ("--initial-cluster-state", "new".to_owned()),
+            ("--initial-cluster-state", state.to_owned()),
             ("--initial-cluster-token", self.token.clone()),
             (
                 "--heartbeat-interval",
@@ -316,13 +371,17 @@ impl Cluster {
         }
     }
 
-    /// A Maintenance client for the member; it connects on first use.
+    /// A Maintenance client for the member, for Status; it connects on first use.
     fn maintenance(&self, index: usize) -> anyhow::Result<MaintenanceClient<Channel>> {
-        let channel = Endpoint::from_shared(self.endpoint(index))?
+        Ok(MaintenanceClient::new(self.channel(index, STATUS_TIMEOUT)?))
+    }
+
+    /// A channel to the member's client port whose requests fail after `timeout`.
+    fn channel(&self, index: usize, timeout: Duration) -> anyhow::Result<Channel> {
+        Ok(Endpoint::from_shared(self.endpoint(index))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(STATUS_TIMEOUT)
-            .connect_lazy();
-        Ok(MaintenanceClient::new(channel))
+            .timeout(timeout)
+            .connect_lazy())
     }
 
     /// The member's (own id, leader id) from Maintenance.Status.
@@ -459,11 +518,180 @@ impl Cluster {
             if paused && let Err(why) = self.resume(index) {
                 failures.push(format!("resume {}: {why:#}", self.name(index)));
             }
-            if !running && let Err(why) = self.restart(index).await {
+            let removed = *lock(&self.members[index].membership) == Membership::Removed;
+            if removed {
+                if let Err(why) = self.add_back(index).await {
+                    failures.push(format!("add back {}: {why:#}", self.name(index)));
+                }
+            } else if !running && let Err(why) = self.restart(index).await {
                 failures.push(format!("restart {}: {why:#}", self.name(index)));
             }
         }
         failures
+    }
+
+    /// Whether the member is removed from the membership now.
+    #[must_use]
+    pub fn is_removed(&self, index: usize) -> bool {
+        *lock(&self.members[index].membership) == Membership::Removed
+    }
+
+    /// Removes the member from the membership (`MemberRemove` through another member), then
+    /// kills it and wipes its data directory, as an operator replacing a machine would.
+    ///
+    /// # Errors
+    /// When its id is unknown, no other member accepts the removal, or the kill fails.
+    pub async fn remove(&self, index: usize) -> anyhow::Result<()> {
+        let id = (*lock(&self.members[index].id))
+            .with_context(|| format!("{} has no known member id", self.name(index)))?;
+        self.member_change(index, |mut client| async move {
+            client
+                .member_remove(MemberRemoveRequest { id })
+                .await
+                .map(|_| ())
+        })
+        .await?;
+        *lock(&self.members[index].membership) = Membership::Removed;
+        if self.is_running(index) {
+            self.kill9(index)?;
+        }
+        let data_dir = &self.members[index].data_dir;
+        std::fs::remove_dir_all(data_dir)
+            .or_else(|error| {
+                if error.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            })
+            .with_context(|| format!("wipe {}", data_dir.display()))?;
+        Ok(())
+    }
+
+    /// Adds a removed member back (`MemberAdd` with its old peer URL, through another member) and
+    /// starts it on an empty data directory with `--initial-cluster-state existing`; waits until
+    /// it serves. It gets a new member id, as in etcd.
+    ///
+    /// # Errors
+    /// When no member accepts the addition, or the new member does not serve in time.
+    pub async fn add_back(&self, index: usize) -> anyhow::Result<()> {
+        let peer_url = self.network.url(index);
+        let name = self.name(index).to_owned();
+        let members = self
+            .member_change(index, |mut client| {
+                let peer_url = peer_url.clone();
+                async move {
+                    client
+                        .member_add(MemberAddRequest {
+                            peer_ur_ls: vec![peer_url],
+                            is_learner: false,
+                        })
+                        .await
+                        .map(|response| response.into_inner().members)
+                }
+            })
+            .await?;
+        // The new member has no name yet in the list; every other one has its own.
+        let initial_cluster = members
+            .iter()
+            .filter_map(|member| {
+                let url = member.peer_ur_ls.first()?;
+                let member_name = if *url == peer_url {
+                    name.clone()
+                } else {
+                    member.name.clone()
+                };
+                Some(format!("{member_name}={url}"))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        *lock(&self.members[index].membership) = Membership::Joined(initial_cluster);
+        self.spawn(index)?;
+        self.wait_serving(index, READY_TIMEOUT).await
+    }
+
+    /// Runs a membership change through the first member other than `index` that accepts it,
+    /// retrying while members refuse (a change in progress, no leader).
+    async fn member_change<T, F, Fut>(&self, index: usize, change: F) -> anyhow::Result<T>
+    where
+        F: Fn(ClusterClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut last_error = String::from("no other member");
+        for attempt in 0..MEMBER_CHANGE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(MEMBER_CHANGE_RETRY_PAUSE).await;
+            }
+            for other in (0..self.members.len()).filter(|&other| other != index) {
+                if !self.is_running(other) || self.is_removed(other) {
+                    continue;
+                }
+                let client = ClusterClient::new(self.channel(other, ADMIN_TIMEOUT)?);
+                match tokio::time::timeout(ADMIN_TIMEOUT, change(client)).await {
+                    Ok(Ok(value)) => return Ok(value),
+                    Ok(Err(status)) => {
+                        last_error = format!("{}: {}", self.name(other), status.message());
+                    }
+                    Err(_) => last_error = format!("{}: timed out", self.name(other)),
+                }
+            }
+        }
+        bail!("membership change refused: {last_error}")
+    }
+
+    /// Compacts the key-value history at `revision` (physically when asked) through member
+    /// `index`.
+    ///
+    /// # Errors
+    /// When the member refuses (already compacted, future revision, unavailable).
+    pub async fn compact(&self, index: usize, revision: i64, physical: bool) -> anyhow::Result<()> {
+        let mut client =
+            crate::pb::etcdserverpb::kv_client::KvClient::new(self.channel(index, ADMIN_TIMEOUT)?);
+        client
+            .compact(CompactionRequest { revision, physical })
+            .await
+            .with_context(|| format!("compact at {revision} through {}", self.name(index)))?;
+        Ok(())
+    }
+
+    /// Defragments member `index`.
+    ///
+    /// # Errors
+    /// When the member refuses or does not answer in time.
+    pub async fn defragment(&self, index: usize) -> anyhow::Result<()> {
+        let mut client = MaintenanceClient::new(self.channel(index, ADMIN_TIMEOUT)?);
+        client
+            .defragment(DefragmentRequest {})
+            .await
+            .with_context(|| format!("defragment {}", self.name(index)))?;
+        Ok(())
+    }
+
+    /// The member's `HashKV` at `revision`: (hash, compact revision).
+    ///
+    /// # Errors
+    /// When it refuses (a future or compacted revision) or does not answer.
+    pub async fn hash_kv(&self, index: usize, revision: i64) -> anyhow::Result<(u32, i64)> {
+        let mut client = MaintenanceClient::new(self.channel(index, ADMIN_TIMEOUT)?);
+        let response = client
+            .hash_kv(HashKvRequest { revision })
+            .await
+            .with_context(|| format!("HashKV at {revision} of {}", self.name(index)))?
+            .into_inner();
+        Ok((response.hash, response.compact_revision))
+    }
+
+    /// The member's current revision, from Status.
+    ///
+    /// # Errors
+    /// When it does not answer.
+    pub async fn revision(&self, index: usize) -> anyhow::Result<i64> {
+        let mut client = self.maintenance(index)?;
+        let response = tokio::time::timeout(STATUS_TIMEOUT, client.status(StatusRequest {}))
+            .await
+            .context("status timed out")??
+            .into_inner();
+        Ok(response.header.map_or(0, |header| header.revision))
     }
 
     /// The last lines of every member's log.
@@ -491,9 +719,10 @@ impl Cluster {
         let mut found = Vec::new();
         for member in &self.members {
             let log = std::fs::read_to_string(&member.log_path).unwrap_or_default();
+            // Rust panics print "panicked at"; Go panics (etcd) start a line with "panic: ".
             found.extend(
                 log.lines()
-                    .filter(|line| line.contains("panicked at"))
+                    .filter(|line| line.contains("panicked at") || line.starts_with("panic: "))
                     .map(|line| format!("{}: {line}", member.name)),
             );
         }
@@ -519,6 +748,11 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Locks `mutex`, poisoned or not: a member's state stays consistent across a panic.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `n1`, `n2`, ... for member 0, 1, ...

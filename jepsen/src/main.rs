@@ -19,7 +19,7 @@ use mnemo_jepsen::bugs;
 use mnemo_jepsen::checker::linearizable::{
     CheckOptions, PARTITION_TIME_BUDGET_DEFAULT, Verdict, check,
 };
-use mnemo_jepsen::cluster::{BUG_BINARY_NAME, default_binary};
+use mnemo_jepsen::cluster::{BUG_BINARY_NAME, ETCD_BINARY_DEFAULT, Target, default_binary};
 use mnemo_jepsen::history::jsonl::AnyHistory;
 use mnemo_jepsen::history::{History, edn_kv, jepsen_etcd, jsonl};
 use mnemo_jepsen::model::Determinized;
@@ -81,10 +81,14 @@ struct RunArgs {
     /// own for bugcheck]
     #[arg(long)]
     workload: Option<String>,
-    /// Faults: a comma-separated list of kill, pause, partition; or all, or none.
+    /// Faults: a comma-separated list of kill, pause, partition, delay, member, admin; or all,
+    /// or none.
     /// [default: kill,pause,partition for test; the bug's own for bugcheck]
     #[arg(long)]
     nemesis: Option<String>,
+    /// The store under test: mnemo, or etcd (Debian's etcd-server, judged by the same harness).
+    #[arg(long, default_value = "mnemo")]
+    target: String,
     /// Members.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -292,12 +296,16 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
             .unwrap_or_default();
         now.as_secs() % 1_000_000
     });
+    let target: Target = args.target.parse().map_err(anyhow::Error::msg)?;
+    if target == Target::Etcd && (bugcheck || bug.is_some()) {
+        anyhow::bail!("injected bugs exist only in mnemo; drop --bug or --target etcd");
+    }
     let binary = args.binary.clone().unwrap_or_else(|| {
         let plain = default_binary();
-        if bugcheck {
-            plain.with_file_name(BUG_BINARY_NAME)
-        } else {
-            plain
+        match target {
+            Target::Etcd => PathBuf::from(ETCD_BINARY_DEFAULT),
+            Target::Mnemo if bugcheck => plain.with_file_name(BUG_BINARY_NAME),
+            Target::Mnemo => plain,
         }
     });
     let seconds = |value: f64, flag: &str| {
@@ -308,6 +316,7 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
         anyhow::bail!("--nemesis-interval must be at least 0.1 s");
     }
     Ok(TestOptions {
+        target,
         nodes: args.nodes,
         binary,
         store: args

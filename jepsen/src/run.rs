@@ -11,7 +11,9 @@
 //! - `stats` (non-vacuity): every function the workload requires has some `ok`, the workload
 //!   found no problem of its own (keys never read at the end...), and when faults were asked for,
 //!   at least one fired;
-//! - `logs`: no member panicked.
+//! - `logs`: no member panicked;
+//! - `hashkv`: after the final phase, every member's `HashKV` at one common revision is the same
+//!   (the members' key-value histories agree byte for byte, jepsen.md §6.2).
 //!
 //! A violation found by any checker makes the run invalid; any other failed or undecided check
 //! makes it unknown, which is never a pass.
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::cluster::{Cluster, ClusterOptions};
+use crate::cluster::{Cluster, ClusterOptions, Target};
 use crate::history::recorder::Recorder;
 use crate::nemesis::{self, NemesisOptions, NemesisReport};
 use crate::random::SeededRng;
@@ -39,6 +41,11 @@ use crate::workload::{
     register, watch,
 };
 
+/// Attempts of the `HashKV` comparison: a member that is behind refuses a future revision.
+const HASHKV_ATTEMPTS: usize = 10;
+/// Pause between two attempts of the `HashKV` comparison.
+const HASHKV_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
 /// Stream number of the nemesis's seeded generator: the workload uses the seed itself, the
 /// nemesis and each worker's pacing get forks.
 const NEMESIS_STREAM: u64 = u64::MAX;
@@ -46,6 +53,8 @@ const NEMESIS_STREAM: u64 = u64::MAX;
 /// Everything a run needs.
 #[derive(Clone, Debug)]
 pub struct TestOptions {
+    /// The store under test.
+    pub target: Target,
     /// The workload.
     pub workload: WorkloadName,
     /// Every workload's options.
@@ -181,7 +190,7 @@ pub async fn run_test(options: &TestOptions) -> anyhow::Result<TestReport> {
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("create the run directory {}", run_dir.display()))?;
     write_test_json(options, &run_dir)?;
-    let (workload, nemesis, panics) = live_phase(options, &run_dir).await?;
+    let (workload, nemesis, panics, hashkv) = live_phase(options, &run_dir).await?;
 
     let mut checks = workload.checks;
     let problems = stats_problems(
@@ -222,6 +231,7 @@ pub async fn run_test(options: &TestOptions) -> anyhow::Result<TestReport> {
         },
         details: json!({ "panics": panics }),
     });
+    checks.push(hashkv);
     let validity = Validity::combine(checks.iter().map(|check| check.validity));
     let report = TestReport {
         run_dir,
@@ -236,11 +246,12 @@ pub async fn run_test(options: &TestOptions) -> anyhow::Result<TestReport> {
 }
 
 /// Starts the cluster and the nemesis, and runs the workload through its final phase and
-/// checks. Returns the workload's report, the nemesis's, and panic lines of the members' logs.
+/// checks. Returns the workload's report, the nemesis's, panic lines of the members' logs, and
+/// the `HashKV` comparison.
 async fn live_phase(
     options: &TestOptions,
     run_dir: &Path,
-) -> anyhow::Result<(WorkloadReport, NemesisReport, Vec<String>)> {
+) -> anyhow::Result<(WorkloadReport, NemesisReport, Vec<String>, CheckResult)> {
     let started = Instant::now();
     let concurrency = if options.concurrency == 0 {
         2 * options.nodes
@@ -313,7 +324,79 @@ async fn live_phase(
     ctx.end_faults().await;
     recorder.flush()?;
     let nemesis = ctx.take_nemesis_report().unwrap_or_default();
-    Ok((report, nemesis, cluster.panics_in_logs()))
+    let hashkv = compare_hash_kv(&cluster).await;
+    Ok((report, nemesis, cluster.panics_in_logs(), hashkv))
+}
+
+/// Compares every member's `HashKV` at the lowest current revision among them. Members that
+/// disagree on their history at one revision have diverged: invalid. A member that cannot answer
+/// within the attempts makes the check unknown.
+async fn compare_hash_kv(cluster: &Cluster) -> CheckResult {
+    let mut last_problem = String::new();
+    for attempt in 0..HASHKV_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(HASHKV_RETRY_PAUSE).await;
+        }
+        let mut revisions = Vec::with_capacity(cluster.len());
+        for index in 0..cluster.len() {
+            match cluster.revision(index).await {
+                Ok(revision) => revisions.push(revision),
+                Err(why) => last_problem = format!("{}: {why:#}", cluster.name(index)),
+            }
+        }
+        let Some(&revision) = revisions
+            .iter()
+            .min()
+            .filter(|_| revisions.len() == cluster.len())
+        else {
+            continue;
+        };
+        let mut hashes = BTreeMap::new();
+        for index in 0..cluster.len() {
+            match cluster.hash_kv(index, revision).await {
+                Ok(hash) => {
+                    hashes.insert(cluster.name(index).to_owned(), hash);
+                }
+                Err(why) => last_problem = format!("{why:#}"),
+            }
+        }
+        if hashes.len() < cluster.len() {
+            continue;
+        }
+        let distinct: std::collections::BTreeSet<u32> =
+            hashes.values().map(|&(hash, _)| hash).collect();
+        let details = json!({
+            "revision": revision,
+            "hashes": hashes
+                .iter()
+                .map(|(name, (hash, compact))| (name.clone(), json!({ "hash": hash, "compact_revision": compact })))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+        });
+        return if distinct.len() == 1 {
+            CheckResult {
+                name: "hashkv".to_owned(),
+                validity: Validity::Valid,
+                summary: format!("every member hashes its history at revision {revision} the same"),
+                details,
+            }
+        } else {
+            let mut details = details;
+            details["explanation"] =
+                json!(format!("HashKV at revision {revision} differs: {hashes:?}"));
+            CheckResult {
+                name: "hashkv".to_owned(),
+                validity: Validity::Invalid,
+                summary: format!("members' histories differ at revision {revision}"),
+                details,
+            }
+        };
+    }
+    CheckResult {
+        name: "hashkv".to_owned(),
+        validity: Validity::Unknown,
+        summary: format!("could not compare HashKV: {last_problem}"),
+        details: json!({ "problem": last_problem }),
+    }
 }
 
 /// Aborts the run's nemesis when dropped.
@@ -354,6 +437,7 @@ fn write_test_json(options: &TestOptions, run_dir: &Path) -> anyhow::Result<()> 
         .map(ToString::to_string)
         .collect();
     let test = json!({
+        "target": format!("{:?}", options.target).to_lowercase(),
         "workload": options.workload.name(),
         "workload_options": format!("{:?}", options.workloads),
         "nodes": options.nodes,

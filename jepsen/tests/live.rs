@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mnemo_jepsen::cluster::own_target_dir;
+use mnemo_jepsen::cluster::{Target, own_target_dir};
 use mnemo_jepsen::nemesis::{Fault, NemesisOptions};
 use mnemo_jepsen::run::{TestOptions, Validity, run_test};
 use mnemo_jepsen::workload::register::RegisterOptions;
@@ -42,6 +42,7 @@ fn binary(name: &str, build: &str) -> PathBuf {
 
 fn options(workload: WorkloadName, binary: PathBuf, faults: Vec<Fault>, seed: u64) -> TestOptions {
     TestOptions {
+        target: Target::Mnemo,
         workload,
         workloads: WorkloadOptions {
             register: RegisterOptions {

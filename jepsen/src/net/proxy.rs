@@ -9,9 +9,12 @@
 //! accepts, from the kernel's socket table (`/proc/net/tcp`) and the members' descriptors
 //! (`/proc/<pid>/fd`), and applies the cut per link.
 //!
-//! Owns: the listeners, the proxied connections, and the set of cut links. A cut link refuses new
-//! connections (accepted, then closed at once) and closes open ones; [`PeerNetwork::heal`] lets
-//! traffic flow again and members redial on their own.
+//! Owns: the listeners, the proxied connections, the set of cut links and the delay of slow
+//! links. A cut link refuses new connections (accepted, then closed at once) and closes open
+//! ones; a slow link holds every chunk of bytes for its delay before passing it on, in order, in
+//! both directions (latency without a bandwidth cap, which `tc netem` would give but this kernel
+//! lacks, jepsen.md §5); [`PeerNetwork::heal`] restores every link, and members redial on their
+//! own.
 //!
 //! Must not: signal or start processes (it only reads `/proc`), touch client ports, or bind
 //! anything but 127.0.0.1. The proxies run on a runtime of their own, so peer traffic keeps its
@@ -24,9 +27,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Worker threads of the proxies' runtime: peer traffic is light; two keep one slow connection
@@ -34,6 +38,11 @@ use tokio::task::JoinHandle;
 const PROXY_THREADS: usize = 2;
 /// How often [`PeerNetwork::wait_cut`] looks at the open connections.
 const CUT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Bytes read from one side at a time.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks of one direction held back at most; the reader waits for room beyond that, which
+/// bounds the proxy's memory on a slow link (64 × 64 KiB = 4 MiB per direction).
+const CHUNKS_IN_FLIGHT_MAX: usize = 64;
 
 /// A link between two members, smaller index first.
 pub type Link = (usize, usize);
@@ -48,6 +57,9 @@ pub fn link(a: usize, b: usize) -> Link {
 struct Shared {
     /// Links cut both ways. Connection tasks watch it and close when their link is cut.
     cut: watch::Sender<BTreeSet<Link>>,
+    /// Links slowed both ways, with the delay each chunk gets. Read per chunk, so a change
+    /// applies to open connections at once.
+    delays: watch::Sender<BTreeMap<Link, Duration>>,
     /// PID of each member's running process, by member index, to tell who opened a connection.
     /// Locked only to read or write the vector, never across an await.
     pids: Mutex<Vec<Option<u32>>>,
@@ -96,6 +108,7 @@ impl PeerNetwork {
             .build()?;
         let shared = Arc::new(Shared {
             cut: watch::Sender::new(BTreeSet::new()),
+            delays: watch::Sender::new(BTreeMap::new()),
             pids: Mutex::new(vec![None; members]),
             live: Mutex::new(BTreeMap::new()),
             next_connection: AtomicU64::new(0),
@@ -173,9 +186,28 @@ impl PeerNetwork {
         self.shared.cut.borrow().clone()
     }
 
-    /// Restores every link.
+    /// Slows `links` by `delay` each way (replacing an earlier delay of the same links).
+    pub fn slow(&self, links: &[Link], delay: Duration) {
+        self.shared.delays.send_modify(|delays| {
+            for &(a, b) in links {
+                delays.insert(link(a, b), delay);
+            }
+        });
+    }
+
+    /// Every link between two of the `members` members.
+    #[must_use]
+    pub fn all_links(&self) -> Vec<Link> {
+        let members = self.proxies.len();
+        (0..members)
+            .flat_map(|a| (a + 1..members).map(move |b| (a, b)))
+            .collect()
+    }
+
+    /// Restores every link: nothing cut, nothing slowed.
     pub fn heal(&self) {
         self.shared.cut.send_modify(BTreeSet::clear);
+        self.shared.delays.send_modify(BTreeMap::clear);
     }
 
     /// Waits up to `timeout` until no open connection crosses a cut link; true if none does.
@@ -299,7 +331,7 @@ async fn serve_connection(
         let _ = inbound.shutdown().await;
         return;
     }
-    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target_port)).await else {
+    let Ok(outbound) = TcpStream::connect(("127.0.0.1", target_port)).await else {
         return;
     };
     let _ = inbound.set_nodelay(true);
@@ -312,11 +344,70 @@ async fn serve_connection(
             }
         }
     };
+    let delay = || link_delay(&shared.delays.borrow(), source, target);
+    let (inbound_read, inbound_write) = inbound.into_split();
+    let (outbound_read, outbound_write) = outbound.into_split();
+    let both_ways = async {
+        tokio::join!(
+            pump(inbound_read, outbound_write, &delay),
+            pump(outbound_read, inbound_write, &delay)
+        )
+    };
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+        _ = both_ways => {}
         () = closed_by_cut => {}
     }
     // Dropping both streams closes them.
+}
+
+/// The delay of the link a connection from `source` into `target` uses. An unknown source
+/// gets the largest delay of `target`'s links, as it might come from the slow end.
+fn link_delay(delays: &BTreeMap<Link, Duration>, source: Option<usize>, target: usize) -> Duration {
+    match source {
+        Some(source) => delays
+            .get(&link(source, target))
+            .copied()
+            .unwrap_or_default(),
+        None => delays
+            .iter()
+            .filter(|&(&(a, b), _)| a == target || b == target)
+            .map(|(_, &delay)| delay)
+            .max()
+            .unwrap_or_default(),
+    }
+}
+
+/// Copies one direction of a connection, holding each chunk until `delay()` (read when the chunk
+/// arrives) has passed since it was read. Chunks leave in the order they came, so a delay that
+/// shrinks never reorders bytes. Ends at end of stream or on an error of either side, and then
+/// half-closes the writing side so the other direction can finish.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: &impl Fn() -> Duration) {
+    let (queue, mut due) = mpsc::channel::<(Instant, Vec<u8>)>(CHUNKS_IN_FLIGHT_MAX);
+    let reader = async move {
+        // One chunk per iteration until the stream ends or the writer is gone.
+        loop {
+            let mut chunk = vec![0_u8; CHUNK_BYTES];
+            let read = match from.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            chunk.truncate(read);
+            let release = Instant::now() + delay();
+            if queue.send((release, chunk)).await.is_err() {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((release, chunk)) = due.recv().await {
+            tokio::time::sleep_until(release.into()).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
 
 /// Which member's process owns the client end of the connection the proxy at `proxy` accepted
@@ -378,7 +469,6 @@ mod tests {
 
     #[tokio::test]
     async fn proxies_forward_until_cut_and_again_after_heal() {
-        use tokio::io::AsyncReadExt as _;
         // A stand-in member: echoes one message per connection.
         let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server_port = server.local_addr().unwrap().port();
@@ -415,6 +505,38 @@ mod tests {
         assert_eq!(echo(address.clone()).await, None);
         assert!(network.wait_cut(Duration::from_secs(2)).await);
         network.heal();
+        assert_eq!(echo(address.clone()).await, Some(*b"ping"));
+
+        // A slow link holds the request and the reply for the delay each way.
+        network.slow(&network.all_links(), Duration::from_millis(300));
+        let started = Instant::now();
+        assert_eq!(echo(address.clone()).await, Some(*b"ping"));
+        let slowed = started.elapsed();
+        assert!(
+            slowed >= Duration::from_millis(600),
+            "round trip {slowed:?}"
+        );
+        network.heal();
+        let started = Instant::now();
         assert_eq!(echo(address).await, Some(*b"ping"));
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "healed round trip {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn an_unknown_source_gets_the_slowest_delay_of_the_target() {
+        let delays: BTreeMap<Link, Duration> = [
+            (link(0, 1), Duration::from_millis(100)),
+            (link(1, 2), Duration::from_millis(250)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(link_delay(&delays, Some(0), 1), Duration::from_millis(100));
+        assert_eq!(link_delay(&delays, Some(2), 0), Duration::ZERO);
+        assert_eq!(link_delay(&delays, None, 1), Duration::from_millis(250));
+        assert_eq!(link_delay(&delays, None, 0), Duration::from_millis(100));
     }
 }
