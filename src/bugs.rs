@@ -10,23 +10,31 @@
 //! one that reads naturally.
 
 use std::sync::OnceLock;
+use std::time::Duration;
+
+/// `ack-before-commit`: how long a Put waits for its commit before it is answered anyway. Far
+/// above a healthy commit's few milliseconds, so the bug shows only when commits stall.
+pub const ACK_EARLY_AFTER: Duration = Duration::from_millis(150);
 
 /// The injectable bugs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
     /// Linearizable Range (and read-only Txn) skip the read barrier and answer from local state.
     StaleLocalRead,
+    /// A Put whose commit takes longer than [`ACK_EARLY_AFTER`] is acknowledged anyway.
+    AckBeforeCommit,
 }
 
 impl Bug {
     /// Every bug, for looking one up by name.
-    pub const ALL: [Bug; 1] = [Bug::StaleLocalRead];
+    pub const ALL: [Bug; 2] = [Bug::StaleLocalRead, Bug::AckBeforeCommit];
 
     /// The name `MNEMO_BUG` takes.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Bug::StaleLocalRead => "stale-local-read",
+            Bug::AckBeforeCommit => "ack-before-commit",
         }
     }
 }

@@ -111,9 +111,10 @@ struct RunArgs {
     /// Operations per key before it is replaced by a fresh one.
     #[arg(long, default_value_t = register::OPS_PER_KEY_DEFAULT)]
     ops_per_key: usize,
-    /// Mean seconds a fault is held, and mean seconds between faults.
-    #[arg(long, default_value_t = nemesis::INTERVAL_DEFAULT.as_secs_f64())]
-    nemesis_interval: f64,
+    /// Mean seconds a fault is held, and mean seconds between faults. [default: 5 for test; the
+    /// bug's own for bugcheck]
+    #[arg(long)]
+    nemesis_interval: Option<f64>,
     /// Chance, percent, that a fault targets the leader instead of another member.
     /// [default: 50 for test; the bug's own for bugcheck]
     #[arg(long)]
@@ -311,7 +312,12 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
     let seconds = |value: f64, flag: &str| {
         Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be >= 0"))
     };
-    let interval = seconds(args.nemesis_interval, "--nemesis-interval")?;
+    let interval = seconds(
+        args.nemesis_interval
+            .or(case.map(|case| case.nemesis_interval_secs))
+            .unwrap_or(nemesis::INTERVAL_DEFAULT.as_secs_f64()),
+        "--nemesis-interval",
+    )?;
     if interval < Duration::from_millis(100) && !faults.is_empty() {
         anyhow::bail!("--nemesis-interval must be at least 0.1 s");
     }

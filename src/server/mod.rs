@@ -170,11 +170,54 @@ impl Server {
     /// Validation errors, an unknown lease, and Raft unavailability.
     pub async fn put(&self, request: PutRequest) -> Result<(PutResponse, Header), Error> {
         validate::put(&request)?;
+        #[cfg(feature = "bug-injection")]
+        if crate::bugs::enabled(crate::bugs::Bug::AckBeforeCommit) {
+            return self.put_acked_early(request).await;
+        }
         let (revision, applied) = self.propose(&Proposal::Put(request)).await?;
         match applied {
             Applied::Put(response) => Ok((response, self.header(revision))),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// The `ack-before-commit` bug ([`crate::bugs`]): a Put that has not committed within
+    /// [`crate::bugs::ACK_EARLY_AFTER`] is answered as if it had, with the next revision and the
+    /// previous value local state suggests; the proposal is abandoned where it stands (it may
+    /// still commit later, or be lost with a deposed leader's log).
+    #[cfg(feature = "bug-injection")]
+    async fn put_acked_early(&self, request: PutRequest) -> Result<(PutResponse, Header), Error> {
+        let key = request.key.clone();
+        let want_prev = request.prev_kv;
+        let proposal = Proposal::Put(request);
+        if let Ok(outcome) =
+            tokio::time::timeout(crate::bugs::ACK_EARLY_AFTER, self.propose(&proposal)).await
+        {
+            let (revision, applied) = outcome?;
+            return match applied {
+                Applied::Put(response) => Ok((response, self.header(revision))),
+                other => Err(unexpected(&other)),
+            };
+        }
+        let revision = self.store.current_revision() + 1;
+        let prev_kv = if want_prev {
+            let read = RangeRequest {
+                range: crate::types::KeyRange::single(key),
+                serializable: true,
+                ..RangeRequest::default()
+            };
+            let store = Arc::clone(&self.store);
+            off_runtime(move || store.range_with_revision(&read))
+                .await?
+                .map_err(mvcc_error)?
+                .0
+                .kvs
+                .into_iter()
+                .next()
+        } else {
+            None
+        };
+        Ok((PutResponse { prev_kv }, self.header(revision)))
     }
 
     /// Deletes a key range.
