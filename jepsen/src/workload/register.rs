@@ -40,10 +40,11 @@ use super::{
 use crate::checker::linearizable::{CheckOptions, Verdict, check};
 use crate::client::{Client, Outcome};
 use crate::cluster::Cluster;
+use crate::history::History;
 use crate::history::jsonl::{self, AnyHistory};
 use crate::history::recorder::Recorder;
 use crate::model::Determinized;
-use crate::model::etcd::{Compare, EtcdInput, EtcdKeyModel, EtcdOp};
+use crate::model::etcd::{Compare, EtcdInput, EtcdKeyModel, EtcdOp, EtcdOutput};
 use crate::random::SeededRng;
 
 /// Active keys unless told otherwise.
@@ -253,13 +254,14 @@ async fn check_history(ctx: &Ctx) -> anyhow::Result<CheckResult> {
     };
     eprintln!("checking {}", path.display());
     let started = Instant::now();
-    let (verdict, checked) = tokio::task::spawn_blocking(move || {
+    let (verdict, checked, located) = tokio::task::spawn_blocking(move || {
         let reader = BufReader::new(File::open(&path)?);
         let AnyHistory::Etcd(history) = jsonl::parse(reader)? else {
             bail!("the recorder wrote a history for another model");
         };
         let verdict = check(&Determinized(EtcdKeyModel), &history, &options);
-        Ok((verdict, history.len()))
+        let located = violation_location(&history, &verdict);
+        Ok((verdict, history.len(), located))
     })
     .await
     .context("the checker panicked")??;
@@ -277,12 +279,51 @@ async fn check_history(ctx: &Ctx) -> anyhow::Result<CheckResult> {
     if let Verdict::NotLinearizable { diagnostic, .. } = &verdict {
         details["explanation"] = json!(diagnostic.to_string());
     }
+    if let (Some(details), Some(located)) = (details.as_object_mut(), located) {
+        details.extend(located);
+    }
     Ok(CheckResult {
         name: "linearizable".to_owned(),
         validity,
         summary: format!("{verdict} ({checked} operations checked in {elapsed:.2?})"),
         details,
     })
+}
+
+/// Where a violation lies, in terms the run report ([`crate::report`]) can find again in
+/// `history.jsonl`: `failing_key`, and the diagnostic's operations as `{process, call}` (a process
+/// has one operation open at a time, so the pair names one), `prefix_ops` for the longest
+/// linearizable prefix (`prefix_state` the model's state after it) and `blocked_op` for the
+/// operation that could not follow it. Indexes would not do: they count operations after the
+/// parser dropped the failed ones.
+fn violation_location(
+    history: &History<EtcdInput, EtcdOutput>,
+    verdict: &Verdict,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let Verdict::NotLinearizable {
+        partition,
+        diagnostic,
+    } = verdict
+    else {
+        return None;
+    };
+    let identify = |index: usize| {
+        let op = &history.ops()[index];
+        json!({ "process": op.process, "call": op.call })
+    };
+    let mut located = serde_json::Map::new();
+    located.insert("failing_key".to_owned(), json!(partition.key));
+    located.insert(
+        "prefix_ops".to_owned(),
+        diagnostic
+            .prefix
+            .iter()
+            .map(|op| identify(op.index))
+            .collect(),
+    );
+    located.insert("prefix_state".to_owned(), json!(diagnostic.state));
+    located.insert("blocked_op".to_owned(), identify(diagnostic.blocked.index));
+    Some(located)
 }
 
 /// One worker: pinned to member `worker % nodes`, a reader or a mixed worker, it sends
