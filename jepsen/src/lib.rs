@@ -6,7 +6,7 @@
 //! ([`cluster`]) behind peer proxies that can partition it ([`net::proxy`]), a client that never
 //! retries and classifies every outcome ([`client`]), seeded workloads ([`workload`]), faults
 //! ([`nemesis`]), and the run that ties them together and records [`history::jsonl`] through
-//! [`history::recorder`] ([`run`]).
+//! [`history::recorder`] ([`run`]), and the pages a person reads afterwards ([`report`]).
 //!
 //! Must not: depend on the `mnemo` crate's internals. The harness treats mnemo as a black box
 //! reached over its etcd-compatible API, and the checkers only read histories, so they can judge
@@ -14,7 +14,8 @@
 //!
 //! Dependency order, lowest first: `history` (core types) ← `model` ← `history::{jepsen_etcd,
 //! edn_kv, jsonl, recorder}` (parsers into the models' vocabularies) and `checker`. Online:
-//! `random`, `pb`, `net` ← `cluster`, `client`, `workload` ← `nemesis` ← `run`.
+//! `random`, `pb`, `net` ← `cluster`, `client`, `workload` ← `nemesis` ← `run`; `report` reads
+//! the `run::TestReport` that `run` hands it, and nothing of the live harness.
 //!
 //! ```
 //! use mnemo_jepsen::checker::linearizable::{check, CheckOptions, Verdict};
@@ -41,5 +42,6 @@ pub mod nemesis;
 pub mod net;
 pub mod pb;
 pub mod random;
+pub mod report;
 pub mod run;
 pub mod workload;

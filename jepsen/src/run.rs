@@ -35,6 +35,7 @@ use crate::cluster::{Cluster, ClusterOptions, Target};
 use crate::history::recorder::Recorder;
 use crate::nemesis::{self, NemesisOptions, NemesisReport};
 use crate::random::SeededRng;
+use crate::report;
 pub use crate::workload::Validity;
 use crate::workload::{
     CheckResult, Counts, Ctx, WorkloadName, WorkloadOptions, WorkloadReport, append, lease,
@@ -242,6 +243,10 @@ pub async fn run_test(options: &TestOptions) -> anyhow::Result<TestReport> {
         elapsed: started.elapsed(),
     };
     write_results_json(&report)?;
+    // The verdict stands whatever happens to the report.
+    if let Err(error) = report::write(&report.run_dir, &report) {
+        eprintln!("warning: the run report was not written: {error:#}");
+    }
     Ok(report)
 }
 
