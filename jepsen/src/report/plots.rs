@@ -33,6 +33,11 @@ const FAULT_ROW_PX: f64 = 14.0;
 /// however long the run, while a 10-minute run at the default rate (30 000 operations) is only
 /// thinned by a third. Quantiles and rates are computed from every operation.
 pub const POINTS_MAX: usize = 20_000;
+/// Room between the last fault row and the plot, so the row's name and the top tick label of
+/// the value axis do not collide.
+const FAULT_ROWS_GAP_PX: f64 = 8.0;
+/// Width of a character of a fault label (10 px sans-serif), to tell whether it fits its bar.
+const FAULT_LABEL_CHAR_PX: f64 = 6.0;
 /// Time buckets of the quantile and throughput charts at most.
 const BUCKETS_MAX: u64 = 150;
 /// Shortest time bucket: at the default 50 operations per second, a second holds enough
@@ -103,7 +108,7 @@ impl Frame {
     fn plot_top(&self) -> f64 {
         #[allow(clippy::cast_precision_loss)] // a handful of classes
         let rows = self.fault_classes.len() as f64;
-        MARGIN_TOP_PX + rows * FAULT_ROW_PX
+        MARGIN_TOP_PX + rows * FAULT_ROW_PX + FAULT_ROWS_GAP_PX
     }
 
     fn plot_bottom(&self) -> f64 {
@@ -169,13 +174,35 @@ impl Frame {
             let _ = write!(
                 out,
                 "<rect x=\"{x0:.1}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"{h:.1}\" \
-                 fill=\"{colour}\" fill-opacity=\"0.35\" stroke=\"{colour}\"{dash}/>\
-                 <text class=\"flabel\" x=\"{tx:.1}\" y=\"{ty:.1}\">{label}</text>",
+                 fill=\"{colour}\" fill-opacity=\"0.35\" stroke=\"{colour}\"{dash}>\
+                 <title>{tip}</title></rect>",
                 y = row_y + 1.0,
                 h = FAULT_ROW_PX - 2.0,
-                tx = x0 + 2.0,
-                ty = row_y + FAULT_ROW_PX - 3.5,
-                label = escape(&label),
+                tip = escape(&tip),
+            );
+            // The row names the class; the bar names the target when it fits, and its hover
+            // text always does (a long run's faults are too narrow for labels).
+            let target = format!("{}{failed}", fault.target);
+            #[allow(clippy::cast_precision_loss)] // a short label
+            let label_px = target.chars().count() as f64 * FAULT_LABEL_CHAR_PX;
+            if label_px + 4.0 <= width {
+                let _ = write!(
+                    out,
+                    "<text class=\"flabel\" x=\"{tx:.1}\" y=\"{ty:.1}\">{}</text>",
+                    escape(&target),
+                    tx = x0 + 2.0,
+                    ty = row_y + FAULT_ROW_PX - 3.5,
+                );
+            }
+        }
+        for (row, class) in self.fault_classes.iter().enumerate() {
+            #[allow(clippy::cast_precision_loss)] // a handful of classes
+            let ty = MARGIN_TOP_PX + (row + 1) as f64 * FAULT_ROW_PX - 3.5;
+            let _ = write!(
+                out,
+                "<text class=\"flabel\" x=\"{tx:.1}\" y=\"{ty:.1}\" text-anchor=\"end\">{}</text>",
+                escape(class),
+                tx = MARGIN_LEFT_PX - 4.0,
             );
         }
         let _ = write!(

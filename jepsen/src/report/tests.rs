@@ -177,11 +177,15 @@ fn faults_are_shaded_at_their_times_in_every_chart() {
         fault_rects(&html, "partition"),
         vec![("616.0".to_owned(), "368.0".to_owned()); 3]
     );
-    assert!(
-        html.contains(">kill n1</text>"),
-        "labelled with class and target"
+    // Each class has a row of bars named on the left; each bar names its target.
+    assert_eq!(html.matches("text-anchor=\"end\">kill</text>").count(), 3);
+    assert_eq!(
+        html.matches("text-anchor=\"end\">partition</text>").count(),
+        3
     );
-    assert!(html.contains(">partition n2</text>"));
+    assert_eq!(html.matches(">n1</text>").count(), 3);
+    assert_eq!(html.matches(">n2</text>").count(), 3);
+    assert!(html.contains("<title>kill n1: 2.00 s to 4.00 s</title>"));
 }
 
 #[test]
