@@ -1,11 +1,13 @@
 //! The `mnemo-jepsen` command: `check` judges a recorded history, `test` runs a live cluster under
-//! faults and judges what it recorded, `bugcheck` shows that `test` catches an injected bug.
+//! faults and judges what it recorded, `bugcheck` shows that `test` catches an injected bug,
+//! `report` rebuilds a finished run's report.
 //!
 //! Owns the command line and the exit codes. `check` and `test`: 0 valid (linearizable), 1 not
 //! linearizable, 2 unknown or bad input or a run that could not be carried out (including usage
 //! errors, which clap reports with 2 as well). `bugcheck`: 0 when the run was judged not
 //! linearizable (the bug was caught), 1 when it was not (valid or unknown), 2 when it could not
-//! run. Must not: hold checking or harness logic; everything it prints comes from the library.
+//! run. `report`: 0 when written, 2 when not. Must not: hold checking or harness logic;
+//! everything it prints comes from the library.
 
 use std::fs::File;
 use std::io::{BufReader, Write};
@@ -28,6 +30,7 @@ use mnemo_jepsen::model::etcd::EtcdKeyModel;
 use mnemo_jepsen::model::kv::KvModel;
 use mnemo_jepsen::model::register::RegisterModel;
 use mnemo_jepsen::nemesis::{self, Fault, NemesisOptions};
+use mnemo_jepsen::report;
 use mnemo_jepsen::run::{TestOptions, Validity, run_test};
 use mnemo_jepsen::workload::register::{self, RegisterOptions};
 use mnemo_jepsen::workload::{WorkloadName, WorkloadOptions};
@@ -72,6 +75,12 @@ enum Command {
     /// Run `test` against a binary with an injected bug; succeed only if the run is judged not
     /// linearizable.
     Bugcheck(RunArgs),
+    /// Rebuild `summary.txt` and `report.html` of a finished run from its `results.json` and
+    /// `history.jsonl`.
+    Report {
+        /// The run directory (`<store>/<timestamp>`, or `<store>/latest`).
+        run_dir: PathBuf,
+    },
 }
 
 /// The flags of `test` and `bugcheck`.
@@ -185,6 +194,16 @@ fn main() -> ExitCode {
         }
         Command::Test(args) => run_live(&args, false),
         Command::Bugcheck(args) => run_live(&args, true),
+        Command::Report { run_dir } => match report::regenerate(&run_dir) {
+            Ok(_) => {
+                println!("{}", run_dir.join(report::HTML_FILE).display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(EXIT_UNKNOWN_OR_BAD_INPUT)
+            }
+        },
     }
 }
 
