@@ -23,7 +23,7 @@ pub mod events;
 pub mod plots;
 pub mod timeline;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::BufReader;
@@ -80,8 +80,12 @@ pub fn write(run_dir: &Path, report: &TestReport) -> anyhow::Result<()> {
 /// # Errors
 /// When `results.json` is missing or malformed, or a file cannot be read or written.
 pub fn regenerate(run_dir: &Path) -> anyhow::Result<TestReport> {
-    let report = read_results(run_dir)?;
-    write_files(run_dir, &report)?;
+    // `<store>/latest` names the run by its timestamp once resolved.
+    let run_dir = run_dir
+        .canonicalize()
+        .with_context(|| format!("find {}", run_dir.display()))?;
+    let report = read_results(&run_dir)?;
+    write_files(&run_dir, &report)?;
     Ok(report)
 }
 
@@ -91,7 +95,19 @@ fn write_files(run_dir: &Path, report: &TestReport) -> anyhow::Result<()> {
     let history = if history_path.exists() {
         let file = File::open(&history_path)
             .with_context(|| format!("open {}", history_path.display()))?;
-        events::read(BufReader::new(file))
+        // Only the keys a timeline will show need their operations' inputs and outputs.
+        let failing_keys: BTreeSet<String> = report
+            .checks
+            .iter()
+            .filter_map(|check| {
+                check
+                    .details
+                    .get("failing_key")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        events::read(BufReader::new(file), &failing_keys)
             .with_context(|| format!("read {}", history_path.display()))?
     } else {
         RunHistory::default()

@@ -9,7 +9,7 @@
 //! them) and is lenient: a line it cannot read (a harness killed mid-write leaves half a line) is
 //! counted and skipped, since a report with a hole is still worth having.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 
 use serde_json::Value;
@@ -57,9 +57,9 @@ pub struct ReportOp {
     pub ret: Option<Time>,
     /// How it ended; an operation never completed is [`OutcomeClass::Info`].
     pub outcome: OutcomeClass,
-    /// The request, as recorded.
+    /// The request, as recorded; `null` unless the key was asked for (see [`read`]).
     pub input: Value,
-    /// The response, on `ok`.
+    /// The response, on `ok`, when the request was kept.
     pub output: Option<Value>,
 }
 
@@ -100,11 +100,13 @@ pub struct RunHistory {
 }
 
 /// Reads `reader`, a `history.jsonl` (its header line is skipped like any other line without
-/// a `"type"` it knows).
+/// a `"type"` it knows). Only operations on `detailed_keys` keep their input and output (the
+/// others get `null`): the charts need just `f`, and a 10-minute history's payloads would
+/// multiply the memory the report takes.
 ///
 /// # Errors
 /// On I/O failure only; malformed lines are counted in [`RunHistory::skipped_lines`].
-pub fn read(reader: impl BufRead) -> std::io::Result<RunHistory> {
+pub fn read(reader: impl BufRead, detailed_keys: &BTreeSet<String>) -> std::io::Result<RunHistory> {
     let mut history = RunHistory::default();
     // Index in `history.ops` of each process's open operation.
     let mut open: BTreeMap<u64, usize> = BTreeMap::new();
@@ -113,7 +115,7 @@ pub fn read(reader: impl BufRead) -> std::io::Result<RunHistory> {
         if line.trim().is_empty() {
             continue;
         }
-        let Ok(event) = serde_json::from_str::<Value>(&line) else {
+        let Ok(mut event) = serde_json::from_str::<Value>(&line) else {
             history.skipped_lines += 1;
             continue;
         };
@@ -134,12 +136,17 @@ pub fn read(reader: impl BufRead) -> std::io::Result<RunHistory> {
                 value: event.get("value").cloned().unwrap_or(Value::Null),
             }),
             (Some("invoke"), Some(process)) => {
-                let input = event.get("input").cloned().unwrap_or(Value::Null);
+                let mut input = event.get_mut("input").map(Value::take).unwrap_or_default();
+                let key = text_field(&input, "key");
+                let f = text_field(&input, "f").unwrap_or_else(|| "?".to_owned());
+                if !key.as_ref().is_some_and(|key| detailed_keys.contains(key)) {
+                    input = Value::Null;
+                }
                 open.insert(process, history.ops.len());
                 history.ops.push(ReportOp {
                     process,
-                    f: text_field(&input, "f").unwrap_or_else(|| "?".to_owned()),
-                    key: text_field(&input, "key"),
+                    f,
+                    key,
                     call: time,
                     ret: None,
                     outcome: OutcomeClass::Info,
@@ -159,7 +166,9 @@ pub fn read(reader: impl BufRead) -> std::io::Result<RunHistory> {
                     "fail" => OutcomeClass::Fail,
                     _ => OutcomeClass::Info,
                 };
-                op.output = event.get("output").cloned();
+                if !op.input.is_null() {
+                    op.output = event.get_mut("output").map(Value::take);
+                }
             }
             _ => history.skipped_lines += 1,
         }
@@ -257,7 +266,7 @@ mod tests {
 
     #[test]
     fn pairs_operations_generically_and_counts_bad_lines() {
-        let history = read(LINES.as_bytes()).unwrap();
+        let history = read(LINES.as_bytes(), &BTreeSet::from(["k".to_owned()])).unwrap();
         assert_eq!(history.ops.len(), 3);
         let put = &history.ops[0];
         assert_eq!(
@@ -268,6 +277,11 @@ mod tests {
             (put.ret, put.outcome, put.latency()),
             (Some(300), OutcomeClass::Ok, Some(200))
         );
+        assert_eq!(
+            put.input["value"], "v1",
+            "a detailed key keeps its payloads"
+        );
+        assert_eq!(put.output.as_ref().unwrap()["revision"], 2);
         let txn = &history.ops[1];
         assert_eq!(
             (txn.key.as_deref(), txn.outcome, txn.latency()),
@@ -283,7 +297,13 @@ mod tests {
 
     #[test]
     fn faults_pair_by_class_and_heal_and_end_close_them() {
-        let history = read(LINES.as_bytes()).unwrap();
+        let history = read(LINES.as_bytes(), &BTreeSet::new()).unwrap();
+        assert!(
+            history
+                .ops
+                .iter()
+                .all(|op| op.input.is_null() && op.output.is_none())
+        );
         let intervals = fault_intervals(&history);
         let found: Vec<(&str, &str, Time, Time, bool)> = intervals
             .iter()

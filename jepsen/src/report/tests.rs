@@ -1,6 +1,7 @@
 //! Tests of the whole page and the files: hand-made histories and results, checked for where the
 //! faults are drawn, how many points and boxes there are, and that the markup is balanced.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde_json::json;
@@ -50,7 +51,7 @@ impl Lines {
             "{{\"format\":\"mnemo-history\",\"version\":1,\"model\":\"etcd\"}}\n{}",
             self.0
         );
-        events::read(text.as_bytes()).unwrap()
+        events::read(text.as_bytes(), &BTreeSet::from(["k".to_owned()])).unwrap()
     }
 }
 
