@@ -195,8 +195,8 @@ fn main() -> ExitCode {
         Command::Test(args) => run_live(&args, false),
         Command::Bugcheck(args) => run_live(&args, true),
         Command::Report { run_dir } => match report::regenerate(&run_dir) {
-            Ok(_) => {
-                println!("{}", run_dir.join(report::HTML_FILE).display());
+            Ok(rebuilt) => {
+                println!("{}", rebuilt.run_dir.join(report::HTML_FILE).display());
                 ExitCode::SUCCESS
             }
             Err(error) => {
