@@ -3,11 +3,12 @@
 //! - `smoke_register_under_kill_and_partition`: a short register run with kill and partition
 //!   faults must be judged valid, with every fault class having fired and every function having
 //!   succeeded (the stats check makes a vacuous run unknown, which fails this test).
-//! - `bugcheck_catches_stale_local_reads`: the same harness against members built with the
-//!   `bug-injection` feature and run with `MNEMO_BUG=stale-local-read` (linearizable reads skip the
-//!   read barrier) must be judged not linearizable. Partitions cut off a follower, whose reader
-//!   keeps answering from its stale state while the others write; measured 5/5 caught in 12 s
-//!   runs during development.
+//! - `bugcheck_catches_*`: the same harness against members built with the `bug-injection`
+//!   feature and run with `MNEMO_BUG=<bug>`, with the workload and faults `mnemo_jepsen::bugs`
+//!   gives each bug, must judge the run invalid (`stale-local-read`: linearizable reads skip the
+//!   read barrier; `ack-before-commit`: a stalled Put is acknowledged anyway).
+//! - `etcd_register_under_kill_and_partition`: the register smoke run against real etcd
+//!   (`/usr/bin/etcd`, Debian's etcd-server) must be valid too: one harness judges both systems.
 //!
 //! The member binaries come from the target directory these tests were built in:
 //! `<target>/debug/mnemo` (`cargo build --bin mnemo` at the repository root) and
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mnemo_jepsen::cluster::{Target, own_target_dir};
+use mnemo_jepsen::cluster::{ETCD_BINARY_DEFAULT, Target, own_target_dir};
 use mnemo_jepsen::nemesis::{Fault, NemesisOptions};
 use mnemo_jepsen::run::{TestOptions, Validity, run_test};
 use mnemo_jepsen::workload::register::RegisterOptions;
@@ -123,28 +124,64 @@ fn smoke_register_under_kill_and_partition() {
     let _ = std::fs::remove_dir_all(&report.run_dir);
 }
 
-#[test]
-fn bugcheck_catches_stale_local_reads() {
+/// The bugcheck of `name`, with the workload, faults and length `mnemo_jepsen::bugs` gives it,
+/// must judge the run invalid.
+fn bugcheck(name: &str, seed: u64) {
+    let case = mnemo_jepsen::bugs::find(name).expect("a known bug");
     let binary = binary(
         "mnemo-bug-injection",
         "cargo build --bin mnemo --features bug-injection && cp \"$CARGO_TARGET_DIR/debug/mnemo\" \
          \"$CARGO_TARGET_DIR/debug/mnemo-bug-injection\" && cargo build --bin mnemo",
     );
-    let mut options = options(
-        WorkloadName::Register,
-        binary,
-        vec![Fault::Partition, Fault::Pause],
-        11,
-    );
-    options.time_limit = Duration::from_secs(14);
-    options.nemesis.leader_percent = 0;
-    options.bug = Some("stale-local-read".to_owned());
+    let mut options = options(case.workload, binary, case.faults.to_vec(), seed);
+    options.time_limit = Duration::from_secs(case.time_limit_secs);
+    options.nemesis.leader_percent = case.leader_percent;
+    options.nemesis.interval = Duration::from_secs_f64(case.nemesis_interval_secs);
+    options.bug = Some(name.to_owned());
     let report = run(&options);
     assert_eq!(
         report.validity,
         Validity::Invalid,
-        "the injected stale-local-read bug was not caught; see {}",
-        report.run_dir.display()
+        "the injected {name} bug was not caught; see {}\n{}",
+        report.run_dir.display(),
+        report.summary()
+    );
+    let _ = std::fs::remove_dir_all(&report.run_dir);
+}
+
+#[test]
+fn bugcheck_catches_ack_before_commit() {
+    bugcheck("ack-before-commit", 5);
+}
+
+#[test]
+fn bugcheck_catches_stale_local_reads() {
+    bugcheck("stale-local-read", 11);
+}
+
+/// The same harness judges real etcd: a short register run under kill and partition is valid.
+#[test]
+fn etcd_register_under_kill_and_partition() {
+    let etcd = PathBuf::from(ETCD_BINARY_DEFAULT);
+    assert!(
+        etcd.is_file(),
+        "{} is missing; install Debian's etcd-server (scripts/setup does)",
+        etcd.display()
+    );
+    let mut options = options(
+        WorkloadName::Register,
+        etcd,
+        vec![Fault::Kill, Fault::Partition],
+        7,
+    );
+    options.target = Target::Etcd;
+    let report = run(&options);
+    assert_eq!(
+        report.validity,
+        Validity::Valid,
+        "etcd run not valid; see {}\n{}",
+        report.run_dir.display(),
+        report.summary()
     );
     let _ = std::fs::remove_dir_all(&report.run_dir);
 }
