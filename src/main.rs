@@ -11,6 +11,7 @@ use mnemo::limits::{
     ELECTION_TIMEOUT_DEFAULT, ETCD_COMPAT_VERSION, HEARTBEAT_INTERVAL_DEFAULT,
     QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_COUNT_DEFAULT,
 };
+use mnemo::server::compactor::AutoCompaction;
 
 /// A Raft-replicated MVCC key-value store that speaks etcd's v3 API.
 #[derive(Parser, Debug)]
@@ -84,6 +85,14 @@ struct Flags {
         value_parser = humantime::parse_duration
     )]
     experimental_watch_progress_notify_interval: Duration,
+    /// Interpret 'auto-compaction-retention' as a duration ('periodic') or a number of
+    /// revisions ('revision').
+    #[arg(long, env = "MNEMO_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    auto_compaction_mode: String,
+    /// History to keep when auto-compacting: a duration for 'periodic' (a bare number means
+    /// hours, e.g. 1, 30m, 5s), a number of revisions for 'revision'. 0 means off.
+    #[arg(long, env = "MNEMO_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    auto_compaction_retention: String,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "MNEMO_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -140,6 +149,11 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             quota_backend_bytes: quota,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            auto_compaction: AutoCompaction::parse(
+                &self.auto_compaction_mode,
+                &self.auto_compaction_retention,
+            )
+            .map_err(|e| e.to_string())?,
         })
     }
 }

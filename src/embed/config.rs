@@ -13,6 +13,7 @@ use crate::limits::{
     QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_COUNT_DEFAULT, WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
     WATCH_PROGRESS_NOTIFY_INTERVAL_MIN,
 };
+use crate::server::compactor::AutoCompaction;
 
 /// Default client URL, as etcd's (on the loopback address).
 pub const DEFAULT_CLIENT_URL: &str = "http://127.0.0.1:2379";
@@ -149,6 +150,8 @@ pub struct Config {
     /// `--experimental-watch-progress-notify-interval`: how often idle watchers that asked
     /// for it get a progress notification.
     pub watch_progress_notify_interval: Duration,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`.
+    pub auto_compaction: AutoCompaction,
 }
 
 impl Default for Config {
@@ -169,6 +172,7 @@ impl Default for Config {
             snapshot_count: SNAPSHOT_COUNT_DEFAULT,
             quota_backend_bytes: QUOTA_BACKEND_BYTES_DEFAULT,
             watch_progress_notify_interval: WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
+            auto_compaction: AutoCompaction::Off,
         }
     }
 }

@@ -250,6 +250,10 @@ impl Node {
             config.quota_backend_bytes,
         ));
         background.push(server.start_lease_duties());
+        background.push(tokio::spawn(crate::server::compactor::run(
+            Arc::downgrade(&server),
+            config.auto_compaction,
+        )));
         // With a leader at hand the member publishes before it serves clients, so its member
         // list is complete from the first request; otherwise it keeps trying in the background.
         let publishing = publish(

@@ -5,6 +5,7 @@
 //! into storage internals (it reads through `MvccStore::range` and proposes through `apply`'s
 //! codec) and must not return protobuf types.
 
+pub mod compactor;
 mod error;
 pub mod grpc;
 pub mod http;
@@ -492,6 +493,24 @@ impl Server {
         let result = self.raft.propose(payload).await.map_err(raft_error)?;
         let outcome = codec::decode_outcome(&result).map_err(apply_error)?;
         Ok((outcome.revision, outcome.result))
+    }
+}
+
+impl compactor::CompactTarget for Server {
+    fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    fn current_revision(&self) -> Revision {
+        self.store.current_revision()
+    }
+
+    async fn compact_at(&self, revision: Revision) -> Result<bool, String> {
+        match self.compact(revision, false).await {
+            Ok(_) => Ok(true),
+            Err(Error::Compacted) => Ok(false),
+            Err(other) => Err(other.to_string()),
+        }
     }
 }
 

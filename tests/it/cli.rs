@@ -104,6 +104,32 @@ fn election_timeout_below_five_heartbeats_is_refused_as_etcd_words_it() {
 }
 
 #[test]
+fn bad_auto_compaction_flags_are_refused_naming_the_flag() {
+    let output = refused_start(&["--auto-compaction-mode", "hourly"], &[]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("unknown auto-compaction-mode \"hourly\""),
+        "{}",
+        stderr(&output)
+    );
+    let output = refused_start(
+        &[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "1h",
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("invalid auto-compaction-retention \"1h\" for mode revision"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn environment_variable_values_are_checked_too() {
     let output = refused_start(&[], &[("MNEMO_INITIAL_CLUSTER_STATE", "sideways")]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));

@@ -29,6 +29,7 @@
 
 mod support;
 
+mod auto_compaction;
 mod cli;
 mod clients;
 mod cluster;
