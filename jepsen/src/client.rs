@@ -13,6 +13,10 @@
 //!   left (including "leader changed" and a reset mid-call), `Unknown`, `Internal`, `Cancelled`,
 //!   anything else. The caller must retire the process.
 //!
+//! The list-append workload's two requests live here too ([`Client::read_keys`],
+//! [`Client::write_if_unchanged`]), so that gRPC types stay in this module; the workload turns
+//! their results into its own vocabulary ([`crate::checker::elle`]).
+//!
 //! Must not: retry (a retried write that had applied would be applied twice, jepsen.md §1.4),
 //! record anything (the workload does), or pick nodes (each client is pinned to one).
 
@@ -25,6 +29,7 @@ use crate::model::etcd::{Compare, EtcdInput, EtcdOp, EtcdOutput, KeyValue};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::pb::etcdserverpb::request_op::Request;
+use crate::pb::etcdserverpb::response_op::Response;
 use crate::pb::etcdserverpb::{
     Compare as PbCompare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
@@ -125,6 +130,129 @@ impl Client {
             Err(_) if read_only => Outcome::Fail("timeout".to_owned()),
             Err(_) => Outcome::Info("timeout".to_owned()),
         }
+    }
+}
+
+/// A request that gave no result: certainly not applied (`fail`), or unknown (`info`); and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoResult {
+    /// It certainly did not take effect.
+    Fail(String),
+    /// It may or may not have taken effect.
+    Info(String),
+}
+
+/// One key as a read saw it; the default is an absent key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeenKey {
+    /// Its value, or `None` when absent.
+    pub value: Option<String>,
+    /// Its `mod_revision`; 0 when absent, which is what a compare on an absent key sees.
+    pub mod_revision: i64,
+}
+
+impl Client {
+    /// Reads `keys` in one linearizable Txn of Ranges (no compares), so that all of them are
+    /// seen at one revision. Returns that revision and each key, in order.
+    ///
+    /// # Errors
+    /// Every error of a read is [`NoResult::Fail`]: it changed nothing.
+    pub async fn read_keys(&mut self, keys: &[String]) -> Result<(i64, Vec<SeenKey>), NoResult> {
+        let request = TxnRequest {
+            compare: Vec::new(),
+            success: keys
+                .iter()
+                .map(|key| RequestOp {
+                    request: Some(Request::RequestRange(RangeRequest {
+                        key: key.as_bytes().to_vec(),
+                        ..RangeRequest::default()
+                    })),
+                })
+                .collect(),
+            failure: Vec::new(),
+        };
+        let response = match tokio::time::timeout(self.timeout, self.kv.txn(request)).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(no_result(&status, true)),
+            Err(_) => return Err(NoResult::Fail("timeout".to_owned())),
+        };
+        if response.responses.len() != keys.len() {
+            return Err(NoResult::Fail(format!(
+                "asked for {} ranges, got {} responses",
+                keys.len(),
+                response.responses.len()
+            )));
+        }
+        let seen = response
+            .responses
+            .iter()
+            .map(|op| match &op.response {
+                Some(Response::ResponseRange(range)) => {
+                    range.kvs.first().map_or(SeenKey::default(), |kv| SeenKey {
+                        value: Some(String::from_utf8_lossy(&kv.value).into_owned()),
+                        mod_revision: kv.mod_revision,
+                    })
+                }
+                // Not what was asked; the caller sees no value, which a checker will flag.
+                _ => SeenKey::default(),
+            })
+            .collect();
+        Ok((response.header.map_or(0, |header| header.revision), seen))
+    }
+
+    /// One Txn: if every key of `guards` still has the given `mod_revision` (0: still absent),
+    /// put every `(key, value)` of `puts`; no else branch. Returns the commit revision, or
+    /// `None` when a guard did not hold (nothing was written).
+    ///
+    /// # Errors
+    /// As [`classify`] sorts them for a write: definite refusals are [`NoResult::Fail`],
+    /// everything else (timeouts included) [`NoResult::Info`].
+    pub async fn write_if_unchanged(
+        &mut self,
+        guards: &[(String, i64)],
+        puts: &[(String, String)],
+    ) -> Result<Option<i64>, NoResult> {
+        let request = TxnRequest {
+            compare: guards
+                .iter()
+                .map(|(key, revision)| PbCompare {
+                    result: CompareResult::Equal.into(),
+                    target: CompareTarget::Mod.into(),
+                    key: key.as_bytes().to_vec(),
+                    target_union: Some(TargetUnion::ModRevision(*revision)),
+                    ..PbCompare::default()
+                })
+                .collect(),
+            success: puts
+                .iter()
+                .map(|(key, value)| RequestOp {
+                    request: Some(Request::RequestPut(PutRequest {
+                        key: key.as_bytes().to_vec(),
+                        value: value.as_bytes().to_vec(),
+                        ..PutRequest::default()
+                    })),
+                })
+                .collect(),
+            failure: Vec::new(),
+        };
+        match tokio::time::timeout(self.timeout, self.kv.txn(request)).await {
+            Ok(Ok(response)) => {
+                let response = response.into_inner();
+                Ok(response
+                    .succeeded
+                    .then(|| response.header.map_or(0, |header| header.revision)))
+            }
+            Ok(Err(status)) => Err(no_result(&status, false)),
+            Err(_) => Err(NoResult::Info("timeout".to_owned())),
+        }
+    }
+}
+
+fn no_result(status: &tonic::Status, read_only: bool) -> NoResult {
+    match classify(status, read_only) {
+        Outcome::Fail(why) => NoResult::Fail(why),
+        Outcome::Info(why) => NoResult::Info(why),
+        Outcome::Ok(_) => unreachable!("an error status is never classified ok"),
     }
 }
 
