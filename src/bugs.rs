@@ -23,11 +23,18 @@ pub enum Bug {
     StaleLocalRead,
     /// A Put whose commit takes longer than [`ACK_EARLY_AFTER`] is acknowledged anyway.
     AckBeforeCommit,
+    /// A Txn applies its success branch's writes first and evaluates its compares afterwards,
+    /// on the state those writes produced: a guarded txn whose guard should fail still writes.
+    TxnCompareAfterWrites,
 }
 
 impl Bug {
     /// Every bug, for looking one up by name.
-    pub const ALL: [Bug; 2] = [Bug::StaleLocalRead, Bug::AckBeforeCommit];
+    pub const ALL: [Bug; 3] = [
+        Bug::StaleLocalRead,
+        Bug::AckBeforeCommit,
+        Bug::TxnCompareAfterWrites,
+    ];
 
     /// The name `MNEMO_BUG` takes.
     #[must_use]
@@ -35,6 +42,7 @@ impl Bug {
         match self {
             Bug::StaleLocalRead => "stale-local-read",
             Bug::AckBeforeCommit => "ack-before-commit",
+            Bug::TxnCompareAfterWrites => "txn-compare-after-writes",
         }
     }
 }

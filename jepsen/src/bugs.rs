@@ -53,6 +53,18 @@ pub const BUGS: &[BugCase] = &[
         time_limit_secs: 30,
         nemesis_interval_secs: 3.0,
     },
+    BugCase {
+        name: "txn-compare-after-writes",
+        about: "a Txn writes its success branch first and evaluates its compares afterwards",
+        workload: WorkloadName::Append,
+        // No fault needed: every guarded append writes, then its guard on the key it just wrote
+        // fails, so it is reported as failed while a later read sees its value (G1a), and
+        // appends whose guard should have failed overwrite lists (lost appends, cycles).
+        faults: &[],
+        leader_percent: 0,
+        time_limit_secs: 8,
+        nemesis_interval_secs: 5.0,
+    },
 ];
 
 /// The case named `name`.

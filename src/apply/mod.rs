@@ -142,6 +142,14 @@ impl Applier {
                 (revision, Applied::DeleteRange(response))
             }
             Proposal::Txn(request) => {
+                #[cfg(feature = "bug-injection")]
+                if crate::bugs::enabled(crate::bugs::Bug::TxnCompareAfterWrites) {
+                    let (response, revision) = compare_after_writes(txn, request, leases)?;
+                    return Ok(ApplyOutcome {
+                        revision,
+                        result: Applied::Txn(response),
+                    });
+                }
                 let (response, revision) = txn.txn(request, leases).map_err(apply_error)?;
                 (revision, Applied::Txn(response))
             }
@@ -194,6 +202,42 @@ impl Applier {
         };
         Ok(ApplyOutcome { revision, result })
     }
+}
+
+/// The injected `txn-compare-after-writes` bug: the success branch's writes land
+/// unconditionally, and the compares are judged afterwards on the state those writes produced.
+/// A guard on a key the txn writes then fails even when it held, and the writes stay either way.
+#[cfg(feature = "bug-injection")]
+fn compare_after_writes(
+    txn: &mut WriteTxn<'_>,
+    request: &TxnRequest,
+    leases: &dyn crate::storage::mvcc::LeaseLookup,
+) -> Result<(TxnResponse, Revision), ApplyError> {
+    let writes = TxnRequest {
+        compare: Vec::new(),
+        success: request.success.clone(),
+        failure: Vec::new(),
+    };
+    let (written, revision) = txn.txn(&writes, leases).map_err(apply_error)?;
+    // A txn without operations changes nothing and takes no revision: it only judges.
+    let judge = TxnRequest {
+        compare: request.compare.clone(),
+        success: Vec::new(),
+        failure: Vec::new(),
+    };
+    let (judged, _) = txn.txn(&judge, leases).map_err(apply_error)?;
+    let responses = if judged.succeeded {
+        written.responses
+    } else {
+        Vec::new()
+    };
+    Ok((
+        TxnResponse {
+            succeeded: judged.succeeded,
+            responses,
+        },
+        revision,
+    ))
 }
 
 fn apply_error(error: MvccError) -> ApplyError {
