@@ -9,6 +9,12 @@
 //!   read barrier; `ack-before-commit`: a stalled Put is acknowledged anyway).
 //! - `etcd_register_under_kill_and_partition`: the register smoke run against real etcd
 //!   (`/usr/bin/etcd`, Debian's etcd-server) must be valid too: one harness judges both systems.
+//! - `smoke_append_under_kill_and_partition`: a short list-append run with kill and partition
+//!   faults must be judged strict serializable by Elle-lite, with both fault classes fired.
+//! - `bugcheck_catches_txn_compare_after_writes`: members with `MNEMO_BUG=txn-compare-after-writes`
+//!   (a Txn writes its success branch, then judges its compares on the result) must be judged
+//!   invalid by Elle-lite without any fault: every guarded append writes yet reports a failed
+//!   guard, and later reads see those values (G1a).
 //!
 //! The member binaries come from the target directory these tests were built in:
 //! `<target>/debug/mnemo` (`cargo build --bin mnemo` at the repository root) and
@@ -72,6 +78,15 @@ fn options(workload: WorkloadName, binary: PathBuf, faults: Vec<Fault>, seed: u6
         election_timeout_ms: 1000,
         bug: None,
     }
+}
+
+/// The `elle` check of `report`.
+fn elle_check(report: &mnemo_jepsen::run::TestReport) -> &mnemo_jepsen::workload::CheckResult {
+    report
+        .checks
+        .iter()
+        .find(|check| check.name == "elle")
+        .expect("the append workload runs the elle check")
 }
 
 /// Runs `options` on a runtime of its own, one run at a time.
@@ -182,6 +197,71 @@ fn etcd_register_under_kill_and_partition() {
         "etcd run not valid; see {}\n{}",
         report.run_dir.display(),
         report.summary()
+    );
+    let _ = std::fs::remove_dir_all(&report.run_dir);
+}
+
+#[test]
+fn smoke_append_under_kill_and_partition() {
+    let binary = binary("mnemo", "cargo build --bin mnemo");
+    let started = Instant::now();
+    let report = run(&options(
+        WorkloadName::Append,
+        binary,
+        vec![Fault::Kill, Fault::Partition],
+        3,
+    ));
+    assert_eq!(
+        report.validity,
+        Validity::Valid,
+        "append smoke run not valid; see {}\n{}{}",
+        report.run_dir.display(),
+        report.summary(),
+        report.explanations()
+    );
+    assert_eq!(elle_check(&report).validity, Validity::Valid);
+    for fault in ["kill", "partition"] {
+        assert!(
+            report
+                .nemesis
+                .started
+                .iter()
+                .any(|started| started == fault),
+            "no {fault} fired: {:?}",
+            report.nemesis.started
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&report.run_dir);
+}
+
+#[test]
+fn bugcheck_catches_txn_compare_after_writes() {
+    let binary = binary(
+        "mnemo-bug-injection",
+        "cargo build --bin mnemo --features bug-injection && cp \"$CARGO_TARGET_DIR/debug/mnemo\" \
+         \"$CARGO_TARGET_DIR/debug/mnemo-bug-injection\" && cargo build --bin mnemo",
+    );
+    let mut options = options(WorkloadName::Append, binary, Vec::new(), 13);
+    options.time_limit = Duration::from_secs(8);
+    options.bug = Some("txn-compare-after-writes".to_owned());
+    let report = run(&options);
+    assert_eq!(
+        report.validity,
+        Validity::Invalid,
+        "the injected txn-compare-after-writes bug was not caught; see {}",
+        report.run_dir.display()
+    );
+    let elle = elle_check(&report);
+    assert_eq!(elle.validity, Validity::Invalid);
+    assert!(
+        elle.details["anomalies"]["G1a"].as_u64() > Some(0),
+        "expected aborted reads: {}",
+        elle.details
     );
     let _ = std::fs::remove_dir_all(&report.run_dir);
 }
