@@ -783,12 +783,18 @@ impl<'a> Analysis<'a> {
         self.check_intermediate();
     }
 
-    /// Reports every read that is not a prefix of its key's order; returns them, sorted.
+    /// Reports every transaction's read of a key that is not a prefix of the key's order;
+    /// returns every such read, sorted.
     fn report_incompatible(&mut self) -> Vec<usize> {
         let mut incompatible: Vec<usize> = self.incompatible.iter().copied().collect();
         incompatible.sort_unstable();
+        // A transaction that read a key several times is one anomaly, not one per read.
+        let mut reported: HashSet<(usize, usize)> = HashSet::new();
         for &index in &incompatible {
             let read = self.reads[index];
+            if !reported.insert((read.txn, read.key)) {
+                continue;
+            }
             self.found(AnomalyClass::IncompatibleOrder, |this| {
                 let order = &this.orders[read.key];
                 let common = order

@@ -178,15 +178,17 @@ fn g2_write_skew() {
 
 #[test]
 fn incompatible_orders() {
-    assert_only(
+    let report = assert_only(
         vec![
             ok(T0, T1, vec![append("x", 1)]),
             ok(T0, T1, vec![append("x", 2)]),
             ok(T0, T1, vec![read("x", &[1, 2])]),
-            ok(T0, T1, vec![read("x", &[2, 1])]),
+            // Read twice by one transaction: one anomaly.
+            ok(T0, T1, vec![read("x", &[2, 1]), read("x", &[2, 1])]),
         ],
         AnomalyClass::IncompatibleOrder,
     );
+    assert_eq!(report.counts[&AnomalyClass::IncompatibleOrder], 1);
 }
 
 #[test]
