@@ -365,19 +365,7 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
         rate: args.rate,
         concurrency: args.concurrency,
         workload,
-        workloads: WorkloadOptions {
-            register: RegisterOptions {
-                keys: args.keys.max(1),
-                ops_per_key: args.ops_per_key.max(1),
-                ..RegisterOptions::default()
-            },
-            append: AppendOptions {
-                keys: args.append_keys.max(1),
-                max_txn_len: args.max_txn_len.max(1),
-                appends_per_key: args.appends_per_key.max(1),
-            },
-            ..WorkloadOptions::default()
-        },
+        workloads: workload_options(args),
         nemesis: NemesisOptions {
             faults,
             interval,
@@ -391,6 +379,23 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
         election_timeout_ms: args.election_timeout,
         bug,
     })
+}
+
+/// Every workload's options, from the flags that shape them.
+fn workload_options(args: &RunArgs) -> WorkloadOptions {
+    WorkloadOptions {
+        register: RegisterOptions {
+            keys: args.keys.max(1),
+            ops_per_key: args.ops_per_key.max(1),
+            ..RegisterOptions::default()
+        },
+        append: AppendOptions {
+            keys: args.append_keys.max(1),
+            max_txn_len: args.max_txn_len.max(1),
+            appends_per_key: args.appends_per_key.max(1),
+        },
+        ..WorkloadOptions::default()
+    }
 }
 
 fn run_check(file: &Path, format: Format, options: &CheckOptions) -> anyhow::Result<u8> {
