@@ -24,13 +24,13 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mnemo_jepsen::cluster::{ETCD_BINARY_DEFAULT, Target, own_target_dir};
 use mnemo_jepsen::nemesis::{Fault, NemesisOptions};
-use mnemo_jepsen::run::{TestOptions, Validity, run_test};
+use mnemo_jepsen::run::{TestOptions, TestReport, Validity, run_test};
 use mnemo_jepsen::workload::register::RegisterOptions;
-use mnemo_jepsen::workload::{WorkloadName, WorkloadOptions};
+use mnemo_jepsen::workload::{CheckResult, WorkloadName, WorkloadOptions};
 
 /// Live runs share two cores with the checker; one at a time keeps their timing honest.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -80,17 +80,17 @@ fn options(workload: WorkloadName, binary: PathBuf, faults: Vec<Fault>, seed: u6
     }
 }
 
-/// The `elle` check of `report`.
-fn elle_check(report: &mnemo_jepsen::run::TestReport) -> &mnemo_jepsen::workload::CheckResult {
+/// The check of `report` named `name`.
+fn check<'a>(report: &'a TestReport, name: &str) -> &'a CheckResult {
     report
         .checks
         .iter()
-        .find(|check| check.name == "elle")
-        .expect("the append workload runs the elle check")
+        .find(|check| check.name == name)
+        .unwrap_or_else(|| panic!("the run has no {name} check"))
 }
 
 /// Runs `options` on a runtime of its own, one run at a time.
-fn run(options: &TestOptions) -> mnemo_jepsen::run::TestReport {
+fn run(options: &TestOptions) -> TestReport {
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -102,46 +102,41 @@ fn run(options: &TestOptions) -> mnemo_jepsen::run::TestReport {
     report
 }
 
-#[test]
-fn smoke_register_under_kill_and_partition() {
-    let binary = binary("mnemo", "cargo build --bin mnemo");
-    let started = Instant::now();
-    let report = run(&options(
-        WorkloadName::Register,
-        binary,
-        vec![Fault::Kill, Fault::Partition],
-        7,
-    ));
+/// A clean run of `workload` on `binary` under `faults` must be valid, with every fault class
+/// having fired. A failing run's directory is kept for inspection; a passing one only takes
+/// space.
+fn smoke(options: &TestOptions) -> TestReport {
+    let report = run(options);
     assert_eq!(
         report.validity,
         Validity::Valid,
-        "smoke run not valid; see {}\n{}",
+        "{} run not valid; see {}\n{}{}",
+        options.workload,
         report.run_dir.display(),
-        report.summary()
+        report.summary(),
+        report.explanations()
     );
-    for fault in ["kill", "partition"] {
+    for fault in &options.nemesis.faults {
+        let fault = fault.to_string();
         assert!(
-            report
-                .nemesis
-                .started
-                .iter()
-                .any(|started| started == fault),
+            report.nemesis.started.contains(&fault),
             "no {fault} fired: {:?}",
             report.nemesis.started
         );
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "took {:?}",
-        started.elapsed()
-    );
-    // Keep failing runs for inspection; a passing one only takes space.
     let _ = std::fs::remove_dir_all(&report.run_dir);
+    report
+}
+
+/// A clean run of `workload` on the plain member under `faults`; see [`smoke`].
+fn smoke_mnemo(workload: WorkloadName, faults: Vec<Fault>, seed: u64) -> TestReport {
+    let binary = binary("mnemo", "cargo build --bin mnemo");
+    smoke(&options(workload, binary, faults, seed))
 }
 
 /// The bugcheck of `name`, with the workload, faults and length `mnemo_jepsen::bugs` gives it,
 /// must judge the run invalid.
-fn bugcheck(name: &str, seed: u64) {
+fn bugcheck(name: &str, seed: u64) -> TestReport {
     let case = mnemo_jepsen::bugs::find(name).expect("a known bug");
     let binary = binary(
         "mnemo-bug-injection",
@@ -162,16 +157,29 @@ fn bugcheck(name: &str, seed: u64) {
         report.summary()
     );
     let _ = std::fs::remove_dir_all(&report.run_dir);
+    report
 }
 
 #[test]
-fn bugcheck_catches_ack_before_commit() {
-    bugcheck("ack-before-commit", 5);
+fn smoke_register_under_kill_and_partition() {
+    let report = smoke_mnemo(
+        WorkloadName::Register,
+        vec![Fault::Kill, Fault::Partition],
+        7,
+    );
+    assert_eq!(check(&report, "linearizable").validity, Validity::Valid);
 }
 
 #[test]
 fn bugcheck_catches_stale_local_reads() {
-    bugcheck("stale-local-read", 11);
+    let report = bugcheck("stale-local-read", 11);
+    assert_eq!(check(&report, "linearizable").validity, Validity::Invalid);
+}
+
+#[test]
+fn bugcheck_catches_ack_before_commit() {
+    let report = bugcheck("ack-before-commit", 5);
+    assert_eq!(check(&report, "linearizable").validity, Validity::Invalid);
 }
 
 /// The same harness judges real etcd: a short register run under kill and partition is valid.
@@ -190,78 +198,23 @@ fn etcd_register_under_kill_and_partition() {
         7,
     );
     options.target = Target::Etcd;
-    let report = run(&options);
-    assert_eq!(
-        report.validity,
-        Validity::Valid,
-        "etcd run not valid; see {}\n{}",
-        report.run_dir.display(),
-        report.summary()
-    );
-    let _ = std::fs::remove_dir_all(&report.run_dir);
+    smoke(&options);
 }
 
 #[test]
 fn smoke_append_under_kill_and_partition() {
-    let binary = binary("mnemo", "cargo build --bin mnemo");
-    let started = Instant::now();
-    let report = run(&options(
-        WorkloadName::Append,
-        binary,
-        vec![Fault::Kill, Fault::Partition],
-        3,
-    ));
-    assert_eq!(
-        report.validity,
-        Validity::Valid,
-        "append smoke run not valid; see {}\n{}{}",
-        report.run_dir.display(),
-        report.summary(),
-        report.explanations()
-    );
-    assert_eq!(elle_check(&report).validity, Validity::Valid);
-    for fault in ["kill", "partition"] {
-        assert!(
-            report
-                .nemesis
-                .started
-                .iter()
-                .any(|started| started == fault),
-            "no {fault} fired: {:?}",
-            report.nemesis.started
-        );
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "took {:?}",
-        started.elapsed()
-    );
-    let _ = std::fs::remove_dir_all(&report.run_dir);
+    let report = smoke_mnemo(WorkloadName::Append, vec![Fault::Kill, Fault::Partition], 3);
+    assert_eq!(check(&report, "elle").validity, Validity::Valid);
 }
 
 #[test]
 fn bugcheck_catches_txn_compare_after_writes() {
-    let binary = binary(
-        "mnemo-bug-injection",
-        "cargo build --bin mnemo --features bug-injection && cp \"$CARGO_TARGET_DIR/debug/mnemo\" \
-         \"$CARGO_TARGET_DIR/debug/mnemo-bug-injection\" && cargo build --bin mnemo",
-    );
-    let mut options = options(WorkloadName::Append, binary, Vec::new(), 13);
-    options.time_limit = Duration::from_secs(8);
-    options.bug = Some("txn-compare-after-writes".to_owned());
-    let report = run(&options);
-    assert_eq!(
-        report.validity,
-        Validity::Invalid,
-        "the injected txn-compare-after-writes bug was not caught; see {}",
-        report.run_dir.display()
-    );
-    let elle = elle_check(&report);
+    let report = bugcheck("txn-compare-after-writes", 13);
+    let elle = check(&report, "elle");
     assert_eq!(elle.validity, Validity::Invalid);
     assert!(
         elle.details["anomalies"]["G1a"].as_u64() > Some(0),
         "expected aborted reads: {}",
         elle.details
     );
-    let _ = std::fs::remove_dir_all(&report.run_dir);
 }

@@ -47,19 +47,16 @@
 //! Must not: retry a transaction (the client never does), or decide anything with the
 //! generator's randomness but the transaction sequence (timing uses each worker's own fork).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use super::{
-    CheckResult, Counts, Ctx, ERROR_BACKOFF, FINAL_PROCESS_BASE, Validity, WorkloadReport, lock,
-};
+use super::{CheckResult, Counts, Ctx, ERROR_BACKOFF, Validity, WorkloadReport, final_reads, lock};
 use crate::checker::elle::{self, Mop, TxnFunction, TxnInput, TxnOutput};
 use crate::client::{Client, NoResult};
 use crate::history::recorder::Recorder;
@@ -76,10 +73,6 @@ pub const APPENDS_PER_KEY_DEFAULT: usize = 64;
 const READ_PERCENT: u64 = 50;
 /// Keys read by one final-phase transaction.
 const FINAL_READ_KEYS_PER_TXN: usize = 16;
-/// Attempts of one final read (a failed read changed nothing, so reading again is safe).
-const FINAL_READ_ATTEMPTS: usize = 5;
-/// Pause between two attempts of a final read.
-const FINAL_READ_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Anomalies explained in `results.json` and the run's summary; `elle.txt` has all examples.
 const EXPLAINED_MAX: usize = 6;
 /// Functions that must each have succeeded at least once.
@@ -205,20 +198,27 @@ pub async fn run(ctx: Arc<Ctx>, options: &AppendOptions) -> anyhow::Result<Workl
     eprintln!("workload done ({} transactions)", counts.total());
     ctx.end_faults().await;
     let keys = lock(&generator).keys().to_vec();
-    let (ok, attempted, unread) = final_reads(&ctx, &keys).await?;
+    let reads = final_reads(&ctx, &keys, FINAL_READ_KEYS_PER_TXN, |node, process| {
+        let client = Client::new(&ctx.cluster.endpoint(node), ctx.request_timeout)?;
+        let recorder = Arc::clone(&ctx.recorder);
+        Ok(move |keys: Vec<String>| {
+            let (mut client, recorder) = (client.clone(), Arc::clone(&recorder));
+            async move {
+                let ops: Vec<Mop> = keys
+                    .into_iter()
+                    .map(|key| Mop::Read { key, value: None })
+                    .collect();
+                // Read-only: it never ends `info`, so the process id stays valid.
+                execute(&recorder, &mut client, process, ops).await == TxnEnd::Ok
+            }
+        })
+    })
+    .await?;
     ctx.recorder.flush()?;
-    let mut problems = Vec::new();
-    if !unread.is_empty() {
-        problems.push(format!(
-            "{} of {} keys had no successful final read: {}",
-            unread.len(),
-            keys.len(),
-            unread.join(", ")
-        ));
-    }
+    let problems = reads.problem(keys.len()).into_iter().collect();
     let mut check = check_history(&ctx).await?;
-    check.details["final_reads_ok"] = json!(ok);
-    check.details["final_reads_attempted"] = json!(attempted);
+    check.details["final_reads_ok"] = json!(reads.ok);
+    check.details["final_reads_attempted"] = json!(reads.attempted);
     Ok(WorkloadReport {
         counts,
         required: REQUIRED.iter().map(|&f| f.to_owned()).collect(),
@@ -461,66 +461,10 @@ fn decode_list(text: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Reads every key through every member, a few keys per read-only transaction, each retried a
-/// few times if it fails. Returns (ok transactions, attempted transactions, keys without any ok
-/// read).
-async fn final_reads(ctx: &Ctx, keys: &[String]) -> anyhow::Result<(u64, u64, Vec<String>)> {
-    let mut readers = JoinSet::new();
-    for node in 0..ctx.cluster.len() {
-        let mut client = Client::new(&ctx.cluster.endpoint(node), ctx.request_timeout)?;
-        let recorder = Arc::clone(&ctx.recorder);
-        let keys = keys.to_vec();
-        readers.spawn(async move {
-            let process = FINAL_PROCESS_BASE + node as u64;
-            let mut read: Vec<(String, bool)> = Vec::with_capacity(keys.len());
-            let (mut ok_count, mut attempts) = (0_u64, 0_u64);
-            for chunk in keys.chunks(FINAL_READ_KEYS_PER_TXN) {
-                let ops: Vec<Mop> = chunk
-                    .iter()
-                    .map(|key| Mop::Read {
-                        key: key.clone(),
-                        value: None,
-                    })
-                    .collect();
-                let mut ok = false;
-                for attempt in 0..FINAL_READ_ATTEMPTS {
-                    if attempt > 0 {
-                        tokio::time::sleep(FINAL_READ_RETRY_PAUSE).await;
-                    }
-                    attempts += 1;
-                    // Read-only: it never ends `info`, so the process id stays valid.
-                    if execute(&recorder, &mut client, process, ops.clone()).await == TxnEnd::Ok {
-                        ok = true;
-                        ok_count += 1;
-                        break;
-                    }
-                }
-                read.extend(chunk.iter().map(|key| (key.clone(), ok)));
-            }
-            (read, ok_count, attempts)
-        });
-    }
-    let mut ok_count = 0;
-    let mut attempted = 0;
-    let mut read_somewhere: BTreeMap<String, bool> = BTreeMap::new();
-    while let Some(joined) = readers.join_next().await {
-        let (read, ok, attempts) = joined.context("a final reader panicked")?;
-        ok_count += ok;
-        attempted += attempts;
-        for (key, ok) in read {
-            *read_somewhere.entry(key).or_default() |= ok;
-        }
-    }
-    let unread = read_somewhere
-        .into_iter()
-        .filter(|&(_, ok)| !ok)
-        .map(|(key, _)| key)
-        .collect();
-    Ok((ok_count, attempted, unread))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]

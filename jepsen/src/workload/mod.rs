@@ -25,13 +25,15 @@ pub mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use serde_json::json;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::cluster::Cluster;
 use crate::history::jsonl::ModelName;
@@ -49,6 +51,10 @@ const REASON_CHARS_MAX: usize = 120;
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 /// Process ids of final-phase clients start here, far above any worker's.
 pub const FINAL_PROCESS_BASE: u64 = 1 << 40;
+/// Attempts of one final read (a failed read changed nothing, so reading again is safe).
+const FINAL_READ_ATTEMPTS: usize = 5;
+/// Pause between two attempts of a final read.
+const FINAL_READ_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// The workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -362,6 +368,92 @@ impl Ctx {
             handle.abort();
         }
     }
+}
+
+/// What the final reads found.
+#[derive(Clone, Debug, Default)]
+pub struct FinalReads {
+    /// Reads that succeeded.
+    pub ok: u64,
+    /// Reads attempted, retries included.
+    pub attempted: u64,
+    /// Keys no member could read.
+    pub unread: Vec<String>,
+}
+
+impl FinalReads {
+    /// The non-vacuity problem of keys nobody could read, if any; `of` is how many keys there
+    /// were.
+    #[must_use]
+    pub fn problem(&self, of: usize) -> Option<String> {
+        (!self.unread.is_empty()).then(|| {
+            format!(
+                "{} of {of} keys had no successful final read: {}",
+                self.unread.len(),
+                self.unread.join(", ")
+            )
+        })
+    }
+}
+
+/// The final phase's reads: every key through every member, `per_read` keys at a time, each
+/// read retried a few times if it fails. `reader(node, process)` makes member `node`'s reader,
+/// which records one read of the keys it is given under `process` and says whether it
+/// succeeded; it must never end `info` (a read changes nothing, so its failures are `fail`).
+///
+/// # Errors
+/// When a reader cannot be made or panics.
+pub async fn final_reads<R, Fut>(
+    ctx: &Ctx,
+    keys: &[String],
+    per_read: usize,
+    reader: impl Fn(usize, u64) -> anyhow::Result<R>,
+) -> anyhow::Result<FinalReads>
+where
+    R: Fn(Vec<String>) -> Fut + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let mut readers = JoinSet::new();
+    for node in 0..ctx.cluster.len() {
+        let read = reader(node, FINAL_PROCESS_BASE + node as u64)?;
+        let keys = keys.to_vec();
+        readers.spawn(async move {
+            let mut outcome: Vec<(String, bool)> = Vec::with_capacity(keys.len());
+            let (mut ok, mut attempted) = (0_u64, 0_u64);
+            for chunk in keys.chunks(per_read.max(1)) {
+                let mut done = false;
+                for attempt in 0..FINAL_READ_ATTEMPTS {
+                    if attempt > 0 {
+                        tokio::time::sleep(FINAL_READ_RETRY_PAUSE).await;
+                    }
+                    attempted += 1;
+                    if read(chunk.to_vec()).await {
+                        done = true;
+                        ok += 1;
+                        break;
+                    }
+                }
+                outcome.extend(chunk.iter().map(|key| (key.clone(), done)));
+            }
+            (outcome, ok, attempted)
+        });
+    }
+    let mut found = FinalReads::default();
+    let mut read_somewhere: BTreeMap<String, bool> = BTreeMap::new();
+    while let Some(joined) = readers.join_next().await {
+        let (outcome, ok, attempted) = joined.context("a final reader panicked")?;
+        found.ok += ok;
+        found.attempted += attempted;
+        for (key, done) in outcome {
+            *read_somewhere.entry(key).or_default() |= done;
+        }
+    }
+    found.unread = read_somewhere
+        .into_iter()
+        .filter(|&(_, done)| !done)
+        .map(|(key, _)| key)
+        .collect();
+    Ok(found)
 }
 
 /// Locks `mutex`, poisoned or not: what the harness guards stays consistent across a panic.

@@ -24,22 +24,18 @@
 //! Must not: retry an operation (the client never does), or decide anything with the generator's
 //! randomness but the operation sequence (timing uses each worker's own fork of the seed).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use super::{
-    CheckResult, Counts, Ctx, ERROR_BACKOFF, FINAL_PROCESS_BASE, Validity, WorkloadReport, lock,
-};
+use super::{CheckResult, Counts, Ctx, ERROR_BACKOFF, Validity, WorkloadReport, final_reads, lock};
 use crate::checker::linearizable::{CheckOptions, Verdict, check};
 use crate::client::{Client, Outcome};
-use crate::cluster::Cluster;
 use crate::history::History;
 use crate::history::jsonl::{self, AnyHistory};
 use crate::history::recorder::Recorder;
@@ -53,10 +49,6 @@ pub const KEYS_DEFAULT: usize = 8;
 pub const OPS_PER_KEY_DEFAULT: usize = 200;
 /// Values remembered per key as compare-and-set candidates.
 const RECENT_VALUES_MAX: usize = 3;
-/// Attempts of one final read (a failed read changed nothing, so reading again is safe).
-const FINAL_READ_ATTEMPTS: usize = 5;
-/// Pause between two attempts of a final read.
-const FINAL_READ_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Functions that must each have succeeded at least once.
 const REQUIRED: [&str; 3] = ["read", "write", "cas"];
 
@@ -222,21 +214,27 @@ pub async fn run(ctx: Arc<Ctx>, options: &RegisterOptions) -> anyhow::Result<Wor
     eprintln!("workload done ({} operations)", counts.total());
     ctx.end_faults().await;
     let keys = lock(&generator).keys().to_vec();
-    let (ok, attempted, unread) =
-        final_reads(&ctx.cluster, &ctx.recorder, &keys, ctx.request_timeout).await?;
+    let reads = final_reads(&ctx, &keys, 1, |node, process| {
+        let client = Client::new(&ctx.cluster.endpoint(node), ctx.request_timeout)?;
+        let recorder = Arc::clone(&ctx.recorder);
+        Ok(move |keys: Vec<String>| {
+            let (mut client, recorder) = (client.clone(), Arc::clone(&recorder));
+            async move {
+                let input = EtcdInput {
+                    key: keys.into_iter().next().unwrap_or_default(),
+                    op: EtcdOp::Get,
+                };
+                let outcome = invoke_and_record(&recorder, &mut client, process, &input).await;
+                matches!(outcome, Outcome::Ok(_))
+            }
+        })
+    })
+    .await?;
     ctx.recorder.flush()?;
-    let mut problems = Vec::new();
-    if !unread.is_empty() {
-        problems.push(format!(
-            "{} of {} keys had no successful final read: {}",
-            unread.len(),
-            keys.len(),
-            unread.join(", ")
-        ));
-    }
+    let problems = reads.problem(keys.len()).into_iter().collect();
     let mut check = check_history(&ctx).await?;
-    check.details["final_reads_ok"] = json!(ok);
-    check.details["final_reads_attempted"] = json!(attempted);
+    check.details["final_reads_ok"] = json!(reads.ok);
+    check.details["final_reads_attempted"] = json!(reads.attempted);
     Ok(WorkloadReport {
         counts,
         required: REQUIRED.iter().map(|&f| f.to_owned()).collect(),
@@ -398,64 +396,6 @@ fn input_function(input: &EtcdInput) -> &'static str {
         EtcdOp::Cas { .. } => "cas",
         EtcdOp::Delete => "delete",
     }
-}
-
-/// Reads every key through every member, each read retried a few times if it fails. Returns
-/// (ok reads, attempted reads, keys without any ok read).
-async fn final_reads(
-    cluster: &Arc<Cluster>,
-    recorder: &Arc<Recorder>,
-    keys: &[String],
-    timeout: Duration,
-) -> anyhow::Result<(u64, u64, Vec<String>)> {
-    let mut readers = JoinSet::new();
-    for node in 0..cluster.len() {
-        let mut client = Client::new(&cluster.endpoint(node), timeout)?;
-        let recorder = Arc::clone(recorder);
-        let keys = keys.to_vec();
-        readers.spawn(async move {
-            let process = FINAL_PROCESS_BASE + node as u64;
-            let mut read: Vec<(String, bool)> = Vec::with_capacity(keys.len());
-            let mut attempts = 0_u64;
-            for key in keys {
-                let input = EtcdInput {
-                    key: key.clone(),
-                    op: EtcdOp::Get,
-                };
-                let mut ok = false;
-                for attempt in 0..FINAL_READ_ATTEMPTS {
-                    if attempt > 0 {
-                        tokio::time::sleep(FINAL_READ_RETRY_PAUSE).await;
-                    }
-                    attempts += 1;
-                    let outcome = invoke_and_record(&recorder, &mut client, process, &input).await;
-                    if matches!(outcome, Outcome::Ok(_)) {
-                        ok = true;
-                        break;
-                    }
-                }
-                read.push((key, ok));
-            }
-            (read, attempts)
-        });
-    }
-    let mut ok_count = 0;
-    let mut attempted = 0;
-    let mut read_somewhere: BTreeMap<String, bool> = BTreeMap::new();
-    while let Some(joined) = readers.join_next().await {
-        let (read, attempts) = joined.context("a final reader panicked")?;
-        attempted += attempts;
-        for (key, ok) in read {
-            ok_count += u64::from(ok);
-            *read_somewhere.entry(key).or_default() |= ok;
-        }
-    }
-    let unread = read_somewhere
-        .into_iter()
-        .filter(|&(_, ok)| !ok)
-        .map(|(key, _)| key)
-        .collect();
-    Ok((ok_count, attempted, unread))
 }
 
 #[cfg(test)]
