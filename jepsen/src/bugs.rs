@@ -6,7 +6,7 @@
 //!
 //! Must not: judge anything; the workload's checkers do.
 
-use crate::nemesis::Fault;
+use crate::nemesis::{Fault, PartitionShape};
 use crate::workload::WorkloadName;
 
 /// One bug and how to catch it.
@@ -26,6 +26,8 @@ pub struct BugCase {
     pub time_limit_secs: u64,
     /// Mean seconds a fault is held and between faults.
     pub nemesis_interval_secs: f64,
+    /// Shapes its partitions take; empty means every shape.
+    pub partition_shapes: &'static [PartitionShape],
 }
 
 /// Every bug `bugcheck` can run.
@@ -39,6 +41,7 @@ pub const BUGS: &[BugCase] = &[
         leader_percent: 0,
         time_limit_secs: 14,
         nemesis_interval_secs: 5.0,
+        partition_shapes: &[],
     },
     BugCase {
         name: "ack-before-commit",
@@ -52,6 +55,8 @@ pub const BUGS: &[BugCase] = &[
         // fault on reads that time out, so each fault gives it only a few chances to write.
         time_limit_secs: 30,
         nemesis_interval_secs: 3.0,
+        // Only the leader cut off from both others stalls every commit it is asked for.
+        partition_shapes: &[PartitionShape::Isolate],
     },
     BugCase {
         name: "txn-compare-after-writes",
@@ -64,6 +69,7 @@ pub const BUGS: &[BugCase] = &[
         leader_percent: 0,
         time_limit_secs: 8,
         nemesis_interval_secs: 5.0,
+        partition_shapes: &[],
     },
 ];
 

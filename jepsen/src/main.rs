@@ -30,7 +30,7 @@ use mnemo_jepsen::model::Model;
 use mnemo_jepsen::model::etcd::EtcdKeyModel;
 use mnemo_jepsen::model::kv::KvModel;
 use mnemo_jepsen::model::register::RegisterModel;
-use mnemo_jepsen::nemesis::{self, Fault, NemesisOptions};
+use mnemo_jepsen::nemesis::{self, Fault, NemesisOptions, PartitionShape};
 use mnemo_jepsen::report;
 use mnemo_jepsen::run::{TestOptions, Validity, run_test};
 use mnemo_jepsen::workload::append::{self, AppendOptions};
@@ -101,6 +101,10 @@ struct RunArgs {
     /// The store under test: mnemo, or etcd (Debian's etcd-server, judged by the same harness).
     #[arg(long, default_value = "mnemo")]
     target: String,
+    /// Shapes partitions take: a comma-separated list of isolate, halves, bridge. [default:
+    /// all of them for test; the bug's own for bugcheck]
+    #[arg(long)]
+    partition_shapes: Option<String>,
     /// Members.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -314,6 +318,15 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
         (None, Some(case)) => case.faults.to_vec(),
         (None, None) => vec![Fault::Kill, Fault::Pause, Fault::Partition],
     };
+    let partition_shapes = match (&args.partition_shapes, case) {
+        (Some(list), _) => list
+            .split(',')
+            .map(|shape| shape.trim().parse())
+            .collect::<Result<Vec<PartitionShape>, String>>()
+            .map_err(anyhow::Error::msg)?,
+        (None, Some(case)) => case.partition_shapes.to_vec(),
+        (None, None) => Vec::new(),
+    };
     let time_limit = args
         .time_limit
         .or(case.map(|case| case.time_limit_secs))
@@ -370,6 +383,7 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
             faults,
             interval,
             leader_percent: leader_percent.min(100),
+            partition_shapes,
         },
         request_timeout: seconds(args.request_timeout, "--request-timeout")?,
         heal_wait: seconds(args.heal_wait, "--heal-wait")?,

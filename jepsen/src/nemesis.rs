@@ -136,6 +136,47 @@ pub fn parse_faults(text: &str) -> Result<Vec<Fault>, String> {
     }
 }
 
+/// The shapes a partition can take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionShape {
+    /// One member cut from all others: the leader (`leader_percent`) or another.
+    Isolate,
+    /// A random minority cut from the majority.
+    Halves,
+    /// Two sides that cannot talk, and one member that talks to both.
+    Bridge,
+}
+
+impl PartitionShape {
+    /// Every shape.
+    pub const ALL: [PartitionShape; 3] = [
+        PartitionShape::Isolate,
+        PartitionShape::Halves,
+        PartitionShape::Bridge,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            PartitionShape::Isolate => "isolate",
+            PartitionShape::Halves => "halves",
+            PartitionShape::Bridge => "bridge",
+        }
+    }
+}
+
+impl FromStr for PartitionShape {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        PartitionShape::ALL
+            .into_iter()
+            .find(|shape| shape.name() == text)
+            .ok_or_else(|| {
+                format!("unknown partition shape {text:?} (expected isolate, halves or bridge)")
+            })
+    }
+}
+
 /// What the nemesis does.
 #[derive(Clone, Debug)]
 pub struct NemesisOptions {
@@ -147,6 +188,8 @@ pub struct NemesisOptions {
     /// Chance, percent, that a fault aimed at one member targets the leader; otherwise it
     /// targets another member (any member when no leader is known).
     pub leader_percent: u64,
+    /// Shapes partitions take, chosen among at random; empty means every shape.
+    pub partition_shapes: Vec<PartitionShape>,
 }
 
 /// What the nemesis did.
@@ -223,7 +266,7 @@ pub async fn run(
         let draw = Draw::new(&mut rng, cluster.len(), options.leader_percent);
         let hold = rng.duration_between(interval / 2, interval * 3 / 2);
         let rest = rng.duration_between(interval / 2, interval * 3 / 2);
-        if let Some(active) = start(cluster, recorder, fault, &draw, &mut report).await {
+        if let Some(active) = start(cluster, recorder, fault, &draw, options, &mut report).await {
             sleep_until_or(deadline, hold).await;
             stop(cluster, recorder, &active, &mut report).await;
         }
@@ -269,6 +312,7 @@ fn process_targets(leader: Option<usize>, members: usize, draw: &Draw) -> Vec<us
 fn partition_links(
     leader: Option<usize>,
     members: usize,
+    shape: PartitionShape,
     draw: &Draw,
 ) -> (&'static str, Vec<usize>, Vec<Link>) {
     let across = |left: &[usize], right: &[usize]| -> Vec<Link> {
@@ -276,14 +320,14 @@ fn partition_links(
             .flat_map(|&a| right.iter().map(move |&b| link(a, b)))
             .collect()
     };
-    match draw.shape {
+    match shape {
         // Random halves: the first half of the seeded order is the minority.
-        1 if members >= 2 => {
+        PartitionShape::Halves if members >= 2 => {
             let (minority, majority) = draw.order.split_at(members / 2);
             ("halves", minority.to_vec(), across(minority, majority))
         }
         // A bridge: the first member of the order talks to both sides, which cannot talk.
-        2 if members >= 3 => {
+        PartitionShape::Bridge if members >= 3 => {
             let bridge = draw.order[0];
             let rest = &draw.order[1..];
             let (left, right) = rest.split_at(rest.len() / 2);
@@ -302,6 +346,7 @@ async fn start(
     recorder: &Recorder,
     fault: Fault,
     draw: &Draw,
+    options: &NemesisOptions,
     report: &mut NemesisReport,
 ) -> Option<Active> {
     let f = format!("start-{fault}");
@@ -327,7 +372,13 @@ async fn start(
             (targets, outcome)
         }
         Fault::Partition => {
-            let (shape, targets, links) = partition_links(leader, members, draw);
+            let shapes: &[PartitionShape] = if options.partition_shapes.is_empty() {
+                &PartitionShape::ALL
+            } else {
+                &options.partition_shapes
+            };
+            let shape = shapes[draw.shape % shapes.len()];
+            let (shape, targets, links) = partition_links(leader, members, shape, draw);
             cluster.network().cut(&links);
             value["shape"] = json!(shape);
             value["cut"] = json!(link_names(cluster, &links));
@@ -506,26 +557,50 @@ mod tests {
     #[test]
     fn partitions_cut_exactly_their_shape() {
         // Isolating the leader cuts its two links and nothing else.
-        let (shape, targets, links) = partition_links(Some(1), 3, &draw(0, vec![0, 1, 2], true, 0));
+        let (shape, targets, links) = partition_links(
+            Some(1),
+            3,
+            PartitionShape::Isolate,
+            &draw(0, vec![0, 1, 2], true, 0),
+        );
         assert_eq!((shape, targets), ("isolate", vec![1]));
         assert_eq!(links, vec![link(1, 0), link(1, 2)]);
         // Isolating another member never picks the leader.
         for pick in 0..4 {
-            let (_, targets, _) = partition_links(Some(1), 3, &draw(0, vec![0, 1, 2], false, pick));
+            let (_, targets, _) = partition_links(
+                Some(1),
+                3,
+                PartitionShape::Isolate,
+                &draw(0, vec![0, 1, 2], false, pick),
+            );
             assert_ne!(targets, vec![1]);
         }
         // Halves of five: the first two of the order against the other three, six links.
-        let (shape, minority, links) =
-            partition_links(None, 5, &draw(1, vec![3, 0, 4, 1, 2], false, 0));
+        let (shape, minority, links) = partition_links(
+            None,
+            5,
+            PartitionShape::Halves,
+            &draw(1, vec![3, 0, 4, 1, 2], false, 0),
+        );
         assert_eq!((shape, minority), ("halves", vec![3, 0]));
         assert_eq!(links.len(), 6);
         assert!(links.contains(&link(3, 4)) && !links.contains(&link(3, 0)));
         // A bridge of three: the bridge keeps both links, the two sides lose theirs.
-        let (shape, bridge, links) = partition_links(None, 3, &draw(2, vec![2, 0, 1], false, 0));
+        let (shape, bridge, links) = partition_links(
+            None,
+            3,
+            PartitionShape::Bridge,
+            &draw(2, vec![2, 0, 1], false, 0),
+        );
         assert_eq!((shape, bridge), ("bridge", vec![2]));
         assert_eq!(links, vec![link(0, 1)]);
         // A bridge of five: sides of two, four links cut, none touching the bridge.
-        let (_, _, links) = partition_links(None, 5, &draw(2, vec![4, 0, 1, 2, 3], false, 0));
+        let (_, _, links) = partition_links(
+            None,
+            5,
+            PartitionShape::Bridge,
+            &draw(2, vec![4, 0, 1, 2, 3], false, 0),
+        );
         assert_eq!(links.len(), 4);
         assert!(links.iter().all(|&(a, b)| a != 4 && b != 4));
     }

@@ -69,6 +69,7 @@ fn options(workload: WorkloadName, binary: PathBuf, faults: Vec<Fault>, seed: u6
             faults,
             interval: Duration::from_secs(3),
             leader_percent: 50,
+            partition_shapes: Vec::new(),
         },
         request_timeout: Duration::from_secs(2),
         heal_wait: Duration::from_secs(3),
@@ -147,6 +148,7 @@ fn bugcheck(name: &str, seed: u64) -> TestReport {
     options.time_limit = Duration::from_secs(case.time_limit_secs);
     options.nemesis.leader_percent = case.leader_percent;
     options.nemesis.interval = Duration::from_secs_f64(case.nemesis_interval_secs);
+    options.nemesis.partition_shapes = case.partition_shapes.to_vec();
     options.bug = Some(name.to_owned());
     let report = run(&options);
     assert_eq!(

@@ -45,9 +45,9 @@ use crate::random::SeededRng;
 const REASONS_MAX: usize = 12;
 /// Characters of an error message kept in the counts.
 const REASON_CHARS_MAX: usize = 120;
-/// Pause of a worker after an operation that did not succeed: a member that refuses at once
-/// would otherwise be sent operations as fast as it refuses them, and every unknown one stays
-/// open to the end of its key's history and multiplies the checker's work.
+/// Pause of a worker after an operation whose outcome is unknown (and, as a workload chooses,
+/// after other failures): every unknown operation stays open to the end of its key's history
+/// and multiplies the checker's work, so a member that times out should not be sent many.
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 /// Process ids of final-phase clients start here, far above any worker's.
 pub const FINAL_PROCESS_BASE: u64 = 1 << 40;

@@ -358,7 +358,11 @@ async fn run_worker(
         if matches!(outcome, Outcome::Info(_)) {
             process += concurrency;
         }
-        if !matches!(outcome, Outcome::Ok(_)) {
+        // Only an unknown outcome backs off: it stays open to the end of its key's history.
+        // A definite failure (a read the member could not serve, a refused connection) costs
+        // the checker nothing, and going on at the normal pace keeps a cut-off member's
+        // workers probing it, which is when stale reads and early acknowledgements show.
+        if matches!(outcome, Outcome::Info(_)) {
             ctx.sleep_within(ERROR_BACKOFF).await;
         }
     }
