@@ -20,6 +20,8 @@
 //! Must not: retry (a retried write that had applied would be applied twice, jepsen.md §1.4),
 //! record anything (the workload does), or pick nodes (each client is pinned to one).
 
+pub mod watch;
+
 use std::time::Duration;
 
 use tonic::Code;

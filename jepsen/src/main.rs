@@ -35,6 +35,7 @@ use mnemo_jepsen::report;
 use mnemo_jepsen::run::{TestOptions, Validity, run_test};
 use mnemo_jepsen::workload::append::{self, AppendOptions};
 use mnemo_jepsen::workload::register::{self, RegisterOptions};
+use mnemo_jepsen::workload::watch::{self, WatchOptions};
 use mnemo_jepsen::workload::{WorkloadName, WorkloadOptions};
 
 /// `--time-limit` of `test` unless told otherwise.
@@ -121,7 +122,7 @@ struct RunArgs {
     /// Workers, each pinned to one member round-robin [default: 2 per member].
     #[arg(long, default_value_t = 0)]
     concurrency: usize,
-    /// Keys active at once (register).
+    /// Keys active at once (register), or keys written (watch, at least 3).
     #[arg(long, default_value_t = register::KEYS_DEFAULT)]
     keys: usize,
     /// Operations per key before it is replaced by a fresh one (register).
@@ -136,6 +137,13 @@ struct RunArgs {
     /// Appends to a key before it is replaced by a fresh one (append).
     #[arg(long, default_value_t = append::APPENDS_PER_KEY_DEFAULT)]
     appends_per_key: usize,
+    /// Watchers of the watch workload, spread over the members [default: 2 per member].
+    #[arg(long, default_value_t = 0)]
+    watchers: usize,
+    /// Share of the watch workload's segments that rewind to a past revision instead of
+    /// resuming, percent.
+    #[arg(long, default_value_t = watch::REWIND_PERCENT_DEFAULT)]
+    rewind_percent: u64,
     /// Mean seconds a fault is held, and mean seconds between faults. [default: 5 for test; the
     /// bug's own for bugcheck]
     #[arg(long)]
@@ -407,6 +415,12 @@ fn workload_options(args: &RunArgs) -> WorkloadOptions {
             keys: args.append_keys.max(1),
             max_txn_len: args.max_txn_len.max(1),
             appends_per_key: args.appends_per_key.max(1),
+        },
+        watch: WatchOptions {
+            watchers: args.watchers,
+            keys: args.keys.max(watch::TXN_KEYS_MAX),
+            rewind_percent: args.rewind_percent.min(100),
+            ..WatchOptions::default()
         },
         ..WorkloadOptions::default()
     }
