@@ -26,14 +26,18 @@ pub enum Bug {
     /// A Txn applies its success branch's writes first and evaluates its compares afterwards,
     /// on the state those writes produced: a guarded txn whose guard should fail still writes.
     TxnCompareAfterWrites,
+    /// A watcher created with a start revision it must catch up to (a resuming client)
+    /// silently starts one revision later, losing the first event it asked for.
+    WatchSkipOnResume,
 }
 
 impl Bug {
     /// Every bug, for looking one up by name.
-    pub const ALL: [Bug; 3] = [
+    pub const ALL: [Bug; 4] = [
         Bug::StaleLocalRead,
         Bug::AckBeforeCommit,
         Bug::TxnCompareAfterWrites,
+        Bug::WatchSkipOnResume,
     ];
 
     /// The name `MNEMO_BUG` takes.
@@ -43,6 +47,7 @@ impl Bug {
             Bug::StaleLocalRead => "stale-local-read",
             Bug::AckBeforeCommit => "ack-before-commit",
             Bug::TxnCompareAfterWrites => "txn-compare-after-writes",
+            Bug::WatchSkipOnResume => "watch-skip-on-resume",
         }
     }
 }

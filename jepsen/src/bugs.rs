@@ -71,6 +71,19 @@ pub const BUGS: &[BugCase] = &[
         nemesis_interval_secs: 5.0,
         partition_shapes: &[],
     },
+    BugCase {
+        name: "watch-skip-on-resume",
+        about: "a watcher created to catch up from a past revision starts one revision late",
+        workload: WorkloadName::Watch,
+        // Every resume that starts behind the member's revision shows it; watchers resume every
+        // few seconds on their own, and a partition makes the cut-off member's watchers fall
+        // behind and resume elsewhere with history to catch up on.
+        faults: &[Fault::Partition],
+        leader_percent: 50,
+        time_limit_secs: 12,
+        nemesis_interval_secs: 5.0,
+        partition_shapes: &[],
+    },
 ];
 
 /// The case named `name`.

@@ -202,6 +202,17 @@ impl HubState {
         } else {
             request.start_revision
         };
+        // Injected bug: a watcher that must catch up from history (a resuming client) starts
+        // one revision late, so the first revision it asked for is never delivered.
+        #[cfg(feature = "bug-injection")]
+        let next_rev = if crate::bugs::enabled(crate::bugs::Bug::WatchSkipOnResume)
+            && request.start_revision != 0
+            && next_rev <= published
+        {
+            next_rev + 1
+        } else {
+            next_rev
+        };
         let key = WatcherKey { stream, id };
         let synced = next_rev > published;
         self.watchers.insert(
