@@ -2,8 +2,8 @@
 //! faults and judges what it recorded, `bugcheck` shows that `test` catches an injected bug,
 //! `report` rebuilds a finished run's report.
 //!
-//! Owns the command line and the exit codes. `check` and `test`: 0 valid (linearizable), 1 not
-//! linearizable, 2 unknown or bad input or a run that could not be carried out (including usage
+//! Owns the command line and the exit codes. `check` and `test`: 0 valid (every check passed), 1
+//! a violation, 2 unknown or bad input or a run that could not be carried out (including usage
 //! errors, which clap reports with 2 as well). `bugcheck`: 0 when the run was judged not
 //! linearizable (the bug was caught), 1 when it was not (valid or unknown), 2 when it could not
 //! run. `report`: 0 when written, 2 when not. Must not: hold checking or harness logic;
@@ -22,6 +22,7 @@ use mnemo_jepsen::checker::elle;
 use mnemo_jepsen::checker::linearizable::{
     CheckOptions, PARTITION_TIME_BUDGET_DEFAULT, Verdict, check,
 };
+use mnemo_jepsen::checker::watch::check_run_dir;
 use mnemo_jepsen::cluster::{BUG_BINARY_NAME, ETCD_BINARY_DEFAULT, Target, default_binary};
 use mnemo_jepsen::history::jsonl::{AnyHistory, Header, ModelName};
 use mnemo_jepsen::history::{History, edn_kv, jepsen_etcd, jsonl};
@@ -63,9 +64,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check a recorded history for linearizability; a JSONL history of the append workload is
-    /// checked for strict serializability (Elle-lite) instead.
+    /// checked for strict serializability (Elle-lite) instead, and a watch run's directory for
+    /// the watch guarantees.
     Check {
-        /// The history file.
+        /// The history file (for `--format watch`, the run directory).
         file: PathBuf,
         /// The file's format.
         #[arg(long, value_enum)]
@@ -194,6 +196,9 @@ enum Format {
     Kv,
     /// mnemo-jepsen's own JSON lines (see the `history::jsonl` module).
     Jsonl,
+    /// A watch run's directory: its `history.jsonl` and `watch.jsonl`, judged for the watch
+    /// guarantees (see the `checker::watch` module).
+    Watch,
 }
 
 fn main() -> ExitCode {
@@ -427,6 +432,9 @@ fn workload_options(args: &RunArgs) -> WorkloadOptions {
 }
 
 fn run_check(file: &Path, format: Format, options: &CheckOptions) -> anyhow::Result<u8> {
+    if matches!(format, Format::Watch) {
+        return judge_watch_run(file);
+    }
     let reader = BufReader::new(
         File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
     );
@@ -450,6 +458,32 @@ fn run_check(file: &Path, format: Format, options: &CheckOptions) -> anyhow::Res
             AnyHistory::Kv(history) => judge(&KvModel, &history, options),
             AnyHistory::Etcd(history) => judge(&Determinized(EtcdKeyModel), &history, options),
         },
+        Format::Watch => unreachable!("judged above"),
+    })
+}
+
+/// Checks a watch run's directory, prints the verdict and the violations, and returns the exit
+/// code.
+fn judge_watch_run(run_dir: &Path) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let found = check_run_dir(run_dir)?;
+    let result = found.to_check_result(started.elapsed().as_secs_f64());
+    let mut out = std::io::stdout().lock();
+    let mut text = format!(
+        "{} (checked in {:.2?})\n",
+        result.summary,
+        started.elapsed()
+    );
+    if let Some(explanation) = result.details["explanation"].as_str() {
+        text.push_str(explanation);
+        text.push('\n');
+    }
+    // As in `judge`: a reader that went away must not turn the verdict into a panic.
+    drop(out.write_all(text.as_bytes()));
+    Ok(if found.violations.is_empty() {
+        EXIT_LINEARIZABLE
+    } else {
+        EXIT_NOT_LINEARIZABLE
     })
 }
 

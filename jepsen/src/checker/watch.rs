@@ -43,7 +43,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::io::BufRead;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -558,6 +560,22 @@ pub fn parse_writes(reader: impl BufRead) -> anyhow::Result<Vec<Write>> {
         outcome: WriteOutcome::Unknown,
     }));
     Ok(writes)
+}
+
+/// Reads a watch run's `history.jsonl` and `watch.jsonl` from `run_dir` and checks them.
+///
+/// # Errors
+/// When either file cannot be read or parsed.
+pub fn check_run_dir(run_dir: &Path) -> anyhow::Result<WatchCheck> {
+    let open = |name: &str| {
+        let path = run_dir.join(name);
+        File::open(&path)
+            .map(BufReader::new)
+            .with_context(|| format!("open {}", path.display()))
+    };
+    let writes = parse_writes(open("history.jsonl")?).context("read history.jsonl")?;
+    let lines = parse_watch_log(open("watch.jsonl")?).context("read watch.jsonl")?;
+    Ok(check(&writes, &lines))
 }
 
 /// Reads `watch.jsonl`.

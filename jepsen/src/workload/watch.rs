@@ -45,7 +45,7 @@
 //! checker does).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write as _};
+use std::io::{BufWriter, Write as _};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,7 +58,7 @@ use tokio::task::JoinSet;
 use super::{CheckResult, Counts, Ctx, ERROR_BACKOFF, FINAL_PROCESS_BASE, WorkloadReport, lock};
 use crate::checker::watch::{
     ResponseLine, Revision, SegmentEnd, SegmentStart, TxnOp, WatchLine, WriteInput, WriteOutput,
-    check, parse_watch_log, parse_writes,
+    check_run_dir,
 };
 use crate::client::watch::{WatchReply, WatchSpec, WatchStream, WriteClient, WriteResult};
 use crate::history::recorder::Recorder;
@@ -402,16 +402,11 @@ fn unconverged(reports: &[WatcherReport], final_revision: Revision) -> Vec<Strin
 /// # Errors
 /// When either cannot be read or parsed, or the checker panics.
 pub async fn check_files(run_dir: &Path) -> anyhow::Result<CheckResult> {
-    let history = run_dir.join("history.jsonl");
-    let watch_log = run_dir.join("watch.jsonl");
-    eprintln!("checking {} and {}", history.display(), watch_log.display());
+    let run_dir = run_dir.to_path_buf();
+    eprintln!("checking {}", run_dir.display());
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let writes = parse_writes(BufReader::new(File::open(&history)?))
-            .with_context(|| format!("read {}", history.display()))?;
-        let lines = parse_watch_log(BufReader::new(File::open(&watch_log)?))
-            .with_context(|| format!("read {}", watch_log.display()))?;
-        let found = check(&writes, &lines);
+        let found = check_run_dir(&run_dir)?;
         Ok(found.to_check_result(started.elapsed().as_secs_f64()))
     })
     .await
