@@ -15,6 +15,12 @@
 //!   (a Txn writes its success branch, then judges its compares on the result) must be judged
 //!   invalid by Elle-lite without any fault: every guarded append writes yet reports a failed
 //!   guard, and later reads see those values (G1a).
+//! - `smoke_watch_under_kill_and_partition`: a short watch run (writers, resuming watchers,
+//!   collectors) under kill and partition faults must be judged valid, with watchers having
+//!   resumed and every watch guarantee held.
+//! - `bugcheck_catches_watch_skip_on_resume`: against `MNEMO_BUG=watch-skip-on-resume` (a watcher
+//!   that must catch up from a past revision starts one revision late) the watch checker must
+//!   find resumable violations.
 //!
 //! The member binaries come from the target directory these tests were built in:
 //! `<target>/debug/mnemo` (`cargo build --bin mnemo` at the repository root) and
@@ -218,5 +224,27 @@ fn bugcheck_catches_txn_compare_after_writes() {
         elle.details["anomalies"]["G1a"].as_u64() > Some(0),
         "expected aborted reads: {}",
         elle.details
+    );
+}
+
+#[test]
+fn smoke_watch_under_kill_and_partition() {
+    let report = smoke_mnemo(WorkloadName::Watch, vec![Fault::Kill, Fault::Partition], 3);
+    let stats = &check(&report, "watch").details["stats"];
+    assert!(stats["resumes"].as_u64() > Some(0), "no resume: {stats}");
+    assert!(stats["collectors"].as_u64() == Some(3), "{stats}");
+    assert!(
+        stats["writes_checked"].as_u64() > Some(100),
+        "too few writes: {stats}"
+    );
+}
+
+#[test]
+fn bugcheck_catches_watch_skip_on_resume() {
+    let report = bugcheck("watch-skip-on-resume", 5);
+    let violations = &check(&report, "watch").details["violations"];
+    assert!(
+        violations["resumable"].as_u64() > Some(0),
+        "caught, but not as a resume that skipped: {violations}"
     );
 }
