@@ -146,6 +146,9 @@ struct RunArgs {
     /// resuming, percent.
     #[arg(long, default_value_t = watch::REWIND_PERCENT_DEFAULT)]
     rewind_percent: u64,
+    /// Mean seconds between two compactions in the watch workload (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    compact_interval: f64,
     /// Mean seconds a fault is held, and mean seconds between faults. [default: 5 for test; the
     /// bug's own for bugcheck]
     #[arg(long)]
@@ -391,7 +394,7 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
         rate: args.rate,
         concurrency: args.concurrency,
         workload,
-        workloads: workload_options(args),
+        workloads: workload_options(args)?,
         nemesis: NemesisOptions {
             faults,
             interval,
@@ -409,8 +412,8 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
 }
 
 /// Every workload's options, from the flags that shape them.
-fn workload_options(args: &RunArgs) -> WorkloadOptions {
-    WorkloadOptions {
+fn workload_options(args: &RunArgs) -> anyhow::Result<WorkloadOptions> {
+    Ok(WorkloadOptions {
         register: RegisterOptions {
             keys: args.keys.max(1),
             ops_per_key: args.ops_per_key.max(1),
@@ -425,10 +428,12 @@ fn workload_options(args: &RunArgs) -> WorkloadOptions {
             watchers: args.watchers,
             keys: args.keys.max(watch::TXN_KEYS_MAX),
             rewind_percent: args.rewind_percent.min(100),
+            compact_interval: Duration::try_from_secs_f64(args.compact_interval)
+                .context("--compact-interval must be >= 0")?,
             ..WatchOptions::default()
         },
         ..WorkloadOptions::default()
-    }
+    })
 }
 
 fn run_check(file: &Path, format: Format, options: &CheckOptions) -> anyhow::Result<u8> {

@@ -83,6 +83,11 @@ pub enum WriteInput {
         /// The operations, in order.
         ops: Vec<TxnOp>,
     },
+    /// Compact history below this revision; makes no revision, changes no key.
+    Compact {
+        /// The compact revision.
+        revision: Revision,
+    },
 }
 
 /// One operation of a [`WriteInput::Txn`].
@@ -121,6 +126,11 @@ pub enum WriteOutput {
     },
     /// The txn's header revision: the revision it made.
     Txn {
+        /// The revision.
+        revision: Revision,
+    },
+    /// The compaction's header revision (the current one; compaction makes none).
+    Compact {
         /// The revision.
         revision: Revision,
     },
@@ -1236,6 +1246,9 @@ fn expected_changes<'a>(
         (WriteInput::Delete { key }, WriteOutput::Delete { revision, .. }) => {
             (*revision, BTreeMap::from([(key.as_str(), None)]), false)
         }
+        (WriteInput::Compact { .. }, WriteOutput::Compact { revision }) => {
+            (*revision, BTreeMap::new(), false)
+        }
         (WriteInput::Txn { ops }, WriteOutput::Txn { revision }) => {
             let changes = ops
                 .iter()
@@ -1278,7 +1291,7 @@ fn check_writes(
             continue;
         };
         if expected.is_empty() {
-            // A delete that found nothing made no revision.
+            // A delete that found nothing, or a compaction, made no revision.
             continue;
         }
         if !truth.covers(revision) {
@@ -1328,7 +1341,7 @@ fn check_put_values(writes: &[Write], truth: &Truth, violations: &mut Vec<Violat
             WriteInput::Put { key, value } => {
                 values.insert(value, (key, failed));
             }
-            WriteInput::Delete { .. } => {}
+            WriteInput::Delete { .. } | WriteInput::Compact { .. } => {}
             WriteInput::Txn { ops } => {
                 for op in ops {
                     if let TxnOp::Put { key, value } = op {

@@ -1,4 +1,4 @@
-//! The watch workload's wire side: its writes (Put, Delete, a multi-key Txn) and its watch
+//! The watch workload's wire side: its writes (Put, Delete, a multi-key Txn, Compact) and its watch
 //! streams, translated between etcd gRPC and the watch checker's vocabulary
 //! ([`crate::checker::watch`]).
 //!
@@ -25,7 +25,7 @@ use crate::pb::etcdserverpb::watch_client::WatchClient;
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::{
-    DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, WatchCreateRequest,
+    CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, WatchCreateRequest,
     WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use crate::pb::mvccpb;
@@ -88,6 +88,16 @@ impl WriteClient {
                     Ok(WriteOutput::Delete {
                         revision: response.header.map_or(0, |header| header.revision),
                         deleted: response.deleted,
+                    })
+                }
+                WriteInput::Compact { revision } => {
+                    let request = CompactionRequest {
+                        revision: *revision,
+                        physical: false,
+                    };
+                    let response = self.kv.compact(request).await?.into_inner();
+                    Ok(WriteOutput::Compact {
+                        revision: response.header.map_or(0, |header| header.revision),
                     })
                 }
                 WriteInput::Txn { ops } => {

@@ -15,6 +15,8 @@
 //!   after the last one it was given (an event's, or a progress notification's). Now and then
 //!   a segment instead rewinds to a recent past revision. A compaction notice moves the resume
 //!   point to the compact revision, as a client that accepts the hole would.
+//! - **Compactor** (only with [`WatchOptions::compact_interval`]): compacts a little behind the
+//!   newest acknowledged write now and then, so that compaction notices happen.
 //! - **Final phase**: after the heal, one last put ([`FINAL_KEY`]); each watcher keeps going
 //!   until it has been given that revision, within [`CONVERGE_TIMEOUT`] (one that does not is a
 //!   problem, which makes the run unknown, never a pass); a **collector** per member watches the
@@ -31,6 +33,8 @@
 //! {"type":"ok","process":4,"time":470,"output":{"f":"txn","revision":89}}
 //! {"type":"invoke","process":5,"time":140,"input":{"f":"delete","key":"watch/k0"}}
 //! {"type":"ok","process":5,"time":480,"output":{"f":"delete","revision":90,"deleted":1}}
+//! {"type":"invoke","process":1073741824,"time":490,"input":{"f":"compact","revision":40}}
+//! {"type":"ok","process":1073741824,"time":520,"output":{"f":"compact","revision":90}}
 //! ```
 //! `watch.jsonl` in the run directory holds one [`WatchLine`] per segment start, response and
 //! segment end (`"kind"`: `segment`, `response`, `end`), each naming the watcher, the segment and
@@ -47,6 +51,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,6 +106,12 @@ pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
 const FINAL_WRITE_ATTEMPTS: usize = 6;
 /// Pause between two attempts of the final write.
 const FINAL_WRITE_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Revisions a compaction leaves below the newest acknowledged write: a watcher resuming where
+/// it left off usually stays clear of it, while rewinds and watchers of a lagging member run into
+/// it.
+pub const COMPACT_LAG_REVISIONS: Revision = 50;
+/// The compactor's process ids start here, far above any writer's.
+const COMPACTOR_PROCESS_BASE: u64 = 1 << 30;
 /// Collectors' watcher ids start here, far above any watcher's.
 const COLLECTOR_ID_BASE: u64 = 1_000_000;
 /// Seed streams of the writers' operation sequences, their pacing and the watchers, so that
@@ -108,6 +119,7 @@ const COLLECTOR_ID_BASE: u64 = 1_000_000;
 const WRITER_OPS_STREAM: u64 = 1 << 20;
 const WRITER_PACE_STREAM: u64 = 2 << 20;
 const WATCHER_STREAM: u64 = 3 << 20;
+const COMPACTOR_STREAM: u64 = 4 << 20;
 /// Functions that must each have succeeded at least once.
 const REQUIRED: [&str; 4] = ["put", "delete", "txn", "watch"];
 
@@ -125,6 +137,10 @@ pub struct WatchOptions {
     pub delete_percent: u64,
     /// Share of segments that rewind to a past revision, percent.
     pub rewind_percent: u64,
+    /// Mean time between two compactions (each [`COMPACT_LAG_REVISIONS`] behind the newest
+    /// acknowledged write); zero for none. Compaction makes watchers that fall behind it get
+    /// compaction notices, and leaves the truth only the history above it.
+    pub compact_interval: Duration,
 }
 
 impl Default for WatchOptions {
@@ -135,6 +151,7 @@ impl Default for WatchOptions {
             txn_percent: TXN_PERCENT_DEFAULT,
             delete_percent: DELETE_PERCENT_DEFAULT,
             rewind_percent: REWIND_PERCENT_DEFAULT,
+            compact_interval: Duration::ZERO,
         }
     }
 }
@@ -306,9 +323,16 @@ pub async fn run(ctx: Arc<Ctx>, options: &WatchOptions) -> anyhow::Result<Worklo
             phase.clone(),
         ));
     }
+    // The newest revision a writer was told of, for the compactor.
+    let latest = Arc::new(AtomicI64::new(0));
     let mut writers = JoinSet::new();
     for writer in 0..ctx.concurrency {
-        writers.spawn(run_writer(Arc::clone(&ctx), options.clone(), writer));
+        let (ctx, options, latest) = (Arc::clone(&ctx), options.clone(), Arc::clone(&latest));
+        writers.spawn(async move { run_writer(ctx, options, writer, latest).await });
+    }
+    if !options.compact_interval.is_zero() {
+        let (ctx, interval) = (Arc::clone(&ctx), options.compact_interval);
+        writers.spawn(async move { run_compactor(ctx, interval, latest).await });
     }
     let mut counts = Counts::default();
     while let Some(joined) = writers.join_next().await {
@@ -415,7 +439,12 @@ pub async fn check_files(run_dir: &Path) -> anyhow::Result<CheckResult> {
 
 /// One writer, pinned to member `writer % nodes`: writes until the deadline, one at a time,
 /// pausing a random while before each. An `info` retires its process id.
-async fn run_writer(ctx: Arc<Ctx>, options: WatchOptions, writer: usize) -> anyhow::Result<Counts> {
+async fn run_writer(
+    ctx: Arc<Ctx>,
+    options: WatchOptions,
+    writer: usize,
+    latest: Arc<AtomicI64>,
+) -> anyhow::Result<Counts> {
     let node = writer % ctx.cluster.len();
     let mut client = WriteClient::new(&ctx.cluster.endpoint(node), ctx.request_timeout)?;
     let mut generator = WriteGenerator::new(options, ctx.seed, writer);
@@ -433,6 +462,9 @@ async fn run_writer(ctx: Arc<Ctx>, options: WatchOptions, writer: usize) -> anyh
         if matches!(result, WriteResult::Info(_)) {
             process += ctx.concurrency as u64;
         }
+        if let WriteResult::Ok(output) = &result {
+            latest.fetch_max(output_revision(output), Ordering::Relaxed);
+        }
         let failed = !matches!(result, WriteResult::Ok(_));
         count(&mut counts, &input, &result);
         if failed {
@@ -442,11 +474,56 @@ async fn run_writer(ctx: Arc<Ctx>, options: WatchOptions, writer: usize) -> anyh
     Ok(counts)
 }
 
+/// Compacts every `interval` or so (at random between half and one and a half of it), up to
+/// [`COMPACT_LAG_REVISIONS`] below the newest revision a writer was told of, through a random
+/// member, until the deadline.
+async fn run_compactor(
+    ctx: Arc<Ctx>,
+    interval: Duration,
+    latest: Arc<AtomicI64>,
+) -> anyhow::Result<Counts> {
+    let mut rng = SeededRng::fork(ctx.seed, COMPACTOR_STREAM);
+    let mut process = COMPACTOR_PROCESS_BASE;
+    let mut compacted: Revision = 0;
+    let mut counts = Counts::default();
+    loop {
+        ctx.sleep_within(rng.duration_between(interval / 2, interval * 3 / 2))
+            .await;
+        if Instant::now() >= ctx.deadline {
+            return Ok(counts);
+        }
+        let revision = latest.load(Ordering::Relaxed) - COMPACT_LAG_REVISIONS;
+        if revision <= compacted {
+            continue;
+        }
+        let node = rng.below(ctx.cluster.len());
+        let mut client = WriteClient::new(&ctx.cluster.endpoint(node), ctx.request_timeout)?;
+        let input = WriteInput::Compact { revision };
+        let result = invoke_and_record(&ctx.recorder, &mut client, process, &input).await;
+        count(&mut counts, &input, &result);
+        match result {
+            WriteResult::Ok(_) => compacted = revision,
+            WriteResult::Info(_) => process += 1,
+            WriteResult::Fail(_) => {}
+        }
+    }
+}
+
+fn output_revision(output: &WriteOutput) -> Revision {
+    match output {
+        WriteOutput::Put { revision }
+        | WriteOutput::Delete { revision, .. }
+        | WriteOutput::Txn { revision }
+        | WriteOutput::Compact { revision } => *revision,
+    }
+}
+
 fn function(input: &WriteInput) -> &'static str {
     match input {
         WriteInput::Put { .. } => "put",
         WriteInput::Delete { .. } => "delete",
         WriteInput::Txn { .. } => "txn",
+        WriteInput::Compact { .. } => "compact",
     }
 }
 
@@ -767,6 +844,7 @@ mod tests {
                         }));
                     }
                     WriteInput::Delete { key } => assert!(key.starts_with(PREFIX)),
+                    WriteInput::Compact { .. } => panic!("writers never compact"),
                 }
             }
         }

@@ -302,6 +302,28 @@ fn a_compaction_cancel_and_the_resume_from_the_compact_revision_are_valid() {
 }
 
 #[test]
+fn a_truth_that_starts_at_a_compaction_checks_what_it_can() {
+    let mut log = Log::default();
+    // The collector asked for revision 1, learned that history below 4 was compacted, and
+    // resumed at 4.
+    log.segment(COLLECTOR, 0, 1, false);
+    log.response(COLLECTOR, 0, 0, Vec::new(), |line| {
+        line.canceled = true;
+        line.compact_revision = 4;
+    });
+    log.segment(COLLECTOR, 1, 4, true);
+    log.revisions(COLLECTOR, 1, 4..=7);
+    log.progress(COLLECTOR, 1, 7);
+    log.segment(WATCHER, 0, 4, false);
+    log.revisions(WATCHER, 0, 4..=7);
+    let found = log.check();
+    assert_valid(&found);
+    assert_eq!(found.stats.truth_covered, vec![(4, 7)]);
+    assert_eq!(found.stats.writes_checked, 3);
+    assert_eq!(found.stats.writes_unchecked, 2);
+}
+
+#[test]
 fn filtered_watchers_see_only_their_kind() {
     let mut log = Log::with_collector();
     log.segment_filtered(WATCHER, 0, 1, false, (true, false));
@@ -531,14 +553,22 @@ fn lines_and_writes_round_trip_through_their_files() {
         "\n",
         r#"{"type":"fail","process":2,"time":6}"#,
         "\n",
+        r#"{"type":"invoke","process":9,"time":7,"input":{"f":"compact","revision":2}}"#,
+        "\n",
+        r#"{"type":"ok","process":9,"time":8,"output":{"f":"compact","revision":3}}"#,
+        "\n",
     );
     let writes = parse_writes(history.as_bytes()).expect("parse");
-    assert_eq!(writes.len(), 3);
+    assert_eq!(writes.len(), 4);
+    assert_eq!(
+        writes[2].outcome,
+        WriteOutcome::Ok(WriteOutput::Compact { revision: 3 })
+    );
     assert_eq!(
         writes[0].outcome,
         WriteOutcome::Ok(WriteOutput::Put { revision: 2 })
     );
     assert_eq!(writes[1].outcome, WriteOutcome::Fail);
-    assert!(matches!(writes[2].input, WriteInput::Txn { .. }));
-    assert_eq!(writes[2].outcome, WriteOutcome::Unknown);
+    assert!(matches!(writes[3].input, WriteInput::Txn { .. }));
+    assert_eq!(writes[3].outcome, WriteOutcome::Unknown);
 }
