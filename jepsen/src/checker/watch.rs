@@ -40,6 +40,10 @@
 //!   the truth does not have at all; two collectors disagreeing.
 //! - `writes`: an acknowledged write missing from the truth at its revision, or sharing it with
 //!   other changes; a put event whose value no client wrote to that key, or whose write failed.
+//! - `is_create`: in the truth, a put whose create revision and version do not follow from the
+//!   key's previous state (a creation has version 1 and its own revision as create revision, an
+//!   update keeps the create revision and adds one to the version), or a delete of a key that
+//!   did not exist. Every watcher's events are compared with the truth's, so this is judged once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -330,11 +334,13 @@ pub enum Guarantee {
     SameHistory,
     /// The acknowledged writes are the history.
     Writes,
+    /// Create revisions and versions follow from the key's previous state.
+    IsCreate,
 }
 
 impl Guarantee {
     /// Every guarantee, in the order the verdict lists them.
-    pub const ALL: [Guarantee; 10] = [
+    pub const ALL: [Guarantee; 11] = [
         Guarantee::Ordered,
         Guarantee::Unique,
         Guarantee::Atomic,
@@ -345,6 +351,7 @@ impl Guarantee {
         Guarantee::Filter,
         Guarantee::SameHistory,
         Guarantee::Writes,
+        Guarantee::IsCreate,
     ];
 
     /// Its name in `results.json`.
@@ -361,6 +368,7 @@ impl Guarantee {
             Guarantee::Filter => "filter",
             Guarantee::SameHistory => "same_history",
             Guarantee::Writes => "writes",
+            Guarantee::IsCreate => "is_create",
         }
     }
 }
@@ -767,7 +775,7 @@ struct Truth {
     /// Disjoint, sorted, inclusive ranges.
     covered: Vec<(Revision, Revision)>,
     /// Each key's events in revision order.
-    by_key: HashMap<String, Vec<(Revision, Body)>>,
+    by_key: BTreeMap<String, Vec<(Revision, Body)>>,
 }
 
 impl Truth {
@@ -976,6 +984,7 @@ pub fn check(writes: &[Write], lines: &[WatchLine]) -> WatchCheck {
             );
         }
     }
+    check_is_create(&truth, &mut violations);
     check_writes(writes, &truth, &mut stats, &mut violations);
     WatchCheck { violations, stats }
 }
@@ -1261,6 +1270,43 @@ fn expected_changes<'a>(
         }
         _ => return None,
     })
+}
+
+/// Replays the truth key by key: every event must follow from the key's previous state.
+fn check_is_create(truth: &Truth, violations: &mut Vec<Violation>) {
+    for (key, events) in &truth.by_key {
+        for (revision, body) in events {
+            let revision = *revision;
+            let expected = match (truth.before(key, revision), body.kind) {
+                // Unknown history, or a delete of a live key (its event carries no version).
+                (Prior::Unknown, _) | (Prior::Version(..), EventKind::Delete) => continue,
+                (Prior::Absent, EventKind::Put) => (revision, 1),
+                (Prior::Version(_, previous), EventKind::Put) => {
+                    (previous.create_revision, previous.version + 1)
+                }
+                (Prior::Absent, EventKind::Delete) => {
+                    violations.push(Violation {
+                        guarantee: Guarantee::IsCreate,
+                        place: "truth".to_owned(),
+                        revision,
+                        text: format!("{key}: deleted, but it did not exist"),
+                    });
+                    continue;
+                }
+            };
+            if (body.create_revision, body.version) != expected {
+                violations.push(Violation {
+                    guarantee: Guarantee::IsCreate,
+                    place: "truth".to_owned(),
+                    revision,
+                    text: format!(
+                        "{key}: expected create revision {} and version {}, got {body}",
+                        expected.0, expected.1
+                    ),
+                });
+            }
+        }
+    }
 }
 
 /// Reports one violation of the `writes` guarantee.

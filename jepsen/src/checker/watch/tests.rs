@@ -503,6 +503,18 @@ fn same_history_flags_collectors_that_disagree() {
 }
 
 #[test]
+fn is_create_flags_a_new_life_that_keeps_the_old_create_revision() {
+    let mut log = Log::default();
+    log.segment(COLLECTOR, 0, 1, false);
+    log.revisions(COLLECTOR, 0, 2..=5);
+    // b was deleted at 5, so its put at 6 is a creation: create revision 6, version 1.
+    log.events(COLLECTOR, 0, vec![put("b", "v5", 6, 3, 2, None)]);
+    log.revisions(COLLECTOR, 0, [7]);
+    log.progress(COLLECTOR, 0, 7);
+    assert_only(&log.check(), Guarantee::IsCreate);
+}
+
+#[test]
 fn writes_flags_an_acknowledged_write_missing_at_its_revision() {
     let log = Log::with_collector();
     let mut writes = writes();
