@@ -185,7 +185,14 @@ impl Applier {
                 (revision, Applied::LeaseRevoke)
             }
             Proposal::LeaseCheckpoint(remaining) => {
-                for (id, row) in self.lessor.checkpoint(remaining) {
+                let rows = self.lessor.checkpoint(remaining);
+                // A checkpoint of leases that are all gone renews nothing: a deposed leader's
+                // renewal can commit after the new leader revoked the lease, and its client
+                // must then hear that the lease is gone, not that it was kept alive.
+                if rows.is_empty() && !remaining.is_empty() {
+                    return Err(ApplyError::LeaseNotFound);
+                }
+                for (id, row) in rows {
                     txn.put_raw(Cf::Lease, &lease::row_key(id), &row);
                 }
                 (txn.current_revision(), Applied::LeaseCheckpoint)

@@ -372,3 +372,51 @@ fn readers_racing_installs_see_one_whole_state_at_a_time() {
     names.sort();
     assert_eq!(names, [format!("db-{installs}"), "db.current".to_string()]);
 }
+
+/// A checkpoint renews only leases that still exist: one of a revoked lease (a deposed leader's
+/// renewal committing after the new leader's revoke) is refused as not found and changes nothing,
+/// while one naming a live lease records its remaining TTL.
+#[test]
+fn a_checkpoint_of_a_revoked_lease_is_refused_and_changes_nothing() {
+    let (_dir, applier) = member();
+    apply(&applier, 1, leased(7, "k"), None);
+    apply(&applier, 1, vec![Proposal::LeaseRevoke { id: 7 }], None);
+    let before = rows(applier.store());
+    let index = applier.applied_index() + 1;
+    let entry = CommittedEntry {
+        position: LogPos { index, term: 2 },
+        data: CommittedData::Normal(codec::encode_proposal(
+            index,
+            &Proposal::LeaseCheckpoint(vec![(7, 20)]),
+        )),
+    };
+    let responses = applier.apply(&[entry]).unwrap();
+    assert_eq!(
+        codec::decode_outcome(&responses[0]).unwrap_err(),
+        ApplyError::LeaseNotFound
+    );
+    let after: Vec<Row> = rows(applier.store())
+        .into_iter()
+        .filter(|(cf, key, _)| !(*cf == Cf::Meta && &**key == META_APPLIED))
+        .collect();
+    let before: Vec<Row> = before
+        .into_iter()
+        .filter(|(cf, key, _)| !(*cf == Cf::Meta && &**key == META_APPLIED))
+        .collect();
+    assert_eq!(after, before);
+
+    apply(&applier, 2, leased(8, "j"), None);
+    apply(
+        &applier,
+        2,
+        vec![Proposal::LeaseCheckpoint(vec![(7, 5), (8, 12)])],
+        None,
+    );
+    let status = applier.lessor().status(8).expect("lease 8 lives");
+    // Whole seconds left of the 12 recorded, read a moment later.
+    assert!(
+        (11..=12).contains(&status.remaining),
+        "{}",
+        status.remaining
+    );
+}

@@ -231,16 +231,20 @@ impl Server {
         let answer = match call {
             LeaseCall::KeepAlive(id) => {
                 let ttl = lessor.renew(id).unwrap_or(0);
-                // The followers learn of the renewal before the client does.
-                let durable = ttl == 0
-                    || self
+                if ttl == 0 {
+                    LeaseAnswer::Renewed(0)
+                } else {
+                    // The followers learn of the renewal before the client does, and the
+                    // renewal counts only if the lease still exists when it commits: this
+                    // leader may have been deposed, and the lease revoked, meanwhile.
+                    match self
                         .propose(&Proposal::LeaseCheckpoint(vec![(id, ttl)]))
                         .await
-                        .is_ok();
-                if durable {
-                    LeaseAnswer::Renewed(ttl)
-                } else {
-                    LeaseAnswer::Unavailable
+                    {
+                        Ok(_) => LeaseAnswer::Renewed(ttl),
+                        Err(Error::LeaseNotFound) => LeaseAnswer::Renewed(0),
+                        Err(_) => LeaseAnswer::Unavailable,
+                    }
                 }
             }
             LeaseCall::TimeToLive(id) => {
