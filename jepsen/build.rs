@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "../proto/etcd/kv.proto",
     "../proto/etcd/auth.proto",
     "../proto/etcd/rpc.proto",
+    "../proto/etcd/v3lock.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

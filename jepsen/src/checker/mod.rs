@@ -6,8 +6,10 @@
 //!
 //! [`linearizable`] checks per-key histories against a sequential model; [`elle`] checks
 //! list-append transaction histories for strict serializability (jepsen.md §4); [`watch`] the
-//! watch guarantees of jepsen.md §2.5. The revision checker of §3.4 is still to come.
+//! watch guarantees of jepsen.md §2.5; [`lease`] the `lease` workload's leases and locks. The
+//! revision checker of §3.4 is still to come.
 
 pub mod elle;
+pub mod lease;
 pub mod linearizable;
 pub mod watch;
