@@ -35,6 +35,7 @@ use mnemo_jepsen::nemesis::{self, Fault, NemesisOptions, PartitionShape};
 use mnemo_jepsen::report;
 use mnemo_jepsen::run::{TestOptions, Validity, run_test};
 use mnemo_jepsen::workload::append::{self, AppendOptions};
+use mnemo_jepsen::workload::lease::{self, LeaseOptions};
 use mnemo_jepsen::workload::register::{self, RegisterOptions};
 use mnemo_jepsen::workload::watch::{self, WatchOptions};
 use mnemo_jepsen::workload::{WorkloadName, WorkloadOptions};
@@ -149,6 +150,15 @@ struct RunArgs {
     /// Mean seconds between two compactions in the watch workload (0: none).
     #[arg(long, default_value_t = 0.0)]
     compact_interval: f64,
+    /// lease workload: TTL, seconds, of the leases that carry keys.
+    #[arg(long, default_value_t = lease::KEY_TTL_SECS_DEFAULT)]
+    lease_ttl: i64,
+    /// lease workload: TTL, seconds, of the lock holders' leases.
+    #[arg(long, default_value_t = lease::LOCK_TTL_SECS_DEFAULT)]
+    lock_ttl: i64,
+    /// lease workload: leases each key worker keeps granted at once.
+    #[arg(long, default_value_t = lease::LEASES_PER_WORKER_DEFAULT)]
+    leases_per_worker: usize,
     /// Mean seconds a fault is held, and mean seconds between faults. [default: 5 for test; the
     /// bug's own for bugcheck]
     #[arg(long)]
@@ -431,6 +441,11 @@ fn workload_options(args: &RunArgs) -> anyhow::Result<WorkloadOptions> {
             compact_interval: Duration::try_from_secs_f64(args.compact_interval)
                 .context("--compact-interval must be >= 0")?,
             ..WatchOptions::default()
+        },
+        lease: LeaseOptions {
+            key_ttl_secs: args.lease_ttl,
+            lock_ttl_secs: args.lock_ttl,
+            leases_per_worker: args.leases_per_worker,
         },
         ..WorkloadOptions::default()
     })
