@@ -29,15 +29,19 @@ pub enum Bug {
     /// A watcher created with a start revision it must catch up to (a resuming client)
     /// silently starts one revision later, losing the first event it asked for.
     WatchSkipOnResume,
+    /// Followers expire leases by their own clock and delete the leases' keys from their own
+    /// state, without a revoke through Raft.
+    LeaseExpireLocal,
 }
 
 impl Bug {
     /// Every bug, for looking one up by name.
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::StaleLocalRead,
         Bug::AckBeforeCommit,
         Bug::TxnCompareAfterWrites,
         Bug::WatchSkipOnResume,
+        Bug::LeaseExpireLocal,
     ];
 
     /// The name `MNEMO_BUG` takes.
@@ -48,6 +52,7 @@ impl Bug {
             Bug::AckBeforeCommit => "ack-before-commit",
             Bug::TxnCompareAfterWrites => "txn-compare-after-writes",
             Bug::WatchSkipOnResume => "watch-skip-on-resume",
+            Bug::LeaseExpireLocal => "lease-expire-local",
         }
     }
 }

@@ -84,6 +84,20 @@ pub const BUGS: &[BugCase] = &[
         nemesis_interval_secs: 5.0,
         partition_shapes: &[],
     },
+    BugCase {
+        name: "lease-expire-local",
+        about: "followers expire leases by their own clock and delete the keys locally, \
+                without Raft",
+        workload: WorkloadName::Lease,
+        // A follower cut off or paused for longer than a TTL stops hearing the leader's renewal
+        // checkpoints, expires leases the leader keeps alive, and then serves reads without
+        // their keys.
+        faults: &[Fault::Partition, Fault::Pause],
+        leader_percent: 0,
+        time_limit_secs: 20,
+        nemesis_interval_secs: 5.0,
+        partition_shapes: &[],
+    },
 ];
 
 /// The case named `name`.

@@ -247,6 +247,27 @@ fn compare_after_writes(
     ))
 }
 
+#[cfg(feature = "bug-injection")]
+impl Applier {
+    /// Injected bug `lease-expire-local`: applies a revoke of `id` to this member's state alone,
+    /// outside the log, so its keys vanish here and nowhere else.
+    ///
+    /// # Errors
+    /// Backend failures committing the batch.
+    pub fn revoke_locally(&self, id: crate::types::LeaseId) -> io::Result<()> {
+        let mut txn = self.store().write();
+        if self
+            .apply_proposal(&mut txn, &Proposal::LeaseRevoke { id })
+            .is_err()
+        {
+            return Ok(());
+        }
+        let committed = txn.commit().map_err(io::Error::other)?;
+        self.watch.publish(&committed);
+        Ok(())
+    }
+}
+
 fn apply_error(error: MvccError) -> ApplyError {
     match error {
         MvccError::Compacted { .. } => ApplyError::Compacted,

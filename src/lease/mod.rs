@@ -363,6 +363,25 @@ impl Lessor {
     }
 }
 
+#[cfg(feature = "bug-injection")]
+impl Lessor {
+    /// Injected bug `lease-expire-local`: leases past this member's own deadline whatever its
+    /// role (at most `max`). A follower's deadline only follows the checkpoints it has applied,
+    /// so a follower cut off from the leader, or paused, finds leases "expired" that the leader
+    /// keeps renewing.
+    pub fn expired_by_own_clock(&self, max: usize) -> Vec<LeaseId> {
+        let now = self.clock.now();
+        let table = self.table.lock();
+        table
+            .leases
+            .iter()
+            .filter(|(_, lease)| lease.deadline <= now)
+            .map(|(id, _)| *id)
+            .take(max)
+            .collect()
+    }
+}
+
 impl LeaseLookup for Lessor {
     fn lease_exists(&self, id: LeaseId) -> bool {
         self.table.lock().leases.contains_key(&id)

@@ -271,6 +271,17 @@ impl Server {
                 lessor.demote();
                 tracing::info!("lease timers demoted: no longer the leader");
             }
+            #[cfg(feature = "bug-injection")]
+            if crate::bugs::enabled(crate::bugs::Bug::LeaseExpireLocal) {
+                for id in lessor.expired_by_own_clock(LEASE_REVOKES_PER_TICK) {
+                    match self.applier.revoke_locally(id) {
+                        Ok(()) => {
+                            tracing::debug!(lease = id, "lease expired locally (injected bug)")
+                        }
+                        Err(err) => tracing::warn!(%err, lease = id, "local lease expiry failed"),
+                    }
+                }
+            }
             return;
         }
         if let Err(err) = self.ensure_primary().await {
