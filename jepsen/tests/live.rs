@@ -21,6 +21,12 @@
 //! - `bugcheck_catches_watch_skip_on_resume`: against `MNEMO_BUG=watch-skip-on-resume` (a watcher
 //!   that must catch up from a past revision starts one revision late) the watch checker must
 //!   find resumable violations.
+//! - `smoke_lease_under_kill_and_pause`: a short `lease` run (keys under leases, locks guarding a
+//!   counter) under kill and pause faults must be judged valid by the `lease` and `lock`
+//!   checkers, with both faults fired.
+//! - `bugcheck_catches_lease_expire_local`: against `MNEMO_BUG=lease-expire-local` (followers
+//!   expire leases by their own clock and delete the keys locally), partitions and pauses of
+//!   followers must make the `lease` checker find keys missing while their leases surely live.
 //!
 //! The member binaries come from the target directory these tests were built in:
 //! `<target>/debug/mnemo` (`cargo build --bin mnemo` at the repository root) and
@@ -247,4 +253,26 @@ fn bugcheck_catches_watch_skip_on_resume() {
         violations["resumable"].as_u64() > Some(0),
         "caught, but not as a resume that skipped: {violations}"
     );
+}
+
+#[test]
+fn smoke_lease_under_kill_and_pause() {
+    let binary = binary("mnemo", "cargo build --bin mnemo");
+    let mut options = options(
+        WorkloadName::Lease,
+        binary,
+        vec![Fault::Kill, Fault::Pause],
+        5,
+    );
+    options.time_limit = Duration::from_secs(18);
+    let report = smoke(&options);
+    assert_eq!(check(&report, "lease").validity, Validity::Valid);
+    assert_eq!(check(&report, "lock").validity, Validity::Valid);
+}
+
+#[test]
+fn bugcheck_catches_lease_expire_local() {
+    let report = bugcheck("lease-expire-local", 3);
+    let lease = check(&report, "lease");
+    assert_eq!(lease.validity, Validity::Invalid, "{}", lease.summary);
 }
