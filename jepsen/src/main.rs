@@ -447,7 +447,6 @@ fn workload_options(args: &RunArgs) -> anyhow::Result<WorkloadOptions> {
             lock_ttl_secs: args.lock_ttl,
             leases_per_worker: args.leases_per_worker,
         },
-        ..WorkloadOptions::default()
     })
 }
 
