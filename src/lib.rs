@@ -22,6 +22,7 @@
 //! `watch` (events to watchers) → `server` (request lifecycle, gRPC, HTTP) →
 //! `client` → `embed` (composition).
 
+pub mod alarm;
 pub mod apply;
 #[cfg(feature = "bug-injection")]
 pub mod bugs;

@@ -20,6 +20,23 @@ pub const TXN_OPS_MAX: usize = 128;
 /// Default backend quota (etcd `--quota-backend-bytes`): 2 GiB.
 pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 
+/// The quota of a member whose quota is off (etcd: a negative `--quota-backend-bytes`); no
+/// backend reaches it.
+pub const QUOTA_BACKEND_BYTES_DISABLED: u64 = u64::MAX;
+
+/// Largest backend quota etcd suggests: 8 GiB. A larger `--quota-backend-bytes` is kept, as
+/// etcd keeps it, but a warning is logged at start.
+pub const QUOTA_BACKEND_BYTES_SUGGESTED_MAX: u64 = 8 * 1024 * 1024 * 1024;
+
+/// What the quota charges for storing one key's bookkeeping, on top of the put request's
+/// encoded size (etcd's estimate for a key's metadata).
+pub const QUOTA_KV_OVERHEAD_BYTES: u64 = 256;
+
+/// What the quota charges for a lease grant (etcd's estimate for storing a lease).
+pub const QUOTA_LEASE_OVERHEAD_BYTES: u64 = 64;
+
+const _: () = assert!(QUOTA_BACKEND_BYTES_DEFAULT <= QUOTA_BACKEND_BYTES_SUGGESTED_MAX);
+
 /// Raft entries applied between snapshots by default (etcd 3.6 `--snapshot-count`).
 pub const SNAPSHOT_COUNT_DEFAULT: u64 = 10_000;
 

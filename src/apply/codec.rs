@@ -8,11 +8,13 @@
 use bytes::Bytes;
 use prost::Message;
 
+use crate::alarm::{Alarm, AlarmType};
 use crate::convert;
+use crate::limits::{QUOTA_KV_OVERHEAD_BYTES, QUOTA_LEASE_OVERHEAD_BYTES};
 use crate::pb::etcdserverpb as rpc;
 use crate::pb::internal::{self, internal_request, internal_response};
 use crate::types::{
-    DeleteRangeRequest, DeleteRangeResponse, LeaseId, PutRequest, PutResponse, Revision,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseId, PutRequest, PutResponse, RequestOp, Revision,
     TxnRequest, TxnResponse,
 };
 
@@ -49,6 +51,54 @@ pub enum Proposal {
     },
     /// The leader's record of the remaining TTLs of renewed leases.
     LeaseCheckpoint(Vec<(LeaseId, i64)>),
+    /// Raise or clear one alarm.
+    Alarm {
+        /// Raise it (true) or clear it (false).
+        activate: bool,
+        /// The member and type.
+        alarm: Alarm,
+    },
+}
+
+impl Proposal {
+    /// Bytes the proposal is expected to add to the backend, as the quota counts them; 0 for
+    /// one that needs no space (deletes, compaction, lease revokes, alarms).
+    ///
+    /// A put costs its encoded size plus [`QUOTA_KV_OVERHEAD_BYTES`], a lease grant
+    /// [`QUOTA_LEASE_OVERHEAD_BYTES`], and a transaction the dearer of its two branches (only
+    /// one of them runs). Puts inside nested transactions count too; etcd 3.4 charges
+    /// nothing for them, which lets a nested put through while NOSPACE is raised.
+    #[must_use]
+    pub fn space_cost(&self) -> u64 {
+        match self {
+            Proposal::Put(put) => put_cost(put),
+            Proposal::Txn(txn) => txn_cost(txn),
+            Proposal::LeaseGrant { .. } => QUOTA_LEASE_OVERHEAD_BYTES,
+            Proposal::DeleteRange(_)
+            | Proposal::Compact { .. }
+            | Proposal::LeaseRevoke { .. }
+            | Proposal::LeaseCheckpoint(_)
+            | Proposal::Alarm { .. } => 0,
+        }
+    }
+}
+
+fn put_cost(put: &PutRequest) -> u64 {
+    let encoded = u64::try_from(convert::put_to_pb(put).encoded_len()).unwrap_or(u64::MAX);
+    QUOTA_KV_OVERHEAD_BYTES.saturating_add(encoded)
+}
+
+fn txn_cost(txn: &TxnRequest) -> u64 {
+    let branch = |ops: &[RequestOp]| -> u64 {
+        ops.iter()
+            .map(|op| match op {
+                RequestOp::Put(put) => put_cost(put),
+                RequestOp::Txn(nested) => txn_cost(nested),
+                RequestOp::Range(_) | RequestOp::DeleteRange(_) => 0,
+            })
+            .fold(0, u64::saturating_add)
+    };
+    branch(&txn.success).max(branch(&txn.failure))
 }
 
 /// The result of applying a [`Proposal`].
@@ -73,6 +123,9 @@ pub enum Applied {
     LeaseRevoke,
     /// A checkpoint was recorded.
     LeaseCheckpoint,
+    /// An alarm change: the alarm an activate raised (or found raised), or the one a
+    /// deactivate cleared; empty when a deactivate found nothing to clear.
+    Alarm(Vec<Alarm>),
 }
 
 /// A successful apply and the revision for the response header.
@@ -103,6 +156,12 @@ pub enum ApplyError {
     /// A grant named a lease id that is taken.
     #[error("lease already exists")]
     LeaseExists,
+    /// A write that needs space while a NOSPACE alarm is raised.
+    #[error("database space exceeded")]
+    NoSpace,
+    /// A write while a CORRUPT alarm is raised.
+    #[error("corrupt cluster")]
+    Corrupt,
     /// The entry could not be understood or applied; a bug or a newer format.
     #[error("internal apply error: {0}")]
     Internal(String),
@@ -115,6 +174,8 @@ const ERROR_LEASE_NOT_FOUND: u32 = 3;
 const ERROR_KEY_NOT_FOUND: u32 = 4;
 const ERROR_INTERNAL: u32 = 5;
 const ERROR_LEASE_EXISTS: u32 = 6;
+const ERROR_NO_SPACE: u32 = 7;
+const ERROR_CORRUPT: u32 = 8;
 
 /// Encodes a proposal with the proposer's request id.
 pub fn encode_proposal(id: u64, proposal: &Proposal) -> Bytes {
@@ -145,6 +206,18 @@ pub fn encode_proposal(id: u64, proposal: &Proposal) -> Bytes {
                         remaining_ttl: *remaining,
                     })
                     .collect(),
+            })
+        }
+        Proposal::Alarm { activate, alarm } => {
+            let action = if *activate {
+                rpc::alarm_request::AlarmAction::Activate
+            } else {
+                rpc::alarm_request::AlarmAction::Deactivate
+            };
+            internal_request::Request::Alarm(rpc::AlarmRequest {
+                action: action.into(),
+                member_id: alarm.member,
+                alarm: alarm.kind.number(),
             })
         }
     };
@@ -195,11 +268,7 @@ pub fn decode_proposal(bytes: &[u8]) -> Result<(u64, Proposal), ApplyError> {
                 .map(|entry| (entry.id, entry.remaining_ttl))
                 .collect(),
         ),
-        Some(other @ internal_request::Request::Alarm(_)) => {
-            return Err(ApplyError::Internal(format!(
-                "request not supported by this member: {other:?}"
-            )));
-        }
+        Some(internal_request::Request::Alarm(request)) => decode_alarm(&request)?,
         None => {
             return Err(ApplyError::Internal(
                 "raft payload without a request".into(),
@@ -207,6 +276,38 @@ pub fn decode_proposal(bytes: &[u8]) -> Result<(u64, Proposal), ApplyError> {
         }
     };
     Ok((message.id, proposal))
+}
+
+/// An alarm change from the log. Only activate and deactivate of a known type are ever
+/// proposed; anything else comes from a newer format and must not be skipped silently.
+fn decode_alarm(request: &rpc::AlarmRequest) -> Result<Proposal, ApplyError> {
+    use rpc::alarm_request::AlarmAction;
+    let activate = match AlarmAction::try_from(request.action) {
+        Ok(AlarmAction::Activate) => true,
+        Ok(AlarmAction::Deactivate) => false,
+        Ok(AlarmAction::Get) | Err(_) => {
+            return Err(ApplyError::Internal(format!(
+                "alarm entry with action {}",
+                request.action
+            )));
+        }
+    };
+    let kind = AlarmType::from_number(request.alarm)
+        .ok_or_else(|| ApplyError::Internal(format!("alarm entry with type {}", request.alarm)))?;
+    Ok(Proposal::Alarm {
+        activate,
+        alarm: Alarm {
+            member: request.member_id,
+            kind,
+        },
+    })
+}
+
+fn alarm_to_pb(alarm: Alarm) -> rpc::AlarmMember {
+    rpc::AlarmMember {
+        member_id: alarm.member,
+        alarm: alarm.kind.number(),
+    }
 }
 
 fn header(revision: Revision) -> Option<rpc::ResponseHeader> {
@@ -252,6 +353,10 @@ pub fn encode_outcome(outcome: Result<ApplyOutcome, ApplyError>) -> Bytes {
                     header: header(revision),
                 })
             }
+            Applied::Alarm(alarms) => internal_response::Response::Alarm(rpc::AlarmResponse {
+                header: header(revision),
+                alarms: alarms.into_iter().map(alarm_to_pb).collect(),
+            }),
         },
         Err(error) => {
             let code = match &error {
@@ -260,6 +365,8 @@ pub fn encode_outcome(outcome: Result<ApplyOutcome, ApplyError>) -> Bytes {
                 ApplyError::LeaseNotFound => ERROR_LEASE_NOT_FOUND,
                 ApplyError::KeyNotFound => ERROR_KEY_NOT_FOUND,
                 ApplyError::LeaseExists => ERROR_LEASE_EXISTS,
+                ApplyError::NoSpace => ERROR_NO_SPACE,
+                ApplyError::Corrupt => ERROR_CORRUPT,
                 ApplyError::Internal(_) => ERROR_INTERNAL,
             };
             internal_response::Response::Error(internal::InternalError {
@@ -314,6 +421,23 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<ApplyOutcome, ApplyError> {
         Some(internal_response::Response::LeaseCheckpoint(checkpoint)) => {
             (revision_of(&checkpoint.header), Applied::LeaseCheckpoint)
         }
+        Some(internal_response::Response::Alarm(response)) => {
+            let alarms = response
+                .alarms
+                .iter()
+                .map(|member| {
+                    AlarmType::from_number(member.alarm)
+                        .map(|kind| Alarm {
+                            member: member.member_id,
+                            kind,
+                        })
+                        .ok_or_else(|| {
+                            ApplyError::Internal(format!("alarm result with type {}", member.alarm))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (revision_of(&response.header), Applied::Alarm(alarms))
+        }
         Some(internal_response::Response::Error(error)) => {
             return Err(match error.code {
                 ERROR_COMPACTED => ApplyError::Compacted,
@@ -321,13 +445,10 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<ApplyOutcome, ApplyError> {
                 ERROR_LEASE_NOT_FOUND => ApplyError::LeaseNotFound,
                 ERROR_KEY_NOT_FOUND => ApplyError::KeyNotFound,
                 ERROR_LEASE_EXISTS => ApplyError::LeaseExists,
+                ERROR_NO_SPACE => ApplyError::NoSpace,
+                ERROR_CORRUPT => ApplyError::Corrupt,
                 _ => ApplyError::Internal(error.message),
             });
-        }
-        Some(other) => {
-            return Err(ApplyError::Internal(format!(
-                "unexpected apply result {other:?}"
-            )));
         }
         None => return Err(ApplyError::Internal("empty apply result".into())),
     };
@@ -357,6 +478,129 @@ mod tests {
     }
 
     #[test]
+    fn alarm_proposal_has_stable_bytes() {
+        let proposal = Proposal::Alarm {
+            activate: true,
+            alarm: Alarm {
+                member: 5,
+                kind: AlarmType::NoSpace,
+            },
+        };
+        let bytes = encode_proposal(7, &proposal);
+        // version=1, id=7, alarm (field 17, two-byte tag) = {action ACTIVATE, member 5, NOSPACE}.
+        assert_eq!(
+            bytes.as_ref(),
+            &[
+                0x08, 0x01, 0x10, 0x07, 0x8a, 0x01, 0x06, 0x08, 0x01, 0x10, 0x05, 0x18, 0x01
+            ]
+        );
+        assert_eq!(decode_proposal(&bytes).unwrap(), (7, proposal));
+    }
+
+    #[test]
+    fn alarm_entries_other_than_a_change_of_a_known_type_are_not_skipped() {
+        for (action, alarm) in [(0, 1), (1, 0), (2, 7), (9, 1)] {
+            let message = internal::InternalRequest {
+                version: PAYLOAD_VERSION,
+                id: 1,
+                request: Some(internal_request::Request::Alarm(rpc::AlarmRequest {
+                    action,
+                    member_id: 1,
+                    alarm,
+                })),
+            };
+            assert!(
+                matches!(
+                    decode_proposal(&message.encode_to_vec()),
+                    Err(ApplyError::Internal(_))
+                ),
+                "action {action} type {alarm}"
+            );
+        }
+    }
+
+    #[test]
+    fn alarm_results_round_trip() {
+        let alarms = vec![
+            Alarm {
+                member: 1,
+                kind: AlarmType::NoSpace,
+            },
+            Alarm {
+                member: 2,
+                kind: AlarmType::Corrupt,
+            },
+        ];
+        let outcome = ApplyOutcome {
+            revision: 4,
+            result: Applied::Alarm(alarms),
+        };
+        assert_eq!(
+            decode_outcome(&encode_outcome(Ok(outcome.clone()))),
+            Ok(outcome)
+        );
+    }
+
+    #[test]
+    fn space_cost_charges_writes_that_need_space_only() {
+        let put = |key: &str, value: &str| PutRequest {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            ..PutRequest::default()
+        };
+        // key "k" and value "vv": tag, length and bytes of each field.
+        let small = QUOTA_KV_OVERHEAD_BYTES + 3 + 4;
+        assert_eq!(Proposal::Put(put("k", "vv")).space_cost(), small);
+        assert_eq!(
+            Proposal::LeaseGrant { id: 1, ttl: 5 }.space_cost(),
+            QUOTA_LEASE_OVERHEAD_BYTES
+        );
+        let delete = RequestOp::DeleteRange(DeleteRangeRequest {
+            range: crate::types::KeyRange::single("k"),
+            prev_kv: false,
+        });
+        let deletes_only = TxnRequest {
+            compare: Vec::new(),
+            success: vec![delete.clone()],
+            failure: vec![delete.clone()],
+        };
+        assert_eq!(Proposal::Txn(deletes_only.clone()).space_cost(), 0);
+        assert_eq!(
+            Proposal::DeleteRange(DeleteRangeRequest {
+                range: crate::types::KeyRange::single("k"),
+                prev_kv: false,
+            })
+            .space_cost(),
+            0
+        );
+        assert_eq!(
+            Proposal::Compact {
+                revision: 1,
+                physical: true
+            }
+            .space_cost(),
+            0
+        );
+        assert_eq!(Proposal::LeaseRevoke { id: 1 }.space_cost(), 0);
+        // The dearer branch counts, and a put in a nested txn counts.
+        let two_puts = TxnRequest {
+            compare: Vec::new(),
+            success: vec![
+                RequestOp::Put(put("k", "vv")),
+                RequestOp::Put(put("k", "vv")),
+            ],
+            failure: vec![RequestOp::Put(put("k", "vv"))],
+        };
+        assert_eq!(Proposal::Txn(two_puts.clone()).space_cost(), 2 * small);
+        let nested = TxnRequest {
+            compare: Vec::new(),
+            success: vec![delete],
+            failure: vec![RequestOp::Txn(two_puts)],
+        };
+        assert_eq!(Proposal::Txn(nested).space_cost(), 2 * small);
+    }
+
+    #[test]
     fn unknown_payload_version_is_refused() {
         let message = internal::InternalRequest {
             version: 99,
@@ -377,6 +621,8 @@ mod tests {
             ApplyError::LeaseNotFound,
             ApplyError::KeyNotFound,
             ApplyError::LeaseExists,
+            ApplyError::NoSpace,
+            ApplyError::Corrupt,
         ] {
             assert_eq!(
                 decode_outcome(&encode_outcome(Err(error.clone()))),

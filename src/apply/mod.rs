@@ -14,6 +14,13 @@
 //! revokes and checkpoints change the [`Lessor`]'s table, and every entry's key changes are
 //! handed to it so keys follow their leases; its clock-driven deadlines never reach a result.
 //!
+//! Alarms gate what apply accepts, the same way on every member because the [`AlarmTable`]
+//! only changes through committed entries: while any member's NOSPACE alarm is raised, a
+//! proposal that needs space (a put, a txn with a put, a lease grant) is refused with
+//! [`ApplyError::NoSpace`]; while a CORRUPT alarm is raised, every write is refused with
+//! [`ApplyError::Corrupt`]. Reads never come here, and alarm changes are always accepted, so
+//! an alarm can be cleared.
+//!
 //! Installing a snapshot (`StateMachineHost::install`) is not an apply: `storage::member_db`
 //! replaces the whole state with the received checkpoint, and apply only checks that the
 //! checkpoint's applied position decodes and then takes it as its own.
@@ -28,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use self::codec::{Applied, ApplyError, ApplyOutcome, Proposal};
+use crate::alarm::{AlarmTable, AlarmType};
 use crate::lease::{self, Clock, Lessor, SystemClock};
 use crate::raft::{AppliedState, CommittedData, CommittedEntry, LogPos, StateMachineHost};
 use crate::storage::backend::Cf;
@@ -52,6 +60,8 @@ pub struct Applier {
     watch: Arc<WatchHub>,
     /// The member's leases: the table apply changes, and the leader's timers.
     lessor: Arc<Lessor>,
+    /// The raised alarms: changed only here, read by the server and by the refusal check.
+    alarms: Arc<AlarmTable>,
 }
 
 impl Applier {
@@ -72,17 +82,26 @@ impl Applier {
         let watch = WatchHub::new(Arc::clone(db.store()));
         let lessor = Arc::new(Lessor::new(clock));
         lessor.load(db.store()).map_err(io::Error::other)?;
+        let alarms = Arc::new(AlarmTable::new());
+        alarms.load(db.store()).map_err(io::Error::other)?;
         Ok(Applier {
             db,
             applied_index: AtomicU64::new(applied),
             watch,
             lessor,
+            alarms,
         })
     }
 
     /// The member's leases.
     pub fn lessor(&self) -> &Arc<Lessor> {
         &self.lessor
+    }
+
+    /// The member's view of the raised alarms (the same on every member at equal applied
+    /// index).
+    pub fn alarms(&self) -> &Arc<AlarmTable> {
+        &self.alarms
     }
 
     /// Raft index of the last applied entry.
@@ -126,11 +145,37 @@ impl Applier {
         outcome
     }
 
+    /// Why the raised alarms forbid `proposal`, if they do. Decided from the replicated
+    /// alarm table and the proposal alone, so every member gives the same verdict.
+    fn refusal(&self, proposal: &Proposal) -> Option<ApplyError> {
+        let is_write = match proposal {
+            Proposal::Put(_)
+            | Proposal::DeleteRange(_)
+            | Proposal::Txn(_)
+            | Proposal::Compact { .. }
+            | Proposal::LeaseGrant { .. }
+            | Proposal::LeaseRevoke { .. } => true,
+            // A checkpoint only records TTLs the leader already promised, and an alarm
+            // change must always pass or an alarm could never be cleared.
+            Proposal::LeaseCheckpoint(_) | Proposal::Alarm { .. } => false,
+        };
+        if is_write && self.alarms.any(AlarmType::Corrupt) {
+            return Some(ApplyError::Corrupt);
+        }
+        if proposal.space_cost() > 0 && self.alarms.any(AlarmType::NoSpace) {
+            return Some(ApplyError::NoSpace);
+        }
+        None
+    }
+
     fn apply_change(
         &self,
         txn: &mut WriteTxn<'_>,
         proposal: &Proposal,
     ) -> Result<ApplyOutcome, ApplyError> {
+        if let Some(refusal) = self.refusal(proposal) {
+            return Err(refusal);
+        }
         let leases = &*self.lessor;
         let (revision, result) = match proposal {
             Proposal::Put(put) => {
@@ -205,6 +250,29 @@ impl Applier {
                 // gone by the time any caller (physical or not) hears back.
                 let current = txn.compact(*revision).map_err(apply_error)?;
                 (current, Applied::Compact)
+            }
+            Proposal::Alarm {
+                activate: true,
+                alarm,
+            } => {
+                if let Some(key) = self.alarms.activate(*alarm) {
+                    txn.put_raw(Cf::Meta, &key, &[]);
+                }
+                // Raising a raised alarm answers with it too, so the caller sees it is up.
+                (txn.current_revision(), Applied::Alarm(vec![*alarm]))
+            }
+            Proposal::Alarm {
+                activate: false,
+                alarm,
+            } => {
+                let cleared = match self.alarms.deactivate(*alarm) {
+                    Some(key) => {
+                        txn.delete_raw(Cf::Meta, &key);
+                        vec![*alarm]
+                    }
+                    None => Vec::new(),
+                };
+                (txn.current_revision(), Applied::Alarm(cleared))
             }
         };
         Ok(ApplyOutcome { revision, result })
@@ -390,6 +458,7 @@ impl StateMachineHost for Applier {
         // restart from it: refuse it before anything is switched.
         let installed = self.db.install(source, read_applied_state)?;
         self.lessor.load(self.store()).map_err(io::Error::other)?;
+        self.alarms.load(self.store()).map_err(io::Error::other)?;
         // No apply runs during an install (the Raft state machine calls one at a time), so
         // nothing can store an older index after this.
         self.applied_index
@@ -401,3 +470,6 @@ impl StateMachineHost for Applier {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod alarm_tests;

@@ -47,6 +47,13 @@ pub enum Error {
     /// A grant with a TTL above [`crate::limits::LEASE_TTL_MAX`].
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// A write that needs space while the backend is over its quota or a NOSPACE alarm is
+    /// raised.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// A write while a CORRUPT alarm is raised.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     /// No leader is known.
     #[error("etcdserver: no leader")]
     NoLeader,

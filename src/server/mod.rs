@@ -635,6 +635,8 @@ fn apply_error(error: ApplyError) -> Error {
         ApplyError::LeaseNotFound => Error::LeaseNotFound,
         ApplyError::KeyNotFound => Error::KeyNotFound,
         ApplyError::LeaseExists => Error::LeaseExists,
+        ApplyError::NoSpace => Error::NoSpace,
+        ApplyError::Corrupt => Error::Corrupt,
         ApplyError::Internal(reason) => Error::Internal(reason),
     }
 }

@@ -34,7 +34,8 @@ pub fn to_status(error: &Error) -> Status {
         Error::NoLeader | Error::LeaderChanged | Error::Timeout | Error::Stopped => {
             Code::Unavailable
         }
-        Error::TooManyWatchStreams => Code::ResourceExhausted,
+        Error::TooManyWatchStreams | Error::NoSpace => Code::ResourceExhausted,
+        Error::Corrupt => Code::DataLoss,
         Error::ElectionNotLeader
         | Error::ElectionNoLeader
         | Error::MissingLeaderKey
@@ -227,6 +228,16 @@ mod tests {
                 Error::Stopped,
                 Code::Unavailable,
                 "etcdserver: server stopped",
+            ),
+            (
+                Error::NoSpace,
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+            ),
+            (
+                Error::Corrupt,
+                Code::DataLoss,
+                "etcdserver: corrupt cluster",
             ),
         ];
         for (error, code, message) in table {
