@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 use mnemo::embed::{ClusterState, Config, Node, parse_urls};
 use mnemo::limits::{
     ELECTION_TIMEOUT_DEFAULT, ETCD_COMPAT_VERSION, HEARTBEAT_INTERVAL_DEFAULT,
-    QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_COUNT_DEFAULT,
+    QUOTA_BACKEND_BYTES_DEFAULT, QUOTA_BACKEND_BYTES_DISABLED, SNAPSHOT_COUNT_DEFAULT,
 };
 use mnemo::server::compactor::AutoCompaction;
 
@@ -73,9 +73,15 @@ struct Flags {
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, env = "MNEMO_SNAPSHOT_COUNT", default_value_t = SNAPSHOT_COUNT_DEFAULT)]
     snapshot_count: u64,
-    /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).
-    #[arg(long, env = "MNEMO_QUOTA_BACKEND_BYTES", default_value_t = 0)]
-    quota_backend_bytes: u64,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota,
+    /// a negative value disables the quota).
+    #[arg(
+        long,
+        env = "MNEMO_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    quota_backend_bytes: i64,
     /// Duration of periodic watch progress notifications (e.g. 10m, 500ms).
     #[arg(
         long,
@@ -114,10 +120,11 @@ enum LogLevel {
 
 impl Flags {
     fn into_config(self) -> Result<Config, String> {
-        let quota = if self.quota_backend_bytes == 0 {
-            QUOTA_BACKEND_BYTES_DEFAULT
-        } else {
-            self.quota_backend_bytes
+        // etcd's meanings: 0 is the default quota, a negative number turns the quota off.
+        let quota = match u64::try_from(self.quota_backend_bytes) {
+            Ok(0) => QUOTA_BACKEND_BYTES_DEFAULT,
+            Ok(bytes) => bytes,
+            Err(_) => QUOTA_BACKEND_BYTES_DISABLED,
         };
         Ok(Config {
             data_dir: self

@@ -145,7 +145,8 @@ pub struct Config {
     pub election_timeout: Duration,
     /// `--snapshot-count`.
     pub snapshot_count: u64,
-    /// `--quota-backend-bytes`.
+    /// `--quota-backend-bytes`: the backend size at which writes that need space are refused
+    /// and the NOSPACE alarm is raised ([`crate::limits::QUOTA_BACKEND_BYTES_DISABLED`]: never).
     pub quota_backend_bytes: u64,
     /// `--experimental-watch-progress-notify-interval`: how often idle watchers that asked
     /// for it get a progress notification.

@@ -20,7 +20,8 @@ use self::identity::Identity;
 use crate::apply::Applier;
 use crate::client::LocalClient;
 use crate::limits::{
-    JOIN_TIMEOUT, LEADER_WAIT_ELECTION_TIMEOUTS, PUBLISH_RETRY_INTERVAL, SHUTDOWN_DRAIN,
+    JOIN_TIMEOUT, LEADER_WAIT_ELECTION_TIMEOUTS, PUBLISH_RETRY_INTERVAL,
+    QUOTA_BACKEND_BYTES_DISABLED, QUOTA_BACKEND_BYTES_SUGGESTED_MAX, SHUTDOWN_DRAIN,
 };
 use crate::raft::{RaftConfig, RaftNode};
 use crate::server::{self, Server};
@@ -242,6 +243,7 @@ impl Node {
             cluster_id: identity.cluster_id,
             member_id: identity.member_id,
         };
+        log_quota(config.quota_backend_bytes);
         let mut background = applier.watch().spawn(config.watch_progress_notify_interval);
         let server = Arc::new(Server::new(
             server_identity,
@@ -360,6 +362,22 @@ impl Node {
         }
         drop(self.server);
         tracing::info!("member stopped");
+    }
+}
+
+/// Says at start what the backend quota is, and warns, as etcd does, when it is above the
+/// largest quota etcd suggests (the quota is kept: the operator asked for it).
+fn log_quota(quota_bytes: u64) {
+    if quota_bytes == QUOTA_BACKEND_BYTES_DISABLED {
+        tracing::info!("backend quota disabled");
+    } else if quota_bytes > QUOTA_BACKEND_BYTES_SUGGESTED_MAX {
+        tracing::warn!(
+            quota_bytes,
+            suggested_max_bytes = QUOTA_BACKEND_BYTES_SUGGESTED_MAX,
+            "backend quota exceeds the suggested maximum; a larger database may degrade performance"
+        );
+    } else {
+        tracing::info!(quota_bytes, "backend quota");
     }
 }
 

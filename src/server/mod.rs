@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use self::error::Error;
 pub use self::lease::{LeaseGranted, LeaseTimeToLive};
+use crate::alarm::{Alarm, AlarmType};
 use crate::apply::Applier;
 use crate::apply::codec::{self, Applied, ApplyError, Proposal};
 use crate::limits::{ETCD_COMPAT_VERSION, REQUEST_BYTES_MAX};
@@ -74,7 +75,7 @@ pub struct Status {
     pub raft_term: u64,
     /// Raft applied index.
     pub raft_applied_index: u64,
-    /// Problems, e.g. "etcdserver: no leader".
+    /// Problems: "etcdserver: no leader", then one line per raised alarm in etcd's text form.
     pub errors: Vec<String>,
     /// True when this member is a learner.
     pub is_learner: bool,
@@ -97,6 +98,7 @@ pub struct Server {
     raft: Arc<RaftNode>,
     applier: Arc<Applier>,
     store: Arc<MvccStore>,
+    /// Backend size at which writes that need space are refused (`--quota-backend-bytes`).
     quota_bytes: u64,
     /// Source of proposal ids, unique per member across restarts (see [`first_proposal_id`]).
     next_proposal_id: AtomicU64,
@@ -316,6 +318,13 @@ impl Server {
         if raft.leader.is_none() {
             errors.push(Error::NoLeader.to_string());
         }
+        errors.extend(
+            self.applier
+                .alarms()
+                .list(None)
+                .iter()
+                .map(Alarm::etcd_text),
+        );
         let is_learner = self.is_learner();
         Status {
             header: self.current_header(),
@@ -331,6 +340,31 @@ impl Server {
             errors,
             is_learner,
             db_size_quota_bytes: i64::try_from(self.quota_bytes).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The raised alarms of type `kind` (all of them for `None`), as of a linearizable read.
+    /// etcd-compat: like etcd, the listing does not filter by member.
+    ///
+    /// # Errors
+    /// A learner, and Raft unavailability.
+    pub async fn alarms(&self, kind: Option<AlarmType>) -> Result<Vec<Alarm>, Error> {
+        self.refuse_on_learner()?;
+        self.read_barrier().await?;
+        Ok(self.applier.alarms().list(kind))
+    }
+
+    /// Raises (`activate`) or clears `alarm` through Raft. Returns the alarm when it is raised
+    /// afterwards (activate) or was cleared (deactivate); an empty list when a deactivate
+    /// found nothing to clear.
+    ///
+    /// # Errors
+    /// A learner, and Raft unavailability.
+    pub async fn change_alarm(&self, activate: bool, alarm: Alarm) -> Result<Vec<Alarm>, Error> {
+        let (_, applied) = self.propose(&Proposal::Alarm { activate, alarm }).await?;
+        match applied {
+            Applied::Alarm(alarms) => Ok(alarms),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -485,6 +519,49 @@ impl Server {
 
     async fn propose(&self, proposal: &Proposal) -> Result<(Revision, Applied), Error> {
         self.refuse_on_learner()?;
+        self.check_quota(proposal).await?;
+        self.propose_unchecked(proposal).await
+    }
+
+    /// etcd's quota check, made before a proposal that needs space: when the backend plus
+    /// what the proposal would add reaches the quota, this member's NOSPACE alarm is raised
+    /// through Raft (so every member refuses such writes from then on) and the request fails.
+    /// The size is this member's own, so each member raises its own alarm, as in etcd.
+    async fn check_quota(&self, proposal: &Proposal) -> Result<(), Error> {
+        let cost = proposal.space_cost();
+        if cost == 0 {
+            return Ok(());
+        }
+        let size = self.store.backend().size_bytes();
+        if size.saturating_add(cost) < self.quota_bytes {
+            return Ok(());
+        }
+        let alarm = Alarm {
+            member: self.identity.member_id,
+            kind: AlarmType::NoSpace,
+        };
+        if !self.applier.alarms().contains(alarm) {
+            tracing::warn!(
+                size,
+                cost,
+                quota = self.quota_bytes,
+                "backend quota exceeded; raising the NOSPACE alarm"
+            );
+            let raise = Proposal::Alarm {
+                activate: true,
+                alarm,
+            };
+            // The request fails either way; a raise that did not get through is tried again
+            // by the next write that needs space.
+            if let Err(error) = self.propose_unchecked(&raise).await {
+                tracing::warn!(%error, "raising the NOSPACE alarm failed");
+            }
+        }
+        Err(Error::NoSpace)
+    }
+
+    /// Proposes without the quota check (alarm changes, and after it passed).
+    async fn propose_unchecked(&self, proposal: &Proposal) -> Result<(Revision, Applied), Error> {
         let id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
         let payload = codec::encode_proposal(id, proposal);
         if payload.len() > REQUEST_BYTES_MAX {

@@ -1,6 +1,5 @@
-//! The etcd Maintenance service. Status, HashKV, Defragment, MoveLeader and listing alarms are
-//! served; the operations that belong to later work (raising alarms, Hash, snapshot, downgrade)
-//! answer UNIMPLEMENTED.
+//! The etcd Maintenance service. Status, Alarm, HashKV, Defragment and MoveLeader are served;
+//! the operations that belong to later work (Hash, snapshot, downgrade) answer UNIMPLEMENTED.
 
 use std::sync::Arc;
 
@@ -8,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::header_to_pb;
 use super::status::{to_status, unimplemented};
+use crate::alarm::{Alarm, AlarmType};
 use crate::pb::etcdserverpb::{self as rpc, maintenance_server::Maintenance};
 use crate::server::Server;
 
@@ -31,20 +31,44 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<rpc::AlarmRequest>,
     ) -> Result<Response<rpc::AlarmResponse>, Status> {
-        // No alarm can be raised yet (the quota and corruption checks come with the operations
-        // work), so the list is truly empty and clearing one is a no-op. etcdctl 3.5+ lists
-        // alarms in `endpoint health` and `alarm disarm`.
-        match rpc::alarm_request::AlarmAction::try_from(request.into_inner().action) {
-            Ok(
-                rpc::alarm_request::AlarmAction::Get | rpc::alarm_request::AlarmAction::Deactivate,
-            ) => Ok(Response::new(rpc::AlarmResponse {
-                header: Some(header_to_pb(self.server.current_header())),
-                alarms: Vec::new(),
-            })),
-            Ok(rpc::alarm_request::AlarmAction::Activate) | Err(_) => {
-                Err(unimplemented("Maintenance/Alarm ACTIVATE"))
-            }
+        use rpc::alarm_request::AlarmAction;
+        let request = request.into_inner();
+        let kind = AlarmType::from_number(request.alarm);
+        let alarms = match AlarmAction::try_from(request.action) {
+            // NONE lists every alarm; a type number etcd does not know matches none.
+            Ok(AlarmAction::Get) if request.alarm == 0 => self.server.alarms(None).await,
+            Ok(AlarmAction::Get) => match kind {
+                Some(kind) => self.server.alarms(Some(kind)).await,
+                None => Ok(Vec::new()),
+            },
+            Ok(action @ (AlarmAction::Activate | AlarmAction::Deactivate)) => match kind {
+                Some(kind) => {
+                    let alarm = Alarm {
+                        member: request.member_id,
+                        kind,
+                    };
+                    self.server
+                        .change_alarm(action == AlarmAction::Activate, alarm)
+                        .await
+                }
+                // etcd-compat: an alarm of type NONE (or an unknown type) means nothing, so it
+                // is neither raised nor cleared; etcd would store one it cannot act on.
+                None => Ok(Vec::new()),
+            },
+            // etcd answers an action it does not know with an empty list, too.
+            Err(_) => Ok(Vec::new()),
         }
+        .map_err(|err| to_status(&err))?;
+        Ok(Response::new(rpc::AlarmResponse {
+            header: Some(header_to_pb(self.server.current_header())),
+            alarms: alarms
+                .into_iter()
+                .map(|alarm| rpc::AlarmMember {
+                    member_id: alarm.member,
+                    alarm: alarm.kind.number(),
+                })
+                .collect(),
+        }))
     }
 
     async fn status(
