@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::json;
@@ -25,7 +25,31 @@ pub fn router(server: Arc<Server>) -> Router {
         .with_state(server)
 }
 
-async fn health(State(server): State<Arc<Server>>) -> (StatusCode, Json<serde_json::Value>) {
+/// `/health`: unhealthy while an alarm is raised (unless the query excludes its type, as in
+/// `?exclude=NOSPACE`), without a leader, or when a linearizable read fails.
+async fn health(
+    State(server): State<Arc<Server>>,
+    RawQuery(query): RawQuery,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let excluded: Vec<String> = query
+        .as_deref()
+        .map(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .filter(|(name, _)| name == "exclude")
+                .map(|(_, value)| value.into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let alarmed = server
+        .raised_alarms()
+        .into_iter()
+        .find(|alarm| !excluded.iter().any(|name| name == alarm.kind.name()));
+    if let Some(alarm) = alarmed {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "health": "false", "reason": format!("ALARM {}", alarm.kind.name()) })),
+        );
+    }
     if server.is_healthy().await {
         (
             StatusCode::OK,

@@ -354,6 +354,11 @@ impl Server {
         Ok(self.applier.alarms().list(kind))
     }
 
+    /// The alarms this member has applied, without a read barrier (for `/health`).
+    pub fn raised_alarms(&self) -> Vec<Alarm> {
+        self.applier.alarms().list(None)
+    }
+
     /// Raises (`activate`) or clears `alarm` through Raft. Returns the alarm when it is raised
     /// afterwards (activate) or was cleared (deactivate); an empty list when a deactivate
     /// found nothing to clear.
