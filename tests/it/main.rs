@@ -17,6 +17,8 @@
 //! - `crash`: acknowledged writes survive `kill -9` in the middle of a write load;
 //! - `restart`: a large store answers the same ranges after SIGTERM and after `kill -9`;
 //! - `http`: `/health` and `/version` on the client port;
+//! - `quota`: the backend quota, the NOSPACE and CORRUPT alarms, and Maintenance.Alarm, on one
+//!   member and across a cluster;
 //! - `cli`: etcd's flags, `MNEMO_*` environment variables, refusals of bad settings;
 //! - `clients`: the in-process and gRPC `KvClient`s agree;
 //! - `concurrency`: the Lock and Election services and the client recipes;
@@ -45,5 +47,6 @@ mod grpc_lease;
 mod grpc_watch;
 mod http;
 mod lease_expiry;
+mod quota;
 mod restart;
 mod watch_scale;

@@ -81,6 +81,9 @@ pub struct ClusterOptions {
     pub size: usize,
     /// `--snapshot-count`.
     pub snapshot_count: u64,
+    /// Flags added to the command line of the founding member in each slot, by slot (for
+    /// example a small `--quota-backend-bytes` on one member only).
+    pub slot_args: Vec<(usize, Vec<String>)>,
 }
 
 impl ClusterOptions {
@@ -89,6 +92,7 @@ impl ClusterOptions {
         ClusterOptions {
             size,
             snapshot_count: SNAPSHOT_COUNT_DEFAULT,
+            slot_args: Vec::new(),
         }
     }
 }
@@ -158,8 +162,16 @@ impl Cluster {
             slots: Vec::with_capacity(options.size),
             options,
         };
-        for (name, proxy) in names.iter().zip(proxies) {
-            let flags = cluster.flags(&proxy, initial_cluster.clone(), "new");
+        for (slot, (name, proxy)) in names.iter().zip(proxies).enumerate() {
+            let mut flags = cluster.flags(&proxy, initial_cluster.clone(), "new");
+            for (_, args) in cluster
+                .options
+                .slot_args
+                .iter()
+                .filter(|(of, _)| *of == slot)
+            {
+                flags.extra_args.extend(args.iter().cloned());
+            }
             cluster.slots.push(Slot {
                 member: Member::unstarted(name, Some(flags)),
                 proxy,
