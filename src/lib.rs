@@ -18,9 +18,9 @@
 //!
 //! Layout, lowest layer first (see ARCHITECTURE.md):
 //! `types`, `limits` → `storage` (RocksDB backend, MVCC) → `raft` (consensus, WAL) →
-//! `lease` (the lease table and the leader's timers) → `apply` (the only post-commit mutation) →
-//! `watch` (events to watchers) → `server` (request lifecycle, gRPC, HTTP) →
-//! `client` → `embed` (composition).
+//! `lease` (the lease table and the leader's timers), `alarm` (the raised alarms) →
+//! `apply` (the only post-commit mutation) → `watch` (events to watchers) →
+//! `server` (request lifecycle, gRPC, HTTP) → `client` → `embed` (composition).
 
 pub mod alarm;
 pub mod apply;
