@@ -2162,7 +2162,7 @@ async fn member_list_reports_the_single_member() {
 async fn unimplemented_methods_answer_unimplemented_promptly() {
     use mnemo::pb::etcdserverpb::auth_client::AuthClient;
     use mnemo::pb::etcdserverpb::{
-        AuthStatusRequest, DefragmentRequest, MemberAddRequest, MoveLeaderRequest,
+        AuthStatusRequest, HashRequest, MemberAddRequest, MoveLeaderRequest,
     };
 
     let member = Member::start().await;
@@ -2176,12 +2176,12 @@ async fn unimplemented_methods_answer_unimplemented_promptly() {
     };
 
     let mut maintenance = member.maintenance().await;
-    within("Defragment")(
+    within("Hash")(
         tokio::time::timeout(deadline, async {
             maintenance
-                .defragment(DefragmentRequest::default())
+                .hash(HashRequest::default())
                 .await
-                .expect_err("Defragment must fail")
+                .expect_err("Hash must fail")
         })
         .await,
     );
@@ -2224,8 +2224,8 @@ async fn unimplemented_methods_answer_unimplemented_promptly() {
     assert_eq!(header_revision(&put(&mut kv, "k", "v").await), 2);
 }
 
-/// Maintenance.Alarm GET lists no alarms (none can be raised yet) with a header, as etcdctl
-/// 3.5's `endpoint health` and `alarm list` expect; HashKV hashes the history, equal for equal
+/// Maintenance.Alarm GET on a fresh member lists no alarms, with a header, as etcdctl 3.5's
+/// `endpoint health` and `alarm list` expect (raising alarms is tested in `quota`); HashKV hashes the history, equal for equal
 /// histories, different once the history differs, and refuses compacted revisions (§3.6).
 #[tokio::test]
 async fn alarm_list_is_empty_and_hash_kv_follows_the_history() {
