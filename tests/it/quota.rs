@@ -22,7 +22,8 @@ use tonic::transport::Channel;
 
 use crate::support::cluster::{Cluster, ClusterOptions, LEADER_TIMEOUT, poll_until_or_dump};
 use crate::support::{
-    Member, assert_fails_with, assert_status, http_get, ok_stdout, testing_mnemo,
+    Member, READY_TIMEOUT, assert_fails_with, assert_status, http_get, ok_stdout, poll_until,
+    testing_mnemo,
 };
 
 /// The quota the tests run with: 4 MiB, hundreds of times a fresh database, and reached by
@@ -42,6 +43,8 @@ const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
 const CORRUPT: &str = "etcdserver: corrupt cluster";
 /// A member id no member has, for alarms raised by hand.
 const OTHER_MEMBER: u64 = 12345;
+/// How long a restarted member may take to answer again.
+const RESTART_TIMEOUT: Duration = READY_TIMEOUT;
 /// Deadline of one call on a healthy member.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -392,6 +395,37 @@ async fn alarm_rpc_raises_lists_and_clears_as_etcd_does() {
         .await
         .expect("GET /health");
     assert_eq!(health.status, 200, "{health:?}");
+}
+
+/// Raised alarms are replicated state: they are still raised, and still refuse writes, after
+/// the member restarts.
+#[tokio::test]
+async fn raised_alarms_survive_a_restart() {
+    let mut member = Member::start().await;
+    let mut maintenance = member.maintenance().await;
+    alarm(
+        &mut maintenance,
+        AlarmAction::Activate,
+        OTHER_MEMBER,
+        AlarmType::Nospace,
+    )
+    .await;
+    member.terminate().await;
+    // `/health` stays unhealthy while the alarm is raised, so readiness is judged by the
+    // alarm list answering instead.
+    member.spawn();
+    let listed = poll_until("the alarm list after a restart", RESTART_TIMEOUT, || {
+        let output = member.etcdctl(&["alarm", "list"]);
+        async move { output.status.success().then(|| ok_stdout(&output)) }
+    })
+    .await;
+    assert_eq!(listed, format!("memberID:{OTHER_MEMBER} alarm:NOSPACE \n"));
+    let mut kv = member.kv().await;
+    assert_status(
+        kv.put(put_request("k", "v")).await,
+        Code::ResourceExhausted,
+        NO_SPACE,
+    );
 }
 
 /// etcd's quota flag values: a negative quota turns the quota off, and one above the 8 GiB
