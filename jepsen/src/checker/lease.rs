@@ -512,6 +512,30 @@ impl Findings {
     fn total(&self) -> u64 {
         self.by_kind.values().sum()
     }
+
+    /// Invalid with any violation, else unknown with any non-vacuity problem, else valid.
+    fn validity(&self, problems: &[String]) -> Validity {
+        if self.total() > 0 {
+            Validity::Invalid
+        } else if !problems.is_empty() {
+            Validity::Unknown
+        } else {
+            Validity::Valid
+        }
+    }
+
+    /// `"N <what> violations (kind xM, ...)"`.
+    fn violations_text(&self, what: &str) -> String {
+        format!(
+            "{} {what} violations ({})",
+            self.total(),
+            self.by_kind
+                .iter()
+                .map(|(kind, count)| format!("{kind} x{count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
 }
 
 /// The `lease` checker over `history`.
@@ -739,23 +763,9 @@ pub fn check_leases(history: &History<LeaseInput, LeaseOutput>) -> CheckResult {
         }
     }
     let violations = findings.total();
-    let validity = if violations > 0 {
-        Validity::Invalid
-    } else if !problems.is_empty() {
-        Validity::Unknown
-    } else {
-        Validity::Valid
-    };
+    let validity = findings.validity(&problems);
     let summary = if violations > 0 {
-        format!(
-            "{violations} lease violations ({})",
-            findings
-                .by_kind
-                .iter()
-                .map(|(kind, count)| format!("{kind} x{count}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        findings.violations_text("lease")
     } else if problems.is_empty() {
         format!(
             "{} leases, {reads_checked} reads, {presences_checked} key presences proven, every \
@@ -1069,23 +1079,9 @@ pub fn check_lock(history: &History<LeaseInput, LeaseOutput>) -> CheckResult {
     }
 
     let violations = findings.total();
-    let validity = if violations > 0 {
-        Validity::Invalid
-    } else if !problems.is_empty() {
-        Validity::Unknown
-    } else {
-        Validity::Valid
-    };
+    let validity = findings.validity(&problems);
     let summary = if violations > 0 {
-        format!(
-            "{violations} lock violations ({})",
-            findings
-                .by_kind
-                .iter()
-                .map(|(kind, count)| format!("{kind} x{count}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        findings.violations_text("lock")
     } else if problems.is_empty() {
         format!(
             "{} holds, {ok_count} fenced increments ok, {rejected} rejected by the fence, \
