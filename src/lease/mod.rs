@@ -243,10 +243,15 @@ impl Lessor {
         for (id, left) in remaining {
             if let Some(lease) = table.leases.get_mut(id) {
                 lease.remaining = *left;
-                // The leader's own deadline is already exact; a follower takes the
-                // checkpoint as its best knowledge of when the lease ends.
-                if !primary {
-                    lease.deadline = now + seconds(*left);
+                // A follower takes the checkpoint as its best knowledge of when the lease
+                // ends. The leader's own renewals already set its deadline; a committed
+                // renewal it did not make (a deposed leader's, forwarded after it answered
+                // its client) still binds it, so it never ends the lease earlier.
+                let promised = now + seconds(*left);
+                if primary {
+                    lease.deadline = lease.deadline.max(promised);
+                } else {
+                    lease.deadline = promised;
                 }
                 rows.push((*id, encode_row(lease.ttl, lease.remaining)));
             }

@@ -37,7 +37,7 @@ fn a_lease_expires_only_on_a_primary_after_its_ttl_and_renewal_restarts_it() {
 }
 
 #[test]
-fn a_checkpoint_moves_a_followers_deadline_but_not_the_leaders() {
+fn a_checkpoint_sets_a_followers_deadline_and_only_extends_the_leaders() {
     let (clock, leader) = lessor();
     let (follower_clock, follower) = lessor();
     leader.grant(1, 30);
@@ -50,8 +50,14 @@ fn a_checkpoint_moves_a_followers_deadline_but_not_the_leaders() {
     assert_eq!(rows, vec![(1, encode_row(30, 30))]);
     assert_eq!(follower.status(1).map(|status| status.remaining), Some(30));
     clock.advance(Duration::from_secs(5));
-    leader.checkpoint(&[(1, 30)]);
+    // A checkpoint promising less than the leader's own deadline changes nothing there.
+    leader.checkpoint(&[(1, 20)]);
     assert_eq!(leader.status(1).map(|status| status.remaining), Some(25));
+    // One promising more (a deposed leader's renewal, committed later) binds the leader.
+    leader.checkpoint(&[(1, 30)]);
+    assert_eq!(leader.status(1).map(|status| status.remaining), Some(30));
+    clock.advance(Duration::from_secs(29));
+    assert!(leader.expired(10, Duration::from_secs(3)).is_empty());
 }
 
 #[test]

@@ -713,6 +713,17 @@ impl RaftNode {
         }
     }
 
+    /// Proposes `payload` only if this member leads now, and never forwards it: for decisions
+    /// only a leader may take on its own authority, such as expiring a lease by its timers. A
+    /// member deposed meanwhile gets [`RaftError::NotLeader`]; an entry it appended in its old
+    /// term cannot commit once a newer term exists.
+    ///
+    /// # Errors
+    /// As [`RaftNode::propose`], and [`RaftError::NotLeader`] instead of forwarding.
+    pub async fn propose_as_leader(&self, payload: Bytes) -> Result<Bytes, RaftError> {
+        self.core.propose_local(payload).await
+    }
+
     /// Installs the handler of leader-only calls (once; later calls are ignored).
     pub fn set_leader_calls(&self, handler: Arc<dyn LeaderCalls>) {
         let _ = self.core.calls.set(handler);

@@ -291,7 +291,13 @@ impl Server {
         for id in lessor.expired(LEASE_REVOKES_PER_TICK, LEASE_REVOKE_RETRY) {
             let server = Arc::clone(self);
             tokio::spawn(async move {
-                match server.lease_revoke(id).await {
+                // Expiry is this leader's own decision, from its own timers: it must not be
+                // forwarded, or a leader deposed while paused would have the new leader revoke
+                // leases it keeps alive.
+                let expire = server
+                    .propose_with(&Proposal::LeaseRevoke { id }, false)
+                    .await;
+                match expire.map(|_| ()) {
                     Ok(_) | Err(Error::LeaseNotFound) => {}
                     Err(err) => tracing::debug!(%err, lease = id, "revoking an expired lease"),
                 }

@@ -567,12 +567,27 @@ impl Server {
 
     /// Proposes without the quota check (alarm changes, and after it passed).
     async fn propose_unchecked(&self, proposal: &Proposal) -> Result<(Revision, Applied), Error> {
+        self.propose_with(proposal, true).await
+    }
+
+    /// Proposes `proposal`, forwarding it to the leader when `forward` is set; otherwise only
+    /// this member, while it leads, may propose it ([`RaftNode::propose_as_leader`]).
+    async fn propose_with(
+        &self,
+        proposal: &Proposal,
+        forward: bool,
+    ) -> Result<(Revision, Applied), Error> {
         let id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
         let payload = codec::encode_proposal(id, proposal);
         if payload.len() > REQUEST_BYTES_MAX {
             return Err(Error::RequestTooLarge);
         }
-        let result = self.raft.propose(payload).await.map_err(raft_error)?;
+        let result = if forward {
+            self.raft.propose(payload).await
+        } else {
+            self.raft.propose_as_leader(payload).await
+        }
+        .map_err(raft_error)?;
         let outcome = codec::decode_outcome(&result).map_err(apply_error)?;
         Ok((outcome.revision, outcome.result))
     }
