@@ -234,6 +234,12 @@ pub const LEASE_REVOKES_PER_TICK: usize = 500;
 
 /// How long the leader waits for a proposed revoke to apply before proposing it again.
 pub const LEASE_REVOKE_RETRY: Duration = Duration::from_secs(3);
+/// How long a keepalive of an expired lease waits for the lease's revoke to be applied before
+/// answering that it is gone (TTL 0); past it the keepalive fails as unavailable. etcd-compat:
+/// a client told its lease is gone must never see the lease's keys again.
+pub const LEASE_EXPIRED_REVOKE_WAIT: Duration = Duration::from_secs(3);
+/// Pause between two looks at whether an expired lease's revoke has been applied.
+pub const LEASE_EXPIRED_POLL: Duration = Duration::from_millis(50);
 
 /// Keepalive answers queued for one stream's client before the member stops reading its
 /// requests.

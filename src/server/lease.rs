@@ -17,8 +17,8 @@ use super::{Error, Header, Server, raft_error, unexpected};
 use crate::apply::codec::{Applied, Proposal};
 use crate::lease::LeaseStatus;
 use crate::limits::{
-    LEASE_RENEW_RETRY, LEASE_REVOKE_RETRY, LEASE_REVOKES_PER_TICK, LEASE_TICK, LEASE_TTL_MAX,
-    REQUEST_TIMEOUT,
+    LEASE_EXPIRED_POLL, LEASE_EXPIRED_REVOKE_WAIT, LEASE_RENEW_RETRY, LEASE_REVOKE_RETRY,
+    LEASE_REVOKES_PER_TICK, LEASE_TICK, LEASE_TTL_MAX, REQUEST_TIMEOUT,
 };
 use crate::raft::LeaderCalls;
 use crate::types::LeaseId;
@@ -232,7 +232,13 @@ impl Server {
             LeaseCall::KeepAlive(id) => {
                 let ttl = lessor.renew(id).unwrap_or(0);
                 if ttl == 0 {
-                    LeaseAnswer::Renewed(0)
+                    // An expired lease may still hold its keys until its revoke is applied:
+                    // answer "gone" only then, as etcd does.
+                    if self.wait_lease_gone(id).await {
+                        LeaseAnswer::Renewed(0)
+                    } else {
+                        LeaseAnswer::Unavailable
+                    }
                 } else {
                     // The followers learn of the renewal before the client does, and the
                     // renewal counts only if the lease still exists when it commits: this
@@ -260,6 +266,23 @@ impl Server {
         postcard::to_stdvec(&answer)
             .map(Bytes::from)
             .map_err(|err| err.to_string())
+    }
+
+    /// Waits until lease `id` is no longer in this member's table (its revoke applied, or it
+    /// never existed), for at most [`LEASE_EXPIRED_REVOKE_WAIT`]; true if it is gone.
+    async fn wait_lease_gone(&self, id: LeaseId) -> bool {
+        let deadline = tokio::time::Instant::now() + LEASE_EXPIRED_REVOKE_WAIT;
+        let lessor = self.applier.lessor();
+        // Bounded by the deadline; one look per poll interval.
+        loop {
+            if lessor.status(id).is_none() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(LEASE_EXPIRED_POLL).await;
+        }
     }
 
     /// One round of the leader's lease duties: promote or demote the timers, and propose the
