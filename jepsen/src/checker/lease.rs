@@ -34,8 +34,9 @@ use std::io::BufRead;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::history::jsonl::{FORMAT_NAME, FORMAT_VERSION, Header, ModelName};
-use crate::history::{Completion, History, Op, Outcome, Pairing, ParseError, RETURN_NEVER, Time};
+use crate::history::jsonl::{self, ModelName};
+use crate::history::{History, Op, Outcome, ParseError, RETURN_NEVER, Time};
+use crate::model::FunctionName;
 use crate::workload::{CheckResult, Validity};
 
 /// Nanoseconds in a second: history times are nanoseconds since the run started.
@@ -299,79 +300,19 @@ pub type LeaseOp = Op<LeaseInput, LeaseOutput>;
 /// # Errors
 /// On I/O failure, a wrong header, or an event that is malformed or breaks the pairing rules.
 pub fn parse(reader: impl BufRead) -> Result<History<LeaseInput, LeaseOutput>, ParseError> {
-    #[derive(Deserialize)]
-    struct RawEvent {
-        #[serde(rename = "type")]
-        kind: String,
-        process: Option<u64>,
-        time: Option<Time>,
-        input: Option<LeaseInput>,
-        output: Option<LeaseOutput>,
+    jsonl::parse_model(reader, ModelName::Lease)
+}
+
+impl FunctionName for LeaseInput {
+    fn function_name(&self) -> &'static str {
+        self.function()
     }
-    let mut pairing = Pairing::new();
-    for (index, line) in reader.lines().enumerate() {
-        let line_number = index + 1;
-        let line = line?;
-        let syntax = |message: String| ParseError::Syntax {
-            line: line_number,
-            message,
-        };
-        if index == 0 {
-            let header: Header = serde_json::from_str(&line)
-                .map_err(|error| syntax(format!("bad header: {error}")))?;
-            if header.format != FORMAT_NAME
-                || header.version != FORMAT_VERSION
-                || header.model != ModelName::Lease
-            {
-                return Err(syntax(format!(
-                    "expected a {FORMAT_NAME} version {FORMAT_VERSION} lease history, got {header:?}"
-                )));
-            }
-            continue;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let raw: RawEvent =
-            serde_json::from_str(&line).map_err(|error| syntax(format!("bad event: {error}")))?;
-        if !matches!(raw.kind.as_str(), "invoke" | "ok" | "fail" | "info") {
-            continue;
-        }
-        let process = raw
-            .process
-            .ok_or_else(|| syntax("missing \"process\"".to_owned()))?;
-        let time = raw
-            .time
-            .ok_or_else(|| syntax("missing \"time\"".to_owned()))?;
-        match raw.kind.as_str() {
-            "invoke" => {
-                let input = raw
-                    .input
-                    .ok_or_else(|| syntax("missing \"input\"".to_owned()))?;
-                pairing.invoke(line_number, process, time, input)?;
-            }
-            "ok" => {
-                let output = raw
-                    .output
-                    .ok_or_else(|| syntax("missing \"output\"".to_owned()))?;
-                pairing.complete(line_number, process, time, |input| {
-                    if input.function() == output.function() {
-                        Ok(Completion::Ok(output))
-                    } else {
-                        Err(ParseError::Mismatch {
-                            line: line_number,
-                            process,
-                            invoked: input.function().to_owned(),
-                            completed: output.function().to_owned(),
-                        })
-                    }
-                })?;
-            }
-            "fail" => pairing.complete(line_number, process, time, |_| Ok(Completion::Fail))?,
-            _ => pairing.complete(line_number, process, time, |_| Ok(Completion::Info))?,
-        }
+}
+
+impl FunctionName for LeaseOutput {
+    fn function_name(&self) -> &'static str {
+        self.function()
     }
-    Ok(pairing.finish())
 }
 
 /// A time as seconds since the run started, for explanations.

@@ -145,37 +145,76 @@ struct RawEvent {
 /// On I/O failure, a missing or unsupported header, or an event line that is malformed or breaks
 /// the pairing rules.
 pub fn parse(reader: impl BufRead) -> Result<AnyHistory, ParseError> {
-    let mut lines = reader
-        .lines()
-        .enumerate()
-        .map(|(index, line)| (index + 1, line));
-    let header_error = |message: String| ParseError::Syntax { line: 1, message };
-    let header_line = match lines.next() {
-        Some((_, line)) => line?,
-        None => {
-            return Err(header_error(
-                "empty file: expected a header line".to_owned(),
-            ));
-        }
-    };
-    let header: Header = serde_json::from_str(&header_line)
-        .map_err(|error| header_error(format!("bad header: {error}")))?;
-    if header.format != FORMAT_NAME || header.version != FORMAT_VERSION {
-        return Err(header_error(format!(
-            "unsupported format {:?} version {} (expected {FORMAT_NAME:?} version {FORMAT_VERSION})",
-            header.format, header.version
-        )));
-    }
+    let mut lines = numbered(reader);
+    let header = read_header(&mut lines)?;
     Ok(match header.model {
         ModelName::Register => AnyHistory::Register(parse_events(lines)?),
         ModelName::Kv => AnyHistory::Kv(parse_events(lines)?),
         ModelName::Etcd => AnyHistory::Etcd(parse_events(lines)?),
         other @ (ModelName::Append | ModelName::Watch | ModelName::Lease) => {
-            return Err(header_error(format!(
+            return Err(header_syntax(format!(
                 "a {other:?} history is judged by its workload's checker, not by linearizability"
             )));
         }
     })
+}
+
+/// Reads a whole file whose header must name `model`, into that model's vocabulary: for the
+/// workloads whose checkers read their own histories (`lease`).
+///
+/// # Errors
+/// As [`parse`], and a header naming another model.
+pub fn parse_model<I, O>(
+    reader: impl BufRead,
+    model: ModelName,
+) -> Result<History<I, O>, ParseError>
+where
+    I: DeserializeOwned + FunctionName,
+    O: DeserializeOwned + FunctionName,
+{
+    let mut lines = numbered(reader);
+    let header = read_header(&mut lines)?;
+    if header.model != model {
+        return Err(header_syntax(format!(
+            "expected a {model:?} history, got a {:?} one",
+            header.model
+        )));
+    }
+    parse_events(lines)
+}
+
+fn numbered(reader: impl BufRead) -> impl Iterator<Item = (usize, std::io::Result<String>)> {
+    reader
+        .lines()
+        .enumerate()
+        .map(|(index, line)| (index + 1, line))
+}
+
+fn header_syntax(message: String) -> ParseError {
+    ParseError::Syntax { line: 1, message }
+}
+
+/// Reads and checks the header line.
+fn read_header(
+    lines: &mut impl Iterator<Item = (usize, std::io::Result<String>)>,
+) -> Result<Header, ParseError> {
+    let header_line = match lines.next() {
+        Some((_, line)) => line?,
+        None => {
+            return Err(header_syntax(
+                "empty file: expected a header line".to_owned(),
+            ));
+        }
+    };
+    let header: Header = serde_json::from_str(&header_line)
+        .map_err(|error| header_syntax(format!("bad header: {error}")))?;
+    if header.format != FORMAT_NAME || header.version != FORMAT_VERSION {
+        return Err(header_syntax(format!(
+            "unsupported format {:?} version {} (expected {FORMAT_NAME:?} version {FORMAT_VERSION})",
+            header.format, header.version
+        )));
+    }
+    Ok(header)
 }
 
 fn parse_events<I, O>(
