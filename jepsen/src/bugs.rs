@@ -94,9 +94,7 @@ pub const BUGS: &[BugCase] = &[
         // their keys.
         faults: &[Fault::Partition, Fault::Pause],
         leader_percent: 0,
-        // 20 s missed it once in about nine runs after the lease fixes of this session (a run
-        // whose follower faults all fell between lease lifetimes); 30 s gives more of them.
-        time_limit_secs: 30,
+        time_limit_secs: 20,
         nemesis_interval_secs: 5.0,
         partition_shapes: &[],
     },
