@@ -99,6 +99,26 @@ struct Flags {
     /// hours, e.g. 1, 30m, 5s), a number of revisions for 'revision'. 0 means off.
     #[arg(long, env = "MNEMO_AUTO_COMPACTION_RETENTION", default_value = "0")]
     auto_compaction_retention: String,
+    /// Compare this member's data with its peers' before serving clients, and refuse to start
+    /// when they differ.
+    #[arg(
+        long,
+        env = "MNEMO_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "false",
+        action = clap::ArgAction::Set
+    )]
+    experimental_initial_corrupt_check: bool,
+    /// How often the leader compares every member's data (0s: never); a member that differs
+    /// raises the CORRUPT alarm.
+    #[arg(
+        long,
+        env = "MNEMO_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = humantime::parse_duration
+    )]
+    experimental_corrupt_check_time: Duration,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "MNEMO_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -156,6 +176,9 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             quota_backend_bytes: quota,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            initial_corrupt_check: self.experimental_initial_corrupt_check,
+            corrupt_check_interval: Some(self.experimental_corrupt_check_time)
+                .filter(|interval| !interval.is_zero()),
             auto_compaction: AutoCompaction::parse(
                 &self.auto_compaction_mode,
                 &self.auto_compaction_retention,

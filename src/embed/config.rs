@@ -153,6 +153,12 @@ pub struct Config {
     pub watch_progress_notify_interval: Duration,
     /// `--auto-compaction-mode` and `--auto-compaction-retention`.
     pub auto_compaction: AutoCompaction,
+    /// `--experimental-initial-corrupt-check`: compare this member's hash with its peers'
+    /// before serving, and refuse to start on a mismatch.
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time`: how often the leader compares every member's hash
+    /// (`None`: never, etcd's default).
+    pub corrupt_check_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -174,6 +180,8 @@ impl Default for Config {
             quota_backend_bytes: QUOTA_BACKEND_BYTES_DEFAULT,
             watch_progress_notify_interval: WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
             auto_compaction: AutoCompaction::Off,
+            initial_corrupt_check: false,
+            corrupt_check_interval: None,
         }
     }
 }

@@ -51,6 +51,9 @@ pub enum NodeError {
     /// Joining an existing cluster failed.
     #[error("cannot join the cluster: {0}")]
     Join(String),
+    /// The start-up corruption check found a peer that disagrees.
+    #[error(transparent)]
+    Corrupt(#[from] crate::server::corruption::CorruptionError),
     /// A client or peer URL could not be listened on.
     #[error("cannot listen on {url}: {reason}")]
     Listen {
@@ -252,6 +255,10 @@ impl Node {
             config.quota_backend_bytes,
         ));
         background.push(server.start_lease_duties());
+        background.extend(server.start_corruption_checks(config.corrupt_check_interval));
+        if config.initial_corrupt_check {
+            server.check_against_peers().await?;
+        }
         background.push(tokio::spawn(crate::server::compactor::run(
             Arc::downgrade(&server),
             config.auto_compaction,

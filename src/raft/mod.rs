@@ -288,6 +288,8 @@ pub(crate) struct Core {
     ctx: Arc<PeerContext>,
     /// The layer above's handler of leader-only calls, set once after start.
     calls: Arc<std::sync::OnceLock<Arc<dyn LeaderCalls>>>,
+    /// The layer above's handler of questions addressed to this member, set once after start.
+    questions: Arc<std::sync::OnceLock<Arc<dyn LeaderCalls>>>,
 }
 
 /// Work that only the leader can do and that is not a proposal (lease renewals read the
@@ -301,7 +303,7 @@ pub trait LeaderCalls: Send + Sync + 'static {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, String>> + Send + '_>>;
 }
 
-/// A leader-only call's answer.
+/// A leader-only call's answer, or a member's answer to a question.
 struct CallResult(Bytes);
 
 impl From<CallResult> for ForwardResponse {
@@ -366,6 +368,18 @@ impl Core {
         };
         handler
             .call(request)
+            .await
+            .map(CallResult)
+            .map_err(RaftError::Call)
+    }
+
+    /// Answers a question addressed to this member, whatever its role.
+    async fn answer_local(&self, question: Bytes) -> Result<CallResult, RaftError> {
+        let Some(handler) = self.questions.get() else {
+            return Err(RaftError::Stopped("no handler for member questions".into()));
+        };
+        handler
+            .call(question)
             .await
             .map(CallResult)
             .map_err(RaftError::Call)
@@ -650,6 +664,7 @@ impl RaftNode {
             engine,
             ctx,
             calls: Arc::new(std::sync::OnceLock::new()),
+            questions: Arc::new(std::sync::OnceLock::new()),
         };
         let watcher = tokio::spawn(watch_membership(core.clone(), Arc::clone(&removed_members)));
         Ok(RaftNode {
@@ -727,6 +742,50 @@ impl RaftNode {
     /// Installs the handler of leader-only calls (once; later calls are ignored).
     pub fn set_leader_calls(&self, handler: Arc<dyn LeaderCalls>) {
         let _ = self.core.calls.set(handler);
+    }
+
+    /// Installs the handler of questions other members address to this one (once; later
+    /// calls are ignored). It has the shape of a leader-call handler but runs on any member.
+    pub fn set_question_handler(&self, handler: Arc<dyn LeaderCalls>) {
+        let _ = self.core.questions.set(handler);
+    }
+
+    /// Asks member `member` a question of the layer above (locally when it is this member),
+    /// waiting at most `timeout`. Used to compare members' state (the corruption check).
+    ///
+    /// # Errors
+    /// [`RaftError::Call`] for an unknown member or the handler's error text, and the
+    /// transport's errors ([`RaftError::Timeout`], [`RaftError::NoLeader`] when unreachable).
+    pub async fn ask_member(
+        &self,
+        member: u64,
+        question: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RaftError> {
+        if member == self.core.member_id() {
+            return self
+                .core
+                .answer_local(question)
+                .await
+                .map(|answer| answer.0);
+        }
+        let Some(url) = self.core.peer_url(member) else {
+            return Err(RaftError::Call(format!(
+                "member {member:x} is not in the cluster"
+            )));
+        };
+        let response = self
+            .core
+            .ctx
+            .forward(member, &url, &ForwardRequest::Ask(question), timeout)
+            .await?;
+        match response {
+            ForwardResponse::Called(answer) => Ok(answer),
+            ForwardResponse::Failed(error) => Err(error.into()),
+            other => Err(RaftError::Stopped(format!(
+                "member {member:x} answered a question with {other:?}"
+            ))),
+        }
     }
 
     /// Runs `request` on the leader through the handler installed there: locally when this

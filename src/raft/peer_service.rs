@@ -251,6 +251,11 @@ impl Peer for PeerService {
                 .call_local(request)
                 .await
                 .map(ForwardResponse::from),
+            ForwardRequest::Ask(question) => self
+                .core
+                .answer_local(question)
+                .await
+                .map(ForwardResponse::from),
         };
         let response = outcome.unwrap_or_else(|error| ForwardResponse::Failed(error.into()));
         self.reply(message.from, &response)

@@ -137,6 +137,9 @@ pub(super) enum ForwardRequest {
     ChangeMembers(MemberChange),
     /// A leader-only call of the layer above (opaque bytes).
     Call(Bytes),
+    /// A question of the layer above for the receiving member, whatever its role (opaque
+    /// bytes; answered with [`ForwardResponse::Called`]).
+    Ask(Bytes),
 }
 
 /// The leader's answer to a [`ForwardRequest`].

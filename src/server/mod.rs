@@ -6,6 +6,7 @@
 //! codec) and must not return protobuf types.
 
 pub mod compactor;
+pub mod corruption;
 mod error;
 pub mod grpc;
 pub mod http;
@@ -277,6 +278,19 @@ impl Server {
             .await?
             .map_err(mvcc_error)?;
         Ok((hash, self.current_header()))
+    }
+
+    /// CRC-32 of this member's whole database, for Maintenance.Hash (testing only: it covers
+    /// member-local bookkeeping too). The header carries the revision it was taken at.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub async fn hash(&self) -> Result<(u32, Header), Error> {
+        let store = Arc::clone(&self.store);
+        let (hash, revision) = off_runtime(move || store.hash_all())
+            .await?
+            .map_err(mvcc_error)?;
+        Ok((hash, self.header(revision)))
     }
 
     /// Defragments this member's database (a full RocksDB compaction); returns the bytes it

@@ -2272,6 +2272,58 @@ async fn alarm_list_is_empty_and_hash_kv_follows_the_history() {
     );
 }
 
+/// Maintenance.Hash hashes the whole database: stable while nothing changes, different after
+/// any write (a lease grant too, which HashKV does not cover), with the revision in the header.
+#[tokio::test]
+async fn hash_covers_the_whole_database() {
+    use mnemo::pb::etcdserverpb::{HashKvRequest, HashRequest, LeaseGrantRequest};
+
+    let member = Member::start().await;
+    let mut kv = member.kv().await;
+    let mut maintenance = member.maintenance().await;
+    put(&mut kv, "a", "1").await;
+    let hash = |mut maintenance: mnemo::pb::etcdserverpb::maintenance_client::MaintenanceClient<
+        tonic::transport::Channel,
+    >| async move {
+        let response = maintenance
+            .hash(HashRequest {})
+            .await
+            .expect("hash")
+            .into_inner();
+        (response.hash, response.header.expect("header").revision)
+    };
+    let (first, revision) = hash(maintenance.clone()).await;
+    assert_eq!(revision, 2);
+    assert_eq!(hash(maintenance.clone()).await, (first, 2));
+    let kv_hash = maintenance
+        .hash_kv(HashKvRequest { revision: 0 })
+        .await
+        .expect("hash kv")
+        .into_inner()
+        .hash;
+    mnemo::pb::etcdserverpb::lease_client::LeaseClient::new(member.channel().await)
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 7 })
+        .await
+        .expect("grant");
+    let (after_grant, revision) = hash(maintenance.clone()).await;
+    assert_ne!(after_grant, first, "a lease grant changes the database");
+    assert_eq!(revision, 2, "a lease grant is not a revision");
+    assert_eq!(
+        maintenance
+            .hash_kv(HashKvRequest { revision: 0 })
+            .await
+            .expect("hash kv")
+            .into_inner()
+            .hash,
+        kv_hash,
+        "HashKV covers the key history only"
+    );
+    put(&mut kv, "a", "2").await;
+    let (after_put, revision) = hash(maintenance.clone()).await;
+    assert_ne!(after_put, after_grant);
+    assert_eq!(revision, 3);
+}
+
 /// etcd 3.6 refuses sort enums it does not know, in a Range and in a Txn's ranges (§3.2).
 #[tokio::test]
 async fn unknown_sort_options_are_refused() {

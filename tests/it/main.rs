@@ -38,6 +38,7 @@ mod cluster;
 mod cluster_lease;
 mod cluster_watch;
 mod concurrency;
+mod corruption;
 mod crash;
 mod etcdctl;
 mod etcdctl_lease;

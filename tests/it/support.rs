@@ -179,6 +179,16 @@ impl Member {
         }
     }
 
+    /// Adds flags to the ones the next start passes (clustered or not).
+    pub fn push_args(&mut self, args: &[&str]) {
+        assert!(self.child.is_none(), "flags change only while stopped");
+        let extra = match self.cluster.as_mut() {
+            Some(flags) => &mut flags.extra_args,
+            None => &mut self.extra_args,
+        };
+        extra.extend(args.iter().map(|arg| (*arg).to_owned()));
+    }
+
     /// Sets the clustering flags the next start uses.
     pub fn set_cluster(&mut self, cluster: ClusterFlags) {
         assert!(self.child.is_none(), "flags change only while stopped");

@@ -111,7 +111,11 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<rpc::HashRequest>,
     ) -> Result<Response<rpc::HashResponse>, Status> {
-        Err(unimplemented("Maintenance/Hash"))
+        let (hash, header) = self.server.hash().await?;
+        Ok(Response::new(rpc::HashResponse {
+            header: Some(header_to_pb(header)),
+            hash,
+        }))
     }
 
     async fn hash_kv(

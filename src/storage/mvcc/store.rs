@@ -351,6 +351,21 @@ impl MvccStore {
         })
     }
 
+    /// CRC-32 of the whole database (every column family) and the revision it was taken at,
+    /// for Maintenance.Hash.
+    ///
+    /// # Errors
+    /// A backend read failure.
+    pub fn hash_all(&self) -> Result<(u32, Revision), MvccError> {
+        let backend: Arc<Backend>;
+        let (snapshot, revision) = {
+            let state = self.state.read();
+            backend = Arc::clone(&state.backend);
+            (backend.snapshot(), state.current_revision)
+        };
+        Ok((snapshot.hash_all()?, revision))
+    }
+
     /// Starts a write batch. Blocks while another batch is open.
     #[must_use]
     pub fn write(&self) -> WriteTxn<'_> {

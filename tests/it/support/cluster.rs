@@ -277,6 +277,19 @@ impl Cluster {
         &self.slots[slot].member
     }
 
+    /// The stopped member in `slot`, to change how it starts next.
+    pub fn stopped_member_mut(&mut self, slot: usize) -> &mut Member {
+        let member = &mut self.slots[slot].member;
+        assert!(!member.is_running(), "{} still runs", member.name());
+        member
+    }
+
+    /// Starts `slot`'s stopped member without waiting for it to serve (it may be expected to
+    /// refuse to start; see [`Cluster::wait_exit`]).
+    pub fn spawn_detached(&mut self, slot: usize) {
+        self.spawn(slot);
+    }
+
     /// The member id of `slot`.
     pub fn id(&self, slot: usize) -> u64 {
         self.slots[slot]
@@ -1231,6 +1244,20 @@ mod tests {
             });
         };
         let connect = || TcpStream::connect(("127.0.0.1", proxy.port));
+        // A cut reaches the proxy's pumps asynchronously; an echo sent at once may still pass.
+        let cut_done = |slot: usize| {
+            let network = Arc::clone(&network);
+            async move {
+                let deadline = Instant::now() + IO_TIMEOUT;
+                while network.touches(slot) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the proxy never closed the cut connections"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
 
         let mut from_one = connect().await.expect("connect through the proxy");
         assert!(echoes(&mut from_one).await, "traffic flows before any cut");
@@ -1240,6 +1267,7 @@ mod tests {
             "cutting an unrelated member changes nothing"
         );
         isolate(1, true);
+        cut_done(1).await;
         assert!(
             !echoes(&mut from_one).await,
             "the source's connection is closed"
@@ -1258,6 +1286,7 @@ mod tests {
             "traffic flows again after healing"
         );
         isolate(0, true);
+        cut_done(0).await;
         assert!(
             !echoes(&mut to_zero).await,
             "the target's connection is closed"
