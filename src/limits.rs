@@ -245,6 +245,12 @@ pub const LEASE_EXPIRED_POLL: Duration = Duration::from_millis(50);
 /// requests.
 pub const LEASE_KEEPALIVE_QUEUE: usize = 16;
 
+/// The most JSON the gateway (`/v3/*`) buffers for one request message: one at the gRPC
+/// receive limit grows by a third when its bytes are base64-encoded, plus names and quoting.
+pub const GATEWAY_JSON_REQUEST_BYTES_MAX: usize = 2 * GRPC_RECV_BYTES_MAX;
+
+const _: () = assert!(GATEWAY_JSON_REQUEST_BYTES_MAX >= GRPC_RECV_BYTES_MAX / 3 * 4);
+
 /// Pause before a client retries a lease renewal that failed (no leader, broken connection).
 pub const CLIENT_KEEPALIVE_RETRY: Duration = Duration::from_millis(500);
 

@@ -1,4 +1,5 @@
-//! The client port: etcd's gRPC services and the HTTP endpoints, served on one listener.
+//! The client port: etcd's gRPC services, their JSON gateway and the HTTP endpoints, served on
+//! one listener.
 //!
 //! This module owns wire compatibility (service names, message shapes, status codes, headers)
 //! and nothing else: every call is converted and handed to [`Server`]. It must not hold
@@ -7,6 +8,7 @@
 mod authority;
 mod cluster;
 mod concurrency;
+pub mod gateway;
 mod kv;
 mod lease;
 mod maintenance;
@@ -56,7 +58,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let routes = tonic::service::Routes::from(http::router(Arc::clone(&server)))
+    // One Auth instance serves both gRPC and the JSON gateway, so they always answer alike.
+    let auth = Arc::new(PendingAuth);
+    let http_routes =
+        http::router(Arc::clone(&server)).merge(gateway::router(&server, Arc::clone(&auth)));
+    let routes = tonic::service::Routes::from(http_routes)
         .add_service(
             rpc::kv_server::KvServer::new(KvService::new(Arc::clone(&server)))
                 .max_decoding_message_size(GRPC_RECV_BYTES_MAX)
@@ -81,7 +87,7 @@ pub async fn serve(
             rpc::lease_server::LeaseServer::new(LeaseService::new(Arc::clone(&server)))
                 .max_decoding_message_size(GRPC_RECV_BYTES_MAX),
         )
-        .add_service(rpc::auth_server::AuthServer::new(PendingAuth))
+        .add_service(rpc::auth_server::AuthServer::from_arc(auth))
         .add_service(v3lockpb::lock_server::LockServer::new(LockService::new(
             &server,
         )))

@@ -50,6 +50,18 @@ impl From<Error> for Status {
     }
 }
 
+/// The gRPC status of a gateway failure, as etcd 3.4's grpc-gateway reports it.
+pub fn gateway_status(error: &super::gateway::Error) -> Status {
+    use super::gateway::Error as Gateway;
+    let code = match error {
+        Gateway::BadRequestJson(_) => Code::InvalidArgument,
+        // grpc-gateway v1 passes the decoder's error on untyped, which reads as Unknown.
+        Gateway::BadStreamJson(_) | Gateway::BodyRead(_) => Code::Unknown,
+        Gateway::BodyTooLarge { .. } => Code::ResourceExhausted,
+    };
+    Status::new(code, error.to_string())
+}
+
 /// What tonic's decoder says when a request message exceeds the receive limit.
 const TONIC_OVERSIZED_PREFIX: &str = "Error, decoded message length too large: found ";
 
