@@ -17,6 +17,7 @@
 //! - `crash`: acknowledged writes survive `kill -9` in the middle of a write load;
 //! - `restart`: a large store answers the same ranges after SIGTERM and after `kill -9`;
 //! - `http`: `/health` and `/version` on the client port;
+//! - `gateway`: the JSON gateway (`/v3/*`) with curl, answer for answer against etcd 3.4's;
 //! - `quota`: the backend quota, the NOSPACE and CORRUPT alarms, and Maintenance.Alarm, on one
 //!   member and across a cluster;
 //! - `cli`: etcd's flags, `MNEMO_*` environment variables, refusals of bad settings;
@@ -43,6 +44,7 @@ mod crash;
 mod etcdctl;
 mod etcdctl_lease;
 mod etcdctl_watch;
+mod gateway;
 mod grpc_kv;
 mod grpc_lease;
 mod grpc_watch;

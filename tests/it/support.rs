@@ -119,6 +119,8 @@ pub struct Member {
     /// Flags a single-member cluster passes as they are (a clustered member takes them from
     /// its [`ClusterFlags`]).
     extra_args: Vec<String>,
+    /// The server binary; `None` runs [`server_binary`].
+    binary: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -137,8 +139,19 @@ impl Member {
     /// command line (for example `--experimental-watch-progress-notify-interval=500ms`), and
     /// waits until it serves.
     pub async fn start_with_flags(name: &str, extra_args: &[&str]) -> Member {
+        Member::start_binary(name, None, extra_args).await
+    }
+
+    /// Starts a fresh single-member cluster named `name` running `binary` (for example
+    /// `/usr/bin/etcd`, to compare mnemo with etcd in one test) instead of [`server_binary`].
+    pub async fn start_with_binary(name: &str, binary: PathBuf) -> Member {
+        Member::start_binary(name, Some(binary), &[]).await
+    }
+
+    async fn start_binary(name: &str, binary: Option<PathBuf>, extra_args: &[&str]) -> Member {
         let mut member = Member::unstarted(name, None);
         member.extra_args = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
+        member.binary = binary;
         for attempt in 1..=START_ATTEMPTS_MAX {
             if !member.pick_ports() {
                 continue;
@@ -175,6 +188,7 @@ impl Member {
             peer_port: 0,
             cluster,
             extra_args: Vec::new(),
+            binary: None,
             child: None,
         }
     }
@@ -273,7 +287,8 @@ impl Member {
             extra_args: self.extra_args.clone(),
         };
         let flags = self.cluster.as_ref().unwrap_or(&alone);
-        let child = Command::new(server_binary())
+        let binary = self.binary.clone().unwrap_or_else(server_binary);
+        let child = Command::new(binary)
             .arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
