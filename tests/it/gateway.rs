@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::support::Member;
+use crate::support::{ClusterFlags, Member};
 
 /// How long one curl call, or one line of a streamed answer, may take.
 const CURL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -175,8 +175,14 @@ struct Streamed {
 
 impl Streamed {
     fn open(endpoint: &str, path: &str, body: &str) -> Streamed {
+        Streamed::open_with_headers(endpoint, path, body, &[])
+    }
+
+    /// Like [`Streamed::open`], sending `headers` (`Name: value`) too.
+    fn open_with_headers(endpoint: &str, path: &str, body: &str, headers: &[&str]) -> Streamed {
         let mut child = Command::new(curl_path())
             .args(["-s", "-N", "-X", "POST", "--data-binary", body])
+            .args(headers.iter().flat_map(|header| ["-H", header]))
             .arg(format!("{endpoint}{path}"))
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -657,6 +663,86 @@ async fn watch_streams_each_answer_while_open_like_etcd() {
     // A first request that is not JSON fails the call: 500, Unknown, Go's text.
     let bad = pair.same("/v3/watch", "xx").await;
     assert_eq!(bad["code"], json!(2), "{bad}");
+}
+
+/// Starts a two-member cluster of `binary` (mnemo's when `None`) and waits until both serve.
+async fn two_members(binary: Option<PathBuf>) -> Vec<Member> {
+    let mut members = vec![
+        Member::unstarted("gw-a", None),
+        Member::unstarted("gw-b", None),
+    ];
+    for member in &mut members {
+        assert!(member.pick_ports(), "distinct client and peer ports");
+        if let Some(binary) = &binary {
+            member.set_binary(binary.clone());
+        }
+    }
+    let initial_cluster = members
+        .iter()
+        .map(|member| format!("{}={}", member.name(), member.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let token = format!("gw-{}", members[0].peer_port());
+    for member in &mut members {
+        member.set_cluster(ClusterFlags {
+            advertise_peer_url: member.peer_url(),
+            initial_cluster: initial_cluster.clone(),
+            state: "new",
+            token: token.clone(),
+            extra_args: Vec::new(),
+        });
+        member.spawn();
+    }
+    for member in &mut members {
+        if let Err(why) = member.wait_ready().await {
+            panic!(
+                "{} did not serve: {why}\n{}",
+                member.name(),
+                member.log_tail()
+            );
+        }
+    }
+    members
+}
+
+/// A stream that fails after it started writes grpc-gateway's `{"error":{…}}` chunk and ends:
+/// a watch sent with `Grpc-Metadata-hasleader: true` (forwarded as the `hasleader` metadata)
+/// on a member whose only peer is killed ends with Unavailable `etcdserver: no leader`.
+#[tokio::test]
+async fn a_failing_stream_ends_with_etcds_error_chunk() {
+    let _ = curl_path();
+    let mut answers = Vec::new();
+    for binary in [Some(etcd_path()), None] {
+        let mut members = two_members(binary).await;
+        let mut stream = Streamed::open_with_headers(
+            &members[0].endpoint(),
+            "/v3/watch",
+            r#"{"create_request":{"key":"eA=="}}"#,
+            &["Grpc-Metadata-hasleader: true"],
+        );
+        let mut lines = vec![stream.next().await.expect("the created answer")];
+        members[1].kill9();
+        while let Some(line) = stream.next().await {
+            lines.push(line);
+            assert!(
+                lines.len() <= 2,
+                "the stream goes on after its error: {lines:?}"
+            );
+        }
+        stream.close().await;
+        lines.iter_mut().for_each(mask_headers);
+        answers.push(lines);
+    }
+    assert_eq!(answers[0], answers[1], "answers (etcd, mnemo)");
+    assert_eq!(
+        answers[1][1],
+        json!({"error": {
+            "grpc_code": 14,
+            "http_code": 503,
+            "message": "etcdserver: no leader",
+            "http_status": "Service Unavailable"
+        }})
+    );
 }
 
 #[test]

@@ -209,6 +209,16 @@ impl Member {
         self.cluster = Some(cluster);
     }
 
+    /// Runs `binary` (for example `/usr/bin/etcd`) instead of [`server_binary`] from the next
+    /// start on.
+    pub fn set_binary(&mut self, binary: PathBuf) {
+        assert!(
+            self.child.is_none(),
+            "the binary changes only while stopped"
+        );
+        self.binary = Some(binary);
+    }
+
     /// Picks fresh client and peer ports; false when both came out equal (pick again).
     pub fn pick_ports(&mut self) -> bool {
         assert!(self.child.is_none(), "ports change only while stopped");

@@ -810,6 +810,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_stream_ends_with_grpc_gateways_error_chunk() {
+        // Observed on etcd 3.4.23: a gateway watch sent with `hasleader` whose leader is lost.
+        let chunk = stream_error(&Status::unavailable("etcdserver: no leader"));
+        assert_eq!(
+            std::str::from_utf8(&chunk).unwrap(),
+            r#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#
+        );
+    }
+
+    #[test]
+    fn authorization_and_grpc_metadata_headers_become_metadata() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("tok.1"));
+        headers.insert("grpc-metadata-hasleader", HeaderValue::from_static("true"));
+        headers.insert("x-other", HeaderValue::from_static("dropped"));
+        let request = with_metadata((), &headers);
+        let metadata = request.metadata();
+        assert_eq!(metadata.get("authorization").unwrap(), "tok.1");
+        assert_eq!(metadata.get("hasleader").unwrap(), "true");
+        assert!(metadata.get("x-other").is_none());
+        assert_eq!(metadata.len(), 2);
+    }
+
+    #[test]
     fn grpc_codes_get_grpc_gateway_v1_statuses() {
         assert_eq!(http_status(Code::InvalidArgument), StatusCode::BAD_REQUEST);
         assert_eq!(http_status(Code::OutOfRange), StatusCode::BAD_REQUEST);
