@@ -73,6 +73,13 @@ pub enum Error {
     BodyRead(String),
 }
 
+/// The closure a route runs: the service method of that name, awaited.
+macro_rules! call {
+    ($method:ident) => {
+        |service, request| async move { service.$method(request).await }
+    };
+}
+
 /// The gateway routes, under `/v3` and `/v3beta`, over the services the gRPC path serves.
 ///
 /// `auth` is the Auth service instance the gRPC server runs, so the gateway answers exactly
@@ -89,198 +96,90 @@ pub fn router<A: Auth>(server: &Arc<Server>, auth: Arc<A>) -> Router {
     // Gateway paths of etcd 3.4 (etcd-api.md §1). 3.4 serves Maintenance.Hash on
     // `/maintenance/hash` and has no `/maintenance/hashkv` or `/auth/status`.
     let routes: Vec<(&str, MethodRouter)> = vec![
-        (
-            "/kv/range",
-            unary(&kv, |s, r| async move { s.range(r).await }),
-        ),
-        ("/kv/put", unary(&kv, |s, r| async move { s.put(r).await })),
-        (
-            "/kv/deleterange",
-            unary(&kv, |s, r| async move { s.delete_range(r).await }),
-        ),
-        ("/kv/txn", unary(&kv, |s, r| async move { s.txn(r).await })),
-        (
-            "/kv/compaction",
-            unary(&kv, |s, r| async move { s.compact(r).await }),
-        ),
-        (
-            "/watch",
-            bidi(&watch, |s, r| async move { s.watch(r).await }),
-        ),
-        (
-            "/lease/grant",
-            unary(&lease, |s, r| async move { s.lease_grant(r).await }),
-        ),
-        (
-            "/lease/revoke",
-            unary(&lease, |s, r| async move { s.lease_revoke(r).await }),
-        ),
-        (
-            "/kv/lease/revoke",
-            unary(&lease, |s, r| async move { s.lease_revoke(r).await }),
-        ),
-        (
-            "/lease/keepalive",
-            bidi(&lease, |s, r| async move { s.lease_keep_alive(r).await }),
-        ),
+        ("/kv/range", unary(&kv, call!(range))),
+        ("/kv/put", unary(&kv, call!(put))),
+        ("/kv/deleterange", unary(&kv, call!(delete_range))),
+        ("/kv/txn", unary(&kv, call!(txn))),
+        ("/kv/compaction", unary(&kv, call!(compact))),
+        ("/watch", bidi(&watch, call!(watch))),
+        ("/lease/grant", unary(&lease, call!(lease_grant))),
+        ("/lease/revoke", unary(&lease, call!(lease_revoke))),
+        ("/kv/lease/revoke", unary(&lease, call!(lease_revoke))),
+        ("/lease/keepalive", bidi(&lease, call!(lease_keep_alive))),
         (
             "/lease/timetolive",
-            unary(&lease, |s, r| async move { s.lease_time_to_live(r).await }),
+            unary(&lease, call!(lease_time_to_live)),
         ),
         (
             "/kv/lease/timetolive",
-            unary(&lease, |s, r| async move { s.lease_time_to_live(r).await }),
+            unary(&lease, call!(lease_time_to_live)),
         ),
-        (
-            "/lease/leases",
-            unary(&lease, |s, r| async move { s.lease_leases(r).await }),
-        ),
-        (
-            "/kv/lease/leases",
-            unary(&lease, |s, r| async move { s.lease_leases(r).await }),
-        ),
-        (
-            "/cluster/member/add",
-            unary(&cluster, |s, r| async move { s.member_add(r).await }),
-        ),
+        ("/lease/leases", unary(&lease, call!(lease_leases))),
+        ("/kv/lease/leases", unary(&lease, call!(lease_leases))),
+        ("/cluster/member/add", unary(&cluster, call!(member_add))),
         (
             "/cluster/member/remove",
-            unary(&cluster, |s, r| async move { s.member_remove(r).await }),
+            unary(&cluster, call!(member_remove)),
         ),
         (
             "/cluster/member/update",
-            unary(&cluster, |s, r| async move { s.member_update(r).await }),
+            unary(&cluster, call!(member_update)),
         ),
-        (
-            "/cluster/member/list",
-            unary(&cluster, |s, r| async move { s.member_list(r).await }),
-        ),
+        ("/cluster/member/list", unary(&cluster, call!(member_list))),
         (
             "/cluster/member/promote",
-            unary(&cluster, |s, r| async move { s.member_promote(r).await }),
+            unary(&cluster, call!(member_promote)),
         ),
-        (
-            "/maintenance/alarm",
-            unary(&maintenance, |s, r| async move { s.alarm(r).await }),
-        ),
-        (
-            "/maintenance/status",
-            unary(&maintenance, |s, r| async move { s.status(r).await }),
-        ),
+        ("/maintenance/alarm", unary(&maintenance, call!(alarm))),
+        ("/maintenance/status", unary(&maintenance, call!(status))),
         (
             "/maintenance/defragment",
-            unary(&maintenance, |s, r| async move { s.defragment(r).await }),
+            unary(&maintenance, call!(defragment)),
         ),
-        (
-            "/maintenance/hash",
-            unary(&maintenance, |s, r| async move { s.hash(r).await }),
-        ),
+        ("/maintenance/hash", unary(&maintenance, call!(hash))),
         (
             "/maintenance/snapshot",
-            server_stream(&maintenance, |s, r| async move { s.snapshot(r).await }),
+            server_stream(&maintenance, call!(snapshot)),
         ),
         (
             "/maintenance/transfer-leadership",
-            unary(&maintenance, |s, r| async move { s.move_leader(r).await }),
+            unary(&maintenance, call!(move_leader)),
         ),
-        (
-            "/auth/enable",
-            unary(&auth, |s, r| async move { s.auth_enable(r).await }),
-        ),
-        (
-            "/auth/disable",
-            unary(&auth, |s, r| async move { s.auth_disable(r).await }),
-        ),
-        (
-            "/auth/authenticate",
-            unary(&auth, |s, r| async move { s.authenticate(r).await }),
-        ),
-        (
-            "/auth/user/add",
-            unary(&auth, |s, r| async move { s.user_add(r).await }),
-        ),
-        (
-            "/auth/user/get",
-            unary(&auth, |s, r| async move { s.user_get(r).await }),
-        ),
-        (
-            "/auth/user/list",
-            unary(&auth, |s, r| async move { s.user_list(r).await }),
-        ),
-        (
-            "/auth/user/delete",
-            unary(&auth, |s, r| async move { s.user_delete(r).await }),
-        ),
+        ("/auth/enable", unary(&auth, call!(auth_enable))),
+        ("/auth/disable", unary(&auth, call!(auth_disable))),
+        ("/auth/authenticate", unary(&auth, call!(authenticate))),
+        ("/auth/user/add", unary(&auth, call!(user_add))),
+        ("/auth/user/get", unary(&auth, call!(user_get))),
+        ("/auth/user/list", unary(&auth, call!(user_list))),
+        ("/auth/user/delete", unary(&auth, call!(user_delete))),
         (
             "/auth/user/changepw",
-            unary(&auth, |s, r| async move { s.user_change_password(r).await }),
+            unary(&auth, call!(user_change_password)),
         ),
-        (
-            "/auth/user/grant",
-            unary(&auth, |s, r| async move { s.user_grant_role(r).await }),
-        ),
-        (
-            "/auth/user/revoke",
-            unary(&auth, |s, r| async move { s.user_revoke_role(r).await }),
-        ),
-        (
-            "/auth/role/add",
-            unary(&auth, |s, r| async move { s.role_add(r).await }),
-        ),
-        (
-            "/auth/role/get",
-            unary(&auth, |s, r| async move { s.role_get(r).await }),
-        ),
-        (
-            "/auth/role/list",
-            unary(&auth, |s, r| async move { s.role_list(r).await }),
-        ),
-        (
-            "/auth/role/delete",
-            unary(&auth, |s, r| async move { s.role_delete(r).await }),
-        ),
+        ("/auth/user/grant", unary(&auth, call!(user_grant_role))),
+        ("/auth/user/revoke", unary(&auth, call!(user_revoke_role))),
+        ("/auth/role/add", unary(&auth, call!(role_add))),
+        ("/auth/role/get", unary(&auth, call!(role_get))),
+        ("/auth/role/list", unary(&auth, call!(role_list))),
+        ("/auth/role/delete", unary(&auth, call!(role_delete))),
         (
             "/auth/role/grant",
-            unary(
-                &auth,
-                |s, r| async move { s.role_grant_permission(r).await },
-            ),
+            unary(&auth, call!(role_grant_permission)),
         ),
         (
             "/auth/role/revoke",
-            unary(
-                &auth,
-                |s, r| async move { s.role_revoke_permission(r).await },
-            ),
+            unary(&auth, call!(role_revoke_permission)),
         ),
-        (
-            "/lock/lock",
-            unary(&lock, |s, r| async move { s.lock(r).await }),
-        ),
-        (
-            "/lock/unlock",
-            unary(&lock, |s, r| async move { s.unlock(r).await }),
-        ),
-        (
-            "/election/campaign",
-            unary(&election, |s, r| async move { s.campaign(r).await }),
-        ),
-        (
-            "/election/proclaim",
-            unary(&election, |s, r| async move { s.proclaim(r).await }),
-        ),
-        (
-            "/election/leader",
-            unary(&election, |s, r| async move { s.leader(r).await }),
-        ),
+        ("/lock/lock", unary(&lock, call!(lock))),
+        ("/lock/unlock", unary(&lock, call!(unlock))),
+        ("/election/campaign", unary(&election, call!(campaign))),
+        ("/election/proclaim", unary(&election, call!(proclaim))),
+        ("/election/leader", unary(&election, call!(leader))),
         (
             "/election/observe",
-            server_stream(&election, |s, r| async move { s.observe(r).await }),
+            server_stream(&election, call!(observe)),
         ),
-        (
-            "/election/resign",
-            unary(&election, |s, r| async move { s.resign(r).await }),
-        ),
+        ("/election/resign", unary(&election, call!(resign))),
     ];
 
     let mut router = Router::new();
