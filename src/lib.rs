@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Layout, lowest layer first (see ARCHITECTURE.md):
-//! `types`, `limits` → `storage` (RocksDB backend, MVCC) → `raft` (consensus, WAL) →
+//! `types`, `limits` → `storage` (RocksDB backend, MVCC) → `snapshot` (the snapshot file) →
+//! `raft` (consensus, WAL) →
 //! `lease` (the lease table and the leader's timers), `alarm` (the raised alarms) →
 //! `apply` (the only post-commit mutation) → `watch` (events to watchers) →
 //! `server` (request lifecycle, gRPC, HTTP) → `client` → `embed` (composition).
@@ -34,6 +35,7 @@ pub mod limits;
 pub mod pb;
 pub mod raft;
 pub mod server;
+pub mod snapshot;
 pub mod storage;
 pub mod types;
 pub mod watch;

@@ -256,3 +256,17 @@ pub const CLIENT_KEEPALIVE_RETRY: Duration = Duration::from_millis(500);
 
 /// Pause before a keepalive is tried again while leadership moves.
 pub const LEASE_RENEW_RETRY: Duration = Duration::from_millis(100);
+
+/// Bytes of snapshot data in one Maintenance.Snapshot message (etcd 3.4 sends 32 KiB chunks).
+pub const CLIENT_SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+
+/// Chunks of a Maintenance.Snapshot stream produced ahead of the client. When the buffer is
+/// full the producer (a blocking thread reading a RocksDB snapshot) waits; apply never does.
+pub const CLIENT_SNAPSHOT_BUFFER_CHUNKS: usize = 4;
+
+/// How long a Maintenance.Snapshot producer waits for a client that takes no chunk before
+/// it gives up, so a client that stalls without disconnecting cannot pin a blocking thread
+/// and a RocksDB snapshot forever (etcd has no such bound).
+pub const CLIENT_SNAPSHOT_STALL_MAX: Duration = Duration::from_secs(60);
+
+const _: () = assert!(CLIENT_SNAPSHOT_CHUNK_BYTES % 512 == 0);

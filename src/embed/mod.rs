@@ -8,6 +8,7 @@
 
 mod config;
 mod identity;
+pub mod restore;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

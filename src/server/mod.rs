@@ -11,6 +11,7 @@ mod error;
 pub mod grpc;
 pub mod http;
 mod lease;
+pub mod snapshot;
 pub mod validate;
 
 use std::sync::Arc;
@@ -291,6 +292,13 @@ impl Server {
             .await?
             .map_err(mvcc_error)?;
         Ok((hash, self.header(revision)))
+    }
+
+    /// Starts a snapshot of this member's state (Maintenance.Snapshot): the chunks of the
+    /// file, produced on a blocking thread from one consistent view of the store, then the
+    /// SHA-256 trailer. See [`snapshot::stream`].
+    pub fn snapshot(&self) -> tokio::sync::mpsc::Receiver<Result<snapshot::SnapshotChunk, Error>> {
+        snapshot::stream(Arc::clone(&self.store))
     }
 
     /// Defragments this member's database (a full RocksDB compaction); returns the bytes it

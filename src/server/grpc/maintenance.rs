@@ -1,5 +1,5 @@
-//! The etcd Maintenance service. Status, Alarm, HashKV, Defragment and MoveLeader are served;
-//! the operations that belong to later work (Hash, snapshot, downgrade) answer UNIMPLEMENTED.
+//! The etcd Maintenance service. Status, Alarm, HashKV, Defragment, MoveLeader and Snapshot
+//! are served; the operations that belong to later work (Hash, downgrade) answer UNIMPLEMENTED.
 
 use std::sync::Arc;
 
@@ -23,7 +23,9 @@ impl MaintenanceService {
     }
 }
 
-type SnapshotStream = futures::stream::Empty<Result<rpc::SnapshotResponse, Status>>;
+type SnapshotStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<rpc::SnapshotResponse, Status>> + Send + 'static>,
+>;
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
@@ -137,7 +139,19 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<rpc::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Maintenance/Snapshot"))
+        let chunks = tokio_stream::wrappers::ReceiverStream::new(self.server.snapshot());
+        let messages = futures::StreamExt::map(chunks, |chunk| {
+            chunk
+                .map(|chunk| rpc::SnapshotResponse {
+                    // etcd-compat: snapshot chunks carry no header.
+                    header: None,
+                    remaining_bytes: chunk.remaining_bytes,
+                    blob: chunk.blob,
+                    ..Default::default()
+                })
+                .map_err(|err| to_status(&err))
+        });
+        Ok(Response::new(Box::pin(messages)))
     }
 
     async fn move_leader(

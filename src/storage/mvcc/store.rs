@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use crate::storage::backend::{Backend, BackendError, Cf};
+use crate::storage::backend::{Backend, BackendError, BackendSnapshot, Cf};
 use crate::types::{
     Event, LeaseId, RangeRequest, RangeResponse, Revision, TxnRequest, TxnResponse,
 };
@@ -357,13 +357,30 @@ impl MvccStore {
     /// # Errors
     /// A backend read failure.
     pub fn hash_all(&self) -> Result<(u32, Revision), MvccError> {
+        self.read_consistent(|snapshot, revision, _| Ok((snapshot.hash_all()?, revision)))
+    }
+
+    /// Runs `read` over one point-in-time view of every column family together with the
+    /// current and compact revisions that view holds: the view is taken under the state lock,
+    /// and commits write the backend under that lock too, so the three always agree. The
+    /// lock is released before `read` runs; the view alone keeps the rows (RocksDB pins what
+    /// a snapshot can see), so a long `read` (a whole-store dump) never holds up writers.
+    pub fn read_consistent<T>(
+        &self,
+        read: impl FnOnce(&BackendSnapshot<'_>, Revision, Revision) -> T,
+    ) -> T {
+        // As in `range_with_revision`: the backend that matches the revisions read.
         let backend: Arc<Backend>;
-        let (snapshot, revision) = {
+        let (snapshot, current_revision, compact_revision) = {
             let state = self.state.read();
             backend = Arc::clone(&state.backend);
-            (backend.snapshot(), state.current_revision)
+            (
+                backend.snapshot(),
+                state.current_revision,
+                state.compact_revision,
+            )
         };
-        Ok((snapshot.hash_all()?, revision))
+        read(&snapshot, current_revision, compact_revision)
     }
 
     /// Starts a write batch. Blocks while another batch is open.
