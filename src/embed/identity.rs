@@ -27,6 +27,12 @@ pub(super) struct Identity {
     pub member_id: u64,
     /// Cluster id.
     pub cluster_id: u64,
+    /// The membership to bootstrap with while the Raft log is empty, fixed when the data dir
+    /// was made by `mnemo snapshot restore` (from its flags, as etcd's restore fixes it), so
+    /// a restored member's first start does not depend on repeating those flags. `None` for
+    /// a data dir made by a start: the flags give the membership then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_members: Option<BTreeMap<u64, MemberNode>>,
 }
 
 fn hash_u64(parts: &[&[u8]]) -> u64 {
@@ -94,6 +100,7 @@ impl Identity {
             name: config.name.clone(),
             member_id: member_id(&advertised(config), &config.initial_cluster_token),
             cluster_id: cluster_id(&ids),
+            bootstrap_members: None,
         })
     }
 
@@ -116,6 +123,7 @@ impl Identity {
                 name: config.name.clone(),
                 member_id: *id,
                 cluster_id,
+                bootstrap_members: None,
             }),
             None => Err(NodeError::Join(format!(
                 "no member of cluster {cluster_id:x} has the peer URLs {mine:?}; add this member first (etcdctl member add {} --peer-urls={})",

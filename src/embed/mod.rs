@@ -198,10 +198,12 @@ impl Node {
         let db = MemberDb::open(&member_dir).map_err(|err| NodeError::Storage(err.to_string()))?;
         let applier =
             Arc::new(Applier::new(db).map_err(|err| NodeError::Storage(err.to_string()))?);
-        let initial_members = match config.initial_cluster_state {
-            ClusterState::New => Identity::initial_members(&config),
+        let initial_members = match (&identity.bootstrap_members, config.initial_cluster_state) {
+            // A restored data dir bootstraps with the membership its restore fixed.
+            (Some(members), _) => members.clone(),
+            (None, ClusterState::New) => Identity::initial_members(&config),
             // The leader sends a joining member the membership with the log.
-            ClusterState::Existing => std::collections::BTreeMap::new(),
+            (None, ClusterState::Existing) => std::collections::BTreeMap::new(),
         };
         let raft_config = RaftConfig {
             cluster_id: identity.cluster_id,

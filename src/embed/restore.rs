@@ -16,10 +16,10 @@
 //! etcd-compat: etcd 3.4's restore keeps its alarm bucket, so a NOSPACE raised in the old
 //! cluster would refuse writes in the new one; we drop alarms instead.
 //!
-//! The restored member starts with an empty Raft log and bootstraps from `--initial-cluster`
-//! like any founding member (the same flags on every member, as with etcd), and its
-//! identity is the one stored here, derived from the restore's flags the way a founding
-//! member derives it: start it with the same `--name`, `--initial-cluster` and token.
+//! The restored member starts with an empty Raft log and bootstraps like any founding member,
+//! but with the identity and membership stored here (derived from the restore's flags the way
+//! a founding member derives them from its own), so the clustering flags it is started with
+//! do not matter, as with etcd.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader};
@@ -121,10 +121,11 @@ pub fn restore(options: &RestoreOptions) -> Result<Restored, RestoreError> {
         return Err(RestoreError::DataDirExists(data_dir.clone()));
     }
     config.validate()?;
-    let identity = Identity::for_new_cluster(config).map_err(|error| match error {
+    let mut identity = Identity::for_new_cluster(config).map_err(|error| match error {
         super::NodeError::Config(config) => RestoreError::Config(config),
         other => RestoreError::Storage(other.to_string()),
     })?;
+    identity.bootstrap_members = Some(Identity::initial_members(config));
     let snapshot_error = |source| RestoreError::Snapshot {
         path: options.snapshot.clone(),
         source,
