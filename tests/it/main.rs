@@ -28,6 +28,8 @@
 //! - `cluster_lease`: leases across a leader kill: kept alive through a follower they survive,
 //!   left alone they still expire, within a measured bound;
 //! - `cluster_watch`: watchers on followers and across a leader kill, resumed on another member.
+//! - `snapshot`: `etcdctl snapshot save` against a loaded cluster, `snapshot status`, and
+//!   `snapshot restore` into a new cluster that answers like the original; damaged files refused.
 //! - `watch_scale`: 10,000 watchers on a stream, 1,000 streams, and a stream that stops reading.
 
 mod support;
@@ -52,4 +54,5 @@ mod http;
 mod lease_expiry;
 mod quota;
 mod restart;
+mod snapshot;
 mod watch_scale;
