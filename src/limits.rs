@@ -269,4 +269,4 @@ pub const CLIENT_SNAPSHOT_BUFFER_CHUNKS: usize = 4;
 /// and a RocksDB snapshot forever (etcd has no such bound).
 pub const CLIENT_SNAPSHOT_STALL_MAX: Duration = Duration::from_secs(60);
 
-const _: () = assert!(CLIENT_SNAPSHOT_CHUNK_BYTES % 512 == 0);
+const _: () = assert!(CLIENT_SNAPSHOT_CHUNK_BYTES.is_multiple_of(512));

@@ -244,8 +244,8 @@ fn snapshot_main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
     use mnemo::snapshot::{StatusFormat, status_of_file};
     let flags = SnapshotFlags::parse_from(args);
     let outcome = match flags.command {
-        SnapshotCommand::Status { file, write_out } => {
-            status_of_file(&file).map(|status| {
+        SnapshotCommand::Status { file, write_out } => status_of_file(&file)
+            .map(|status| {
                 let format = match write_out {
                     WriteOut::Simple => StatusFormat::Simple,
                     WriteOut::Table => StatusFormat::Table,
@@ -253,8 +253,7 @@ fn snapshot_main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
                 };
                 print!("{}", status.render(format));
             })
-            .map_err(|err| format!("snapshot {}: {err}", file.display()))
-        }
+            .map_err(|err| format!("snapshot {}: {err}", file.display())),
         SnapshotCommand::Restore {
             file,
             data_dir,
@@ -263,37 +262,40 @@ fn snapshot_main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
             initial_cluster_token,
             initial_advertise_peer_urls,
             skip_hash_check,
-        } => parse_urls("--initial-advertise-peer-urls", &initial_advertise_peer_urls)
-            .map_err(|err| err.to_string())
-            .and_then(|advertised| {
-                let config = Config {
-                    data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.mnemo"))),
-                    name,
-                    initial_cluster,
-                    initial_cluster_token,
-                    initial_advertise_peer_urls: advertised,
-                    ..Config::default()
-                };
-                let options = RestoreOptions {
-                    snapshot: file.clone(),
-                    config,
-                    skip_hash_check,
-                };
-                restore(&options).map_err(|err| err.to_string())
-            })
-            .map(|restored| {
-                println!(
-                    "restored snapshot {} into {}: member {:x} of new cluster {:x}, revision {}, \
+        } => parse_urls(
+            "--initial-advertise-peer-urls",
+            &initial_advertise_peer_urls,
+        )
+        .map_err(|err| err.to_string())
+        .and_then(|advertised| {
+            let config = Config {
+                data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.mnemo"))),
+                name,
+                initial_cluster,
+                initial_cluster_token,
+                initial_advertise_peer_urls: advertised,
+                ..Config::default()
+            };
+            let options = RestoreOptions {
+                snapshot: file.clone(),
+                config,
+                skip_hash_check,
+            };
+            restore(&options).map_err(|err| err.to_string())
+        })
+        .map(|restored| {
+            println!(
+                "restored snapshot {} into {}: member {:x} of new cluster {:x}, revision {}, \
                      compact revision {}, {} records",
-                    file.display(),
-                    restored.data_dir.display(),
-                    restored.member_id,
-                    restored.cluster_id,
-                    restored.revision,
-                    restored.compact_revision,
-                    restored.record_count
-                );
-            }),
+                file.display(),
+                restored.data_dir.display(),
+                restored.member_id,
+                restored.cluster_id,
+                restored.revision,
+                restored.compact_revision,
+                restored.record_count
+            );
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -348,7 +350,10 @@ async fn wait_for_signal() {
 }
 
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|arg| arg == "snapshot") {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "snapshot")
+    {
         return snapshot_main(std::env::args_os().skip(1));
     }
     let flags = Flags::parse();

@@ -214,7 +214,9 @@ fn keeps(cf: Cf, key: &[u8]) -> bool {
     match cf {
         Cf::Kv | Cf::Lease | Cf::Auth => true,
         Cf::Meta => {
-            key != META_APPLIED && key != META_MEMBERSHIP && !key.starts_with(crate::alarm::ROW_PREFIX)
+            key != META_APPLIED
+                && key != META_MEMBERSHIP
+                && !key.starts_with(crate::alarm::ROW_PREFIX)
         }
         Cf::Members => false,
     }
@@ -311,7 +313,11 @@ fn sync_tree(dir: &Path) -> Result<(), RestoreError> {
     for entry in entries {
         let entry = entry.map_err(io_error("list", dir))?;
         let path = entry.path();
-        if entry.file_type().map_err(io_error("inspect", &path))?.is_dir() {
+        if entry
+            .file_type()
+            .map_err(io_error("inspect", &path))?
+            .is_dir()
+        {
             sync_tree(&path)?;
         } else {
             File::open(&path)

@@ -71,11 +71,9 @@ fn produce(store: &MvccStore, handle: &Handle, sender: &Sender) {
             blob: Bytes::copy_from_slice(&sha256),
             remaining_bytes: 0,
         };
-        send(handle, sender, Ok(trailer)).map_err(|source| {
-            crate::snapshot::SnapshotError::Io {
-                action: "send the snapshot",
-                source,
-            }
+        send(handle, sender, Ok(trailer)).map_err(|source| crate::snapshot::SnapshotError::Io {
+            action: "send the snapshot",
+            source,
         })?;
         Ok(header)
     });
@@ -92,7 +90,9 @@ fn produce(store: &MvccStore, handle: &Handle, sender: &Sender) {
             let _ = send(
                 handle,
                 sender,
-                Err(Error::Internal(format!("etcdserver: snapshot failed: {error}"))),
+                Err(Error::Internal(format!(
+                    "etcdserver: snapshot failed: {error}"
+                ))),
             );
         }
     }
@@ -214,7 +214,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_receiver_ends_the_producer() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(MvccStore::open(Arc::new(Backend::open(dir.path()).unwrap())).unwrap());
+        let store =
+            Arc::new(MvccStore::open(Arc::new(Backend::open(dir.path()).unwrap())).unwrap());
         let receiver = stream(Arc::clone(&store));
         drop(receiver);
         // The producer holds the only other reference; it lets go once it notices the closed

@@ -711,7 +711,12 @@ fn render_table(headers: &[&str], cells: &[String]) -> String {
     for (header, width) in headers.iter().zip(&widths) {
         let left = (width - header.len()) / 2;
         let right = width - header.len() - left;
-        let _ = write!(header_line, "{}{header}{}|", " ".repeat(left), " ".repeat(right));
+        let _ = write!(
+            header_line,
+            "{}{header}{}|",
+            " ".repeat(left),
+            " ".repeat(right)
+        );
     }
     let mut cell_line = String::from("|");
     for (cell, width) in cells.iter().zip(&widths) {

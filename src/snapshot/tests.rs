@@ -24,8 +24,11 @@ fn loaded_store() -> (tempfile::TempDir, MvccStore) {
     for round in 0..3 {
         let mut txn = store.write();
         for index in 0..200 {
-            txn.put(&put(&format!("key/{index:04}"), &format!("v{round}")), &no_leases)
-                .unwrap();
+            txn.put(
+                &put(&format!("key/{index:04}"), &format!("v{round}")),
+                &no_leases,
+            )
+            .unwrap();
         }
         txn.commit().unwrap();
     }
@@ -134,7 +137,10 @@ fn a_flipped_byte_anywhere_is_refused() {
     let mut damaged = bytes.clone();
     damaged[0] = b'X';
     let error = verify(damaged.as_slice(), damaged.len() as u64, false).unwrap_err();
-    assert!(matches!(error, SnapshotError::NotSnapshot { .. }), "{error}");
+    assert!(
+        matches!(error, SnapshotError::NotSnapshot { .. }),
+        "{error}"
+    );
     let mut damaged = bytes.clone();
     damaged[11] = 9;
     let error = verify(damaged.as_slice(), damaged.len() as u64, false).unwrap_err();
@@ -148,7 +154,10 @@ fn truncated_or_extended_files_are_refused() {
     for length in [bytes.len() - 1, bytes.len() - 33, bytes.len() / 2, 600] {
         let cut = &bytes[..length];
         let error = verify(cut, length as u64, false).unwrap_err();
-        assert!(matches!(error, SnapshotError::Length { .. }), "{length}: {error}");
+        assert!(
+            matches!(error, SnapshotError::Length { .. }),
+            "{length}: {error}"
+        );
         assert!(error.to_string().contains("truncated"), "{error}");
     }
     for length in [0, 7, 20] {
@@ -184,7 +193,10 @@ fn records_check_the_structure_without_the_hash() {
         .unwrap()
         .find_map(Result::err)
         .unwrap();
-    assert!(error.to_string().contains("unknown column family"), "{error}");
+    assert!(
+        error.to_string().contains("unknown column family"),
+        "{error}"
+    );
     // A huge declared length is refused, not allocated.
     let mut damaged = bytes.clone();
     damaged[HEADER_BYTES + 5..HEADER_BYTES + 9].copy_from_slice(&u32::MAX.to_be_bytes());
@@ -211,7 +223,10 @@ fn a_failing_writer_stops_the_dump_with_its_error() {
     struct Broken;
     impl Write for Broken {
         fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "client went away",
+            ))
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())

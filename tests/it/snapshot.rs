@@ -16,8 +16,8 @@ use mnemo::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion
 use mnemo::pb::etcdserverpb::lease_client::LeaseClient;
 use mnemo::pb::etcdserverpb::request_op::Request as Op;
 use mnemo::pb::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, LeaseLeasesRequest, PutRequest,
-    RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, LeaseLeasesRequest, PutRequest, RangeRequest,
+    RangeResponse, RequestOp, TxnRequest,
 };
 use mnemo::pb::mvccpb::KeyValue;
 use serde_json::Value;
@@ -25,8 +25,7 @@ use serde_json::Value;
 use crate::support::cluster::{Cluster, ELECTION_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::support::lease::grant;
 use crate::support::{
-    ClusterFlags, Member, RPC_TIMEOUT, etcdctl_path, ok_stdout, stderr_of, stdout_of,
-    testing_mnemo,
+    ClusterFlags, Member, RPC_TIMEOUT, etcdctl_path, ok_stdout, stderr_of, stdout_of, testing_mnemo,
 };
 
 /// Keys written in bulk (in txns of [`BULK_TXN_OPS`] puts).
@@ -108,7 +107,9 @@ async fn load(cluster: &Cluster) -> (Vec<i64>, i64) {
         assert!(response.succeeded);
     }
     let overwrite = |index: usize, round: &str| PutRequest {
-        key: format!("bulk/{:05}", index * 7 % BULK_KEYS).into_bytes().into(),
+        key: format!("bulk/{:05}", index * 7 % BULK_KEYS)
+            .into_bytes()
+            .into(),
         value: format!("{round}-{index}").into_bytes().into(),
         ..Default::default()
     };
@@ -255,7 +256,10 @@ async fn a_snapshot_restored_into_a_new_cluster_answers_like_the_original() {
 
     // A follower's snapshot is as good as the leader's.
     let saved = cluster.etcdctl(&[1], &["snapshot", "save", file_text]);
-    assert_eq!(ok_stdout(&saved), format!("Snapshot saved at {file_text}\n"));
+    assert_eq!(
+        ok_stdout(&saved),
+        format!("Snapshot saved at {file_text}\n")
+    );
     assert!(
         stderr_of(&saved).contains("fetched snapshot"),
         "{}",
@@ -265,7 +269,11 @@ async fn a_snapshot_restored_into_a_new_cluster_answers_like_the_original() {
     assert_eq!(file_bytes % 512, 32, "{file_bytes} bytes");
     // Nothing was written since the load, so any member shows the snapshot's state.
     let (original, original_cluster_id) = observe(cluster.member(1), compact_revision).await;
-    assert!(original.kvs.len() > BULK_KEYS - DELETES, "{}", original.kvs.len());
+    assert!(
+        original.kvs.len() > BULK_KEYS - DELETES,
+        "{}",
+        original.kvs.len()
+    );
     assert_eq!(original.leases, lease_ids);
     eprintln!(
         "snapshot: {file_bytes} bytes, {} keys, revision {}",
@@ -286,7 +294,11 @@ async fn a_snapshot_restored_into_a_new_cluster_answers_like_the_original() {
     assert!(status["hash"].as_u64().is_some(), "{status}");
     let simple = ok_stdout(&snapshot_tool(&["status", file_text]));
     assert!(
-        simple.starts_with(&format!("{:x}, {}, ", status["hash"].as_u64().unwrap_or(0), original.revision)),
+        simple.starts_with(&format!(
+            "{:x}, {}, ",
+            status["hash"].as_u64().unwrap_or(0),
+            original.revision
+        )),
         "{simple}"
     );
 
@@ -300,7 +312,11 @@ async fn a_snapshot_restored_into_a_new_cluster_answers_like_the_original() {
     assert_restore_refused(&flipped, &files.path().join("from-flipped"), "sha256");
     let truncated = files.path().join("truncated.db");
     std::fs::write(&truncated, &bytes[..bytes.len() - 1000]).expect("write the truncated copy");
-    assert_restore_refused(&truncated, &files.path().join("from-truncated"), "truncated");
+    assert_restore_refused(
+        &truncated,
+        &files.path().join("from-truncated"),
+        "truncated",
+    );
 
     // Restore into three new members on fresh ports, as a new cluster.
     let mut members: Vec<Member> = (0..MEMBERS)
@@ -355,7 +371,11 @@ async fn a_snapshot_restored_into_a_new_cluster_answers_like_the_original() {
             &member.peer_url(),
         ]);
         assert!(!again.status.success());
-        assert!(stderr_of(&again).contains("exists"), "{}", stderr_of(&again));
+        assert!(
+            stderr_of(&again).contains("exists"),
+            "{}",
+            stderr_of(&again)
+        );
         member.set_cluster(ClusterFlags {
             advertise_peer_url: member.peer_url(),
             initial_cluster: initial_cluster.clone(),
@@ -375,7 +395,11 @@ async fn a_snapshot_restored_into_a_new_cluster_answers_like_the_original() {
     }
     for member in &mut members {
         if let Err(why) = member.wait_ready().await {
-            panic!("{} did not start: {why}\n{}", member.name(), member.log_tail());
+            panic!(
+                "{} did not start: {why}\n{}",
+                member.name(),
+                member.log_tail()
+            );
         }
     }
 
@@ -386,12 +410,17 @@ async fn a_snapshot_restored_into_a_new_cluster_answers_like_the_original() {
         assert_eq!(restored.revision, original.revision, "{}", member.name());
         assert_eq!(restored.leases, original.leases, "{}", member.name());
         assert_eq!(
-            restored.at_compact_revision, original.at_compact_revision,
+            restored.at_compact_revision,
+            original.at_compact_revision,
             "{}",
             member.name()
         );
         assert_eq!(restored.kvs.len(), original.kvs.len(), "{}", member.name());
-        assert!(restored.kvs == original.kvs, "{}: the keys differ", member.name());
+        assert!(
+            restored.kvs == original.kvs,
+            "{}: the keys differ",
+            member.name()
+        );
         // History below the compact revision is gone, as on the original.
         let below = member
             .kv()
