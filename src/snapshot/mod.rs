@@ -249,7 +249,7 @@ pub fn dump<W: Write>(
         let mut record_count = 0u64;
         let mut content_bytes = HEADER_BYTES as u64 + 1;
         for cf in cfs_in_file_order() {
-            for item in view.scan(cf, &[], None) {
+            for item in view.scan_uncached(cf, &[], None) {
                 let (key, value) = item?;
                 record_count += 1;
                 content_bytes += RECORD_PREFIX_BYTES + key.len() as u64 + value.len() as u64;
@@ -271,7 +271,7 @@ pub fn dump<W: Write>(
         out.write_all(&header.encode()).map_err(write_error)?;
         let mut written_records = 0u64;
         for cf in cfs_in_file_order() {
-            for item in view.scan(cf, &[], None) {
+            for item in view.scan_uncached(cf, &[], None) {
                 let (key, value) = item?;
                 write_record(&mut out, cf, &key, &value)
                     .map_err(SnapshotError::io("write the snapshot"))?;

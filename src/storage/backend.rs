@@ -565,13 +565,26 @@ impl BackendSnapshot<'_> {
         let mut hasher = crc32fast::Hasher::new();
         for cf in Cf::ALL {
             hasher.update(cf.name().as_bytes());
-            for row in self.scan(cf, &[], None) {
+            for row in self.scan_uncached(cf, &[], None) {
                 let (key, value) = row?;
                 hasher.update(&key);
                 hasher.update(&value);
             }
         }
         Ok(hasher.finalize())
+    }
+
+    /// Like [`BackendSnapshot::scan`] for a one-off pass over much of the database (a
+    /// snapshot dump): the blocks it reads are not put in the block cache, so the pass
+    /// neither evicts the hot rows nor grows the cache's memory.
+    #[must_use]
+    pub fn scan_uncached(&self, cf: Cf, from: &[u8], to: Option<&[u8]>) -> BackendIter<'_> {
+        let mut options = scan_options(from, to);
+        options.fill_cache(false);
+        let raw = self
+            .snapshot
+            .raw_iterator_cf_opt(&self.backend.handle(cf), options);
+        BackendIter::start(raw, from)
     }
 }
 

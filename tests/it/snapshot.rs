@@ -11,16 +11,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use mnemo::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use mnemo::pb::etcdserverpb::lease_client::LeaseClient;
+use mnemo::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use mnemo::pb::etcdserverpb::request_op::Request as Op;
 use mnemo::pb::etcdserverpb::{
     CompactionRequest, Compare, DeleteRangeRequest, LeaseLeasesRequest, PutRequest, RangeRequest,
-    RangeResponse, RequestOp, TxnRequest,
+    RangeResponse, RequestOp, SnapshotRequest, TxnRequest,
 };
 use mnemo::pb::mvccpb::KeyValue;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::support::cluster::{Cluster, ELECTION_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::support::lease::grant;
@@ -462,4 +465,99 @@ async fn a_snapshot_restored_into_a_new_cluster_answers_like_the_original() {
         .into_inner();
     assert_eq!(read.kvs.len(), 1);
     assert_eq!(read.kvs[0].lease, lease_ids[0]);
+}
+
+/// Values of the stalled-stream test: large, so the stream outgrows every buffer between the
+/// producer and the client (the channel, HTTP/2 windows, socket buffers) many times over.
+const STALL_VALUE_BYTES: usize = 64 * 1024;
+/// Keys of the stalled-stream test (about 16 MiB of snapshot).
+const STALL_KEYS: usize = 256;
+/// Writes made while the snapshot stream stalls.
+const STALL_WRITES: usize = 50;
+/// How long one of those writes may take: far less than a stall that blocked apply would
+/// cause (it would never finish).
+const STALL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_snapshot_stream_does_not_hold_up_writes_and_stays_point_in_time() {
+    let member = Member::start().await;
+    let mut kv = member.kv().await;
+    for index in 0..STALL_KEYS {
+        let request = PutRequest {
+            key: format!("big/{index:04}").into_bytes().into(),
+            value: vec![b'x'; STALL_VALUE_BYTES].into(),
+            ..Default::default()
+        };
+        kv.put(request).await.expect("load put");
+    }
+    let before = kv
+        .range(RangeRequest {
+            key: b"big/0000".to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("read the revision")
+        .into_inner()
+        .header
+        .expect("header")
+        .revision;
+
+    let mut maintenance = MaintenanceClient::new(member.channel().await);
+    let mut stream = maintenance
+        .snapshot(SnapshotRequest {})
+        .await
+        .expect("open the snapshot stream")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("first chunk")
+        .expect("a first chunk");
+    let total = first.remaining_bytes + first.blob.len() as u64;
+    assert!(total > (STALL_KEYS * STALL_VALUE_BYTES) as u64, "{total}");
+    assert!(first.header.is_none(), "snapshot chunks carry no header");
+
+    // The client reads nothing more for now; writes go on.
+    for index in 0..STALL_WRITES {
+        let request = PutRequest {
+            key: format!("during/{index}").into_bytes().into(),
+            value: b"v".to_vec().into(),
+            ..Default::default()
+        };
+        tokio::time::timeout(STALL_WRITE_TIMEOUT, kv.put(request))
+            .await
+            .unwrap_or_else(|_| panic!("put {index} waited on the stalled snapshot"))
+            .expect("put during the snapshot");
+    }
+
+    let mut data = first.blob.to_vec();
+    let mut trailer = None;
+    let mut messages = 1;
+    while let Some(message) = stream.message().await.expect("a chunk") {
+        messages += 1;
+        assert!(
+            messages <= total as usize / 1024 + 2,
+            "more messages than the data can fill"
+        );
+        if message.remaining_bytes == 0 && message.blob.len() == 32 && data.len() as u64 == total {
+            trailer = Some(message.blob.to_vec());
+        } else {
+            assert_eq!(
+                message.remaining_bytes + data.len() as u64 + message.blob.len() as u64,
+                total
+            );
+            data.extend_from_slice(&message.blob);
+        }
+    }
+    let trailer = trailer.expect("the SHA-256 message");
+    assert_eq!(data.len() as u64, total);
+    assert_eq!(total % 512, 0);
+    let digest: [u8; 32] = Sha256::digest(&data).into();
+    assert_eq!(trailer, digest);
+    if testing_mnemo() {
+        // The snapshot is of the moment it was asked for: its header carries that revision.
+        let mut revision = [0u8; 8];
+        revision.copy_from_slice(&data[12..20]);
+        assert_eq!(i64::from_be_bytes(revision), before);
+    }
 }
