@@ -225,7 +225,7 @@ enum SnapshotCommand {
         /// This member's peer URLs to advertise to the rest of the cluster.
         #[arg(long, default_value = "http://127.0.0.1:2380")]
         initial_advertise_peer_urls: String,
-        /// Restore a file without its SHA-256 trailer (the hash is not checked).
+        /// Do not check the SHA-256 trailer, and accept a file without one.
         #[arg(long)]
         skip_hash_check: bool,
     },

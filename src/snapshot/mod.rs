@@ -348,12 +348,24 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// How [`verify`] treats the SHA-256 trailer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashCheck {
+    /// The trailer must be there and match (restore's default).
+    Required,
+    /// A trailer that is there must match; a file without one passes (status).
+    IfPresent,
+    /// The trailer is not looked at, present or not (restore's `--skip-hash-check`, as etcd's).
+    Skip,
+}
+
 /// What [`verify`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verified {
     /// The header.
     pub header: Header,
-    /// Whether the file ends with the SHA-256 trailer (and it matched).
+    /// Whether the file ends with the SHA-256 trailer (which matched, unless the check was
+    /// skipped).
     pub has_hash: bool,
     /// CRC-32 (IEEE) of the data: the `hash` `snapshot status` prints.
     pub crc32: u32,
@@ -365,7 +377,7 @@ pub struct Verified {
 /// is the data's (with or without the 32-byte trailer, nothing else), and that the trailer,
 /// when present, is the SHA-256 of the data. Reads the input once, in bounded memory.
 ///
-/// A file without the trailer passes only with `allow_missing_hash` (`--skip-hash-check`).
+/// `check` says whether the trailer must be there and whether it is compared.
 ///
 /// # Errors
 /// [`SnapshotError::NotSnapshot`], [`SnapshotError::Version`], [`SnapshotError::Malformed`]
@@ -374,7 +386,7 @@ pub struct Verified {
 pub fn verify(
     mut input: impl Read,
     file_bytes: u64,
-    allow_missing_hash: bool,
+    check: HashCheck,
 ) -> Result<Verified, SnapshotError> {
     let read_error = SnapshotError::io("read the snapshot");
     let mut header_bytes = [0u8; HEADER_BYTES];
@@ -407,7 +419,7 @@ pub fn verify(
             file_bytes,
         });
     };
-    if !has_hash && !allow_missing_hash {
+    if !has_hash && check == HashCheck::Required {
         return Err(SnapshotError::MissingHash);
     }
     let mut sha = Sha256::new();
@@ -425,7 +437,7 @@ pub fn verify(
         crc.update(&buffer[..want]);
         left -= want as u64;
     }
-    if has_hash {
+    if has_hash && check != HashCheck::Skip {
         let mut trailer = [0u8; HASH_BYTES as usize];
         input
             .read_exact(&mut trailer)
@@ -626,7 +638,7 @@ pub fn status_of_file(path: &std::path::Path) -> Result<SnapshotStatus, Snapshot
         .metadata()
         .map_err(SnapshotError::io("inspect the snapshot"))?
         .len();
-    let verified = verify(io::BufReader::new(file), file_bytes, true)?;
+    let verified = verify(io::BufReader::new(file), file_bytes, HashCheck::IfPresent)?;
     Ok(SnapshotStatus::from(&verified))
 }
 

@@ -84,7 +84,7 @@ fn dump_round_trips_every_row_and_the_revisions() {
     assert_eq!(header.revision, 602);
     assert_eq!(header.compact_revision, 300);
 
-    let verified = verify(bytes.as_slice(), bytes.len() as u64, false).unwrap();
+    let verified = verify(bytes.as_slice(), bytes.len() as u64, HashCheck::Required).unwrap();
     assert_eq!(verified.header, header);
     assert!(verified.has_hash);
     let records: Vec<Record> = Records::new(bytes.as_slice())
@@ -126,7 +126,12 @@ fn a_flipped_byte_anywhere_is_refused() {
     for position in [100, bytes.len() - 40, bytes.len() - 1] {
         let mut damaged = bytes.clone();
         damaged[position] ^= 0x01;
-        let error = verify(damaged.as_slice(), damaged.len() as u64, false).unwrap_err();
+        let error = verify(
+            damaged.as_slice(),
+            damaged.len() as u64,
+            HashCheck::Required,
+        )
+        .unwrap_err();
         assert!(
             matches!(error, SnapshotError::HashMismatch { .. }),
             "byte {position}: {error}"
@@ -136,14 +141,24 @@ fn a_flipped_byte_anywhere_is_refused() {
     // A damaged header is refused before any hashing.
     let mut damaged = bytes.clone();
     damaged[0] = b'X';
-    let error = verify(damaged.as_slice(), damaged.len() as u64, false).unwrap_err();
+    let error = verify(
+        damaged.as_slice(),
+        damaged.len() as u64,
+        HashCheck::Required,
+    )
+    .unwrap_err();
     assert!(
         matches!(error, SnapshotError::NotSnapshot { .. }),
         "{error}"
     );
     let mut damaged = bytes.clone();
     damaged[11] = 9;
-    let error = verify(damaged.as_slice(), damaged.len() as u64, false).unwrap_err();
+    let error = verify(
+        damaged.as_slice(),
+        damaged.len() as u64,
+        HashCheck::Required,
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("format version 9"), "{error}");
 }
 
@@ -153,7 +168,7 @@ fn truncated_or_extended_files_are_refused() {
     let (header, bytes) = snapshot_bytes(&store);
     for length in [bytes.len() - 1, bytes.len() - 33, bytes.len() / 2, 600] {
         let cut = &bytes[..length];
-        let error = verify(cut, length as u64, false).unwrap_err();
+        let error = verify(cut, length as u64, HashCheck::Required).unwrap_err();
         assert!(
             matches!(error, SnapshotError::Length { .. }),
             "{length}: {error}"
@@ -161,25 +176,43 @@ fn truncated_or_extended_files_are_refused() {
         assert!(error.to_string().contains("truncated"), "{error}");
     }
     for length in [0, 7, 20] {
-        let error = verify(&bytes[..length], length as u64, false).unwrap_err();
+        let error = verify(&bytes[..length], length as u64, HashCheck::Required).unwrap_err();
         assert!(error.to_string().contains("too short"), "{length}: {error}");
     }
     let mut longer = bytes.clone();
     longer.push(0);
-    let error = verify(longer.as_slice(), longer.len() as u64, false).unwrap_err();
+    let error = verify(longer.as_slice(), longer.len() as u64, HashCheck::Required).unwrap_err();
     assert!(matches!(error, SnapshotError::Length { .. }), "{error}");
 
     // Without the trailer: refused unless the hash check is skipped.
     let data = &bytes[..usize::try_from(header.data_bytes()).unwrap()];
-    let error = verify(data, data.len() as u64, false).unwrap_err();
+    let error = verify(data, data.len() as u64, HashCheck::Required).unwrap_err();
     assert_eq!(
         error.to_string(),
         "snapshot missing hash but --skip-hash-check=false"
     );
-    let verified = verify(data, data.len() as u64, true).unwrap();
+    let verified = verify(data, data.len() as u64, HashCheck::Skip).unwrap();
     assert!(!verified.has_hash);
-    // The hash check skipped, a trailer that does not match is not looked at either.
     assert_eq!(verified.header, header);
+    let verified = verify(data, data.len() as u64, HashCheck::IfPresent).unwrap();
+    assert!(!verified.has_hash);
+
+    // A trailer that does not match: skipped, it is not looked at; if present, it must match.
+    let mut damaged = bytes.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    let verified = verify(damaged.as_slice(), damaged.len() as u64, HashCheck::Skip).unwrap();
+    assert!(verified.has_hash);
+    let error = verify(
+        damaged.as_slice(),
+        damaged.len() as u64,
+        HashCheck::IfPresent,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, SnapshotError::HashMismatch { .. }),
+        "{error}"
+    );
 }
 
 #[test]
