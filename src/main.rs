@@ -15,7 +15,11 @@ use mnemo::server::compactor::AutoCompaction;
 
 /// A Raft-replicated MVCC key-value store that speaks etcd's v3 API.
 #[derive(Parser, Debug)]
-#[command(name = "mnemo", version = concat!(env!("CARGO_PKG_VERSION"), " (etcd API ", "3.6", ")"))]
+#[command(
+    name = "mnemo",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (etcd API ", "3.6", ")"),
+    after_help = "Snapshot files (from `etcdctl snapshot save`): mnemo snapshot status|restore --help"
+)]
 struct Flags {
     /// Human-readable name for this member.
     #[arg(long, env = "MNEMO_NAME", default_value = "default")]
@@ -188,7 +192,7 @@ impl Flags {
     }
 }
 
-/// `mnemo snapshot ...`: etcdutl's offline snapshot commands, with its flags and defaults.
+/// Offline snapshot commands (etcdutl's, with its flags and defaults).
 #[derive(Parser, Debug)]
 #[command(bin_name = "mnemo snapshot")]
 struct SnapshotFlags {
