@@ -17,11 +17,11 @@
 //! ```
 //!
 //! Layout, lowest layer first (see ARCHITECTURE.md):
-//! `types`, `limits` → `storage` (RocksDB backend, MVCC) → `snapshot` (the snapshot file) →
-//! `raft` (consensus, WAL) →
-//! `lease` (the lease table and the leader's timers), `alarm` (the raised alarms) →
-//! `apply` (the only post-commit mutation) → `watch` (events to watchers) →
-//! `server` (request lifecycle, gRPC, HTTP) → `client` → `embed` (composition).
+//! `types`, `limits`, `tls` (certificate files, handshakes) → `storage` (RocksDB backend,
+//! MVCC) → `snapshot` (the snapshot file) → `raft` (consensus, WAL) → `lease` (the lease table
+//! and the leader's timers), `alarm` (the raised alarms) → `apply` (the only post-commit
+//! mutation) → `watch` (events to watchers) → `server` (request lifecycle, gRPC, HTTP) →
+//! `client` → `embed` (composition).
 
 pub mod alarm;
 pub mod apply;
@@ -37,5 +37,6 @@ pub mod raft;
 pub mod server;
 pub mod snapshot;
 pub mod storage;
+pub mod tls;
 pub mod types;
 pub mod watch;

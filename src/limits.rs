@@ -270,3 +270,14 @@ pub const CLIENT_SNAPSHOT_BUFFER_CHUNKS: usize = 4;
 pub const CLIENT_SNAPSHOT_STALL_MAX: Duration = Duration::from_secs(60);
 
 const _: () = assert!(CLIENT_SNAPSHOT_CHUNK_BYTES.is_multiple_of(512));
+/// How long a TLS client or peer may take to complete its handshake before the connection is
+/// dropped; a connection that never finishes would otherwise hold a handshake slot forever.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS handshakes in progress at once on one listener; further connections wait in the
+/// kernel's accept queue until one finishes or times out.
+pub const TLS_HANDSHAKES_PENDING_MAX: usize = 256;
+
+/// Connections that finished their TLS handshake and wait for the server to take them; a full
+/// queue makes handshake tasks wait (their slot stays taken).
+pub const TLS_ACCEPTED_QUEUE: usize = 64;

@@ -12,6 +12,7 @@ use mnemo::limits::{
     QUOTA_BACKEND_BYTES_DEFAULT, QUOTA_BACKEND_BYTES_DISABLED, SNAPSHOT_COUNT_DEFAULT,
 };
 use mnemo::server::compactor::AutoCompaction;
+use mnemo::tls::TlsInfo;
 
 /// A Raft-replicated MVCC key-value store that speaks etcd's v3 API.
 #[derive(Parser, Debug)]
@@ -123,6 +124,32 @@ struct Flags {
         value_parser = humantime::parse_duration
     )]
     experimental_corrupt_check_time: Duration,
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "MNEMO_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "MNEMO_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "MNEMO_TRUSTED_CA_FILE")]
+    trusted_ca_file: Option<PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(long, env = "MNEMO_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true",
+          default_value_t = false, action = clap::ArgAction::Set)]
+    client_cert_auth: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "MNEMO_PEER_CERT_FILE")]
+    peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "MNEMO_PEER_KEY_FILE")]
+    peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "MNEMO_PEER_TRUSTED_CA_FILE")]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "MNEMO_PEER_CLIENT_CERT_AUTH", num_args = 0..=1,
+          default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    peer_client_cert_auth: bool,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "MNEMO_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -188,6 +215,18 @@ impl Flags {
                 &self.auto_compaction_retention,
             )
             .map_err(|e| e.to_string())?,
+            client_tls: TlsInfo {
+                cert_file: self.cert_file,
+                key_file: self.key_file,
+                trusted_ca_file: self.trusted_ca_file,
+                client_cert_auth: self.client_cert_auth,
+            },
+            peer_tls: TlsInfo {
+                cert_file: self.peer_cert_file,
+                key_file: self.peer_key_file,
+                trusted_ca_file: self.peer_trusted_ca_file,
+                client_cert_auth: self.peer_client_cert_auth,
+            },
         })
     }
 }

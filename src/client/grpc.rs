@@ -19,6 +19,7 @@ use crate::pb::etcdserverpb::{
     self as rpc, kv_client::KvClient as KvStub, lease_client::LeaseClient as LeaseStub,
     watch_client::WatchClient as WatchStub,
 };
+use crate::tls::ClientTls;
 use crate::types::{
     DeleteRangeRequest, DeleteRangeResponse, LeaseId, PutRequest, PutResponse, RangeRequest,
     RangeResponse, Revision, TxnRequest, TxnResponse,
@@ -37,11 +38,31 @@ impl GrpcClient {
     /// # Errors
     /// [`ClientError::Transport`] when the endpoint is invalid or unreachable.
     pub async fn connect(endpoint: &str) -> Result<GrpcClient, ClientError> {
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|err| ClientError::Transport(err.to_string()))?
-            .connect()
-            .await
-            .map_err(|err| ClientError::Transport(err.to_string()))?;
+        GrpcClient::connect_with_tls(endpoint, None).await
+    }
+
+    /// Connects to `endpoint`; an `https://` one (e.g. `https://127.0.0.1:2379`) is dialed
+    /// with `tls`: the member's certificate must chain to its CA, and its client certificate,
+    /// if any, is presented (as etcdctl's `--cacert`, `--cert`, `--key`).
+    ///
+    /// # Errors
+    /// [`ClientError::Transport`] when the endpoint is invalid or unreachable, the TLS
+    /// handshake fails, or an `https://` endpoint comes without `tls`.
+    pub async fn connect_with_tls(
+        endpoint: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<GrpcClient, ClientError> {
+        let transport = |err: tonic::transport::Error| ClientError::Transport(error_chain(&err));
+        let mut target = Endpoint::from_shared(endpoint.to_string()).map_err(transport)?;
+        if crate::tls::is_https(endpoint) {
+            let tls = tls.ok_or_else(|| {
+                ClientError::Transport(format!(
+                    "{endpoint} is an https endpoint: a CA to verify it is needed"
+                ))
+            })?;
+            target = target.tls_config(tls.tonic_config()).map_err(transport)?;
+        }
+        let channel = target.connect().await.map_err(transport)?;
         let kv = KvStub::new(channel.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(GRPC_RECV_BYTES_MAX);
@@ -53,6 +74,23 @@ impl GrpcClient {
     fn lease(&self) -> LeaseStub<Channel> {
         LeaseStub::new(self.channel.clone())
     }
+}
+
+/// Causes of a transport error included in its description.
+const ERROR_CHAIN_DEPTH_MAX: usize = 8;
+
+/// An error with its causes: tonic's transport errors say only "transport error" at the top,
+/// and the reason (refused connection, a certificate that did not verify) lies beneath.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    for _ in 0..ERROR_CHAIN_DEPTH_MAX {
+        let Some(cause) = source else { break };
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn header_from_pb(header: Option<rpc::ResponseHeader>) -> Header {

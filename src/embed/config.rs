@@ -14,6 +14,7 @@ use crate::limits::{
     WATCH_PROGRESS_NOTIFY_INTERVAL_MIN,
 };
 use crate::server::compactor::AutoCompaction;
+use crate::tls::TlsInfo;
 
 /// Default client URL, as etcd's (on the loopback address).
 pub const DEFAULT_CLIENT_URL: &str = "http://127.0.0.1:2379";
@@ -106,6 +107,44 @@ pub enum ConfigError {
     /// `--snapshot-count` of zero.
     #[error("--snapshot-count must be greater than 0")]
     ZeroSnapshotCount,
+    /// An https client URL without the client port's certificate and key.
+    #[error(
+        "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
+    )]
+    ClientTlsMissing {
+        /// The URL.
+        url: String,
+    },
+    /// An https peer URL without the peer port's certificate and key.
+    #[error("cannot listen on TLS for {address}: KeyFile and CertFile are not presented")]
+    PeerTlsMissing {
+        /// The `host:port` of the URL.
+        address: String,
+    },
+    /// Only one of a certificate and its key.
+    #[error("KeyFile and CertFile must both be present[key: {key}, cert: {cert}]")]
+    CertKeyPair {
+        /// The key file given, or empty.
+        key: String,
+        /// The certificate file given, or empty.
+        cert: String,
+    },
+    /// Certificate authentication asked for without a CA to verify certificates against.
+    /// etcd-compat: etcd falls back to the system's roots; mnemo never trusts them.
+    #[error("{auth_flag} needs {ca_flag}: certificates are verified against it only")]
+    TrustedCaMissing {
+        /// `--client-cert-auth` or `--peer-client-cert-auth`.
+        auth_flag: &'static str,
+        /// `--trusted-ca-file` or `--peer-trusted-ca-file`.
+        ca_flag: &'static str,
+    },
+    /// An https peer URL to dial without a CA to verify the peer's certificate against.
+    /// etcd-compat: etcd falls back to the system's roots; mnemo never trusts them.
+    #[error("--peer-trusted-ca-file must be given to verify the https peer URL {url}")]
+    PeerCaMissing {
+        /// The URL.
+        url: String,
+    },
     /// A progress notification interval below the minimum.
     #[error(
         "--experimental-watch-progress-notify-interval must be at least {min_ms} ms, got {got_ms} ms"
@@ -159,6 +198,12 @@ pub struct Config {
     /// `--experimental-corrupt-check-time`: how often the leader compares every member's hash
     /// (`None`: never, etcd's default).
     pub corrupt_check_interval: Option<Duration>,
+    /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`: TLS of the
+    /// `https://` client URLs (ignored, with a warning, when every client URL is `http://`).
+    pub client_tls: TlsInfo,
+    /// `--peer-cert-file`, `--peer-key-file`, `--peer-trusted-ca-file`,
+    /// `--peer-client-cert-auth`: TLS of the `https://` peer URLs, both served and dialed.
+    pub peer_tls: TlsInfo,
 }
 
 impl Default for Config {
@@ -182,6 +227,8 @@ impl Default for Config {
             auto_compaction: AutoCompaction::Off,
             initial_corrupt_check: false,
             corrupt_check_interval: None,
+            client_tls: TlsInfo::default(),
+            peer_tls: TlsInfo::default(),
         }
     }
 }
@@ -211,9 +258,12 @@ fn check_url(flag: &'static str, text: &str) -> Result<Url, ConfigError> {
     };
     let url = Url::parse(text).map_err(|err| invalid(err.to_string()))?;
     match url.scheme() {
-        "http" => {}
-        "https" | "unixs" => return Err(invalid("TLS is not supported yet; use http".into())),
-        other => return Err(invalid(format!("URL scheme must be http, not {other}"))),
+        "http" | "https" => {}
+        other => {
+            return Err(invalid(format!(
+                "URL scheme must be http or https, not {other}"
+            )));
+        }
     }
     if url.host_str().is_none() || url.port().is_none() {
         return Err(invalid("URL must have a host and a port".into()));
@@ -297,6 +347,7 @@ impl Config {
                 check_url(flag, url.as_str())?;
             }
         }
+        self.validate_tls()?;
         let cluster = self.initial_cluster_members()?;
         let Some((_, mine)) = cluster.iter().find(|(name, _)| name == &self.name) else {
             return Err(ConfigError::NameNotInCluster {
@@ -319,6 +370,76 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Checks that every `https://` URL has what TLS needs, as etcd does at start (the files
+    /// themselves are read when the member starts).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        for info in [&self.client_tls, &self.peer_tls] {
+            if info.cert_file.is_some() != info.key_file.is_some() {
+                let shown = |path: &Option<PathBuf>| {
+                    path.as_ref()
+                        .map(|path| path.display().to_string())
+                        .unwrap_or_default()
+                };
+                return Err(ConfigError::CertKeyPair {
+                    key: shown(&info.key_file),
+                    cert: shown(&info.cert_file),
+                });
+            }
+        }
+        for (info, auth_flag, ca_flag) in [
+            (&self.client_tls, "--client-cert-auth", "--trusted-ca-file"),
+            (
+                &self.peer_tls,
+                "--peer-client-cert-auth",
+                "--peer-trusted-ca-file",
+            ),
+        ] {
+            if info.client_cert_auth && info.trusted_ca_file.is_none() {
+                return Err(ConfigError::TrustedCaMissing { auth_flag, ca_flag });
+            }
+        }
+        if self.client_tls.is_empty()
+            && let Some(url) = self
+                .listen_client_urls
+                .iter()
+                .find(|url| url.scheme() == "https")
+        {
+            return Err(ConfigError::ClientTlsMissing { url: url_text(url) });
+        }
+        if self.peer_tls.is_empty()
+            && let Some(url) = self
+                .listen_peer_urls
+                .iter()
+                .find(|url| url.scheme() == "https")
+        {
+            return Err(ConfigError::PeerTlsMissing {
+                address: format!(
+                    "{}:{}",
+                    url.host_str().unwrap_or_default(),
+                    url.port().unwrap_or_default()
+                ),
+            });
+        }
+        if self.peer_tls.trusted_ca_file.is_none() {
+            let dialed = self
+                .initial_cluster_members()?
+                .into_iter()
+                .flat_map(|(_, urls)| urls)
+                .find(|url| crate::tls::is_https(url));
+            if let Some(url) = dialed {
+                return Err(ConfigError::PeerCaMissing { url });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any client URL is served with TLS.
+    pub fn client_tls_used(&self) -> bool {
+        self.listen_client_urls
+            .iter()
+            .any(|url| url.scheme() == "https")
     }
 
     /// The members of `--initial-cluster` as (name, sorted peer URLs), in name order; this
@@ -411,7 +532,65 @@ mod tests {
             error.to_string().contains("--listen-client-urls"),
             "{error}"
         );
-        assert!(parse_urls("--listen-client-urls", "https://127.0.0.1:2379").is_err());
+        assert!(parse_urls("--listen-client-urls", "unixs://127.0.0.1:2379").is_err());
+        assert!(parse_urls("--listen-client-urls", "https://127.0.0.1:2379").is_ok());
         assert!(parse_urls("--listen-client-urls", "").is_err());
+    }
+
+    #[test]
+    fn https_urls_need_their_certificate_and_key() {
+        let https = |text: &str| vec![Url::parse(text).unwrap()];
+        let config = Config {
+            listen_client_urls: https("https://127.0.0.1:2379"),
+            ..Config::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url \
+             https://127.0.0.1:2379 with HTTPS scheme"
+        );
+        let config = Config {
+            listen_peer_urls: https("https://127.0.0.1:2380"),
+            ..Config::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"
+        );
+        let config = Config {
+            client_tls: TlsInfo {
+                cert_file: Some("server.pem".into()),
+                ..TlsInfo::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "KeyFile and CertFile must both be present[key: , cert: server.pem]"
+        );
+        let config = Config {
+            client_tls: TlsInfo {
+                client_cert_auth: true,
+                ..TlsInfo::default()
+            },
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::TrustedCaMissing { .. })
+        ));
+        let config = Config {
+            initial_advertise_peer_urls: https("https://127.0.0.1:2380"),
+            peer_tls: TlsInfo {
+                cert_file: Some("peer.pem".into()),
+                key_file: Some("peer-key.pem".into()),
+                ..TlsInfo::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "--peer-trusted-ca-file must be given to verify the https peer URL https://127.0.0.1:2380"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Composition of a member: works out its identity (founding a new cluster, joining a running
 //! one, or restarting from its data dir), opens storage, starts consensus, serves the peer and
-//! client URLs, publishes its name and client URLs, and shuts down in order.
+//! client URLs (with TLS for `https://` ones, from the certificate files read at start),
+//! publishes its name and client URLs, and shuts down in order.
 //!
 //! Shutdown order: stop accepting and finish in-flight requests, stop Raft (which flushes the
 //! log), then close the backend. A member removed from the cluster shuts itself down the same
@@ -27,6 +28,7 @@ use crate::limits::{
 use crate::raft::{RaftConfig, RaftNode};
 use crate::server::{self, Server};
 use crate::storage::member_db::MemberDb;
+use crate::tls::{self, ClientTls};
 
 /// Why a member could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,14 @@ pub enum NodeError {
     /// The start-up corruption check found a peer that disagrees.
     #[error(transparent)]
     Corrupt(#[from] crate::server::corruption::CorruptionError),
+    /// The TLS files of the client or peer port could not be used.
+    #[error("{port} TLS: {source}")]
+    Tls {
+        /// "client" or "peer".
+        port: &'static str,
+        /// What is wrong with the files.
+        source: crate::tls::TlsError,
+    },
     /// A client or peer URL could not be listened on.
     #[error("cannot listen on {url}: {reason}")]
     Listen {
@@ -79,7 +89,8 @@ pub struct Node {
     background: Vec<JoinHandle<()>>,
 }
 
-/// Binds every URL in `urls`, returning the listeners and the addresses they are bound to.
+/// Binds every URL in `urls`, returning the listeners and the addresses they are bound to, in
+/// the order of `urls`.
 async fn bind_all(urls: &[url::Url]) -> Result<Vec<(TcpListener, SocketAddr)>, NodeError> {
     let mut bound = Vec::new();
     for url in urls {
@@ -95,9 +106,72 @@ async fn bind_all(urls: &[url::Url]) -> Result<Vec<(TcpListener, SocketAddr)>, N
     Ok(bound)
 }
 
+/// The TLS configurations of a member, read from its certificate files at start.
+struct TlsSetup {
+    /// The server side of the `https://` client URLs.
+    client: Option<Arc<rustls::ServerConfig>>,
+    /// The server side of the `https://` peer URLs.
+    peer_server: Option<Arc<rustls::ServerConfig>>,
+    /// How `https://` peers are dialed.
+    peer_client: Option<ClientTls>,
+}
+
+impl TlsSetup {
+    /// Reads the files `config` names for the ports that use them; a member whose URLs are
+    /// all `http://` reads none (etcd ignores the client files then, with a warning).
+    fn load(config: &Config) -> Result<TlsSetup, NodeError> {
+        let client_error = |source| NodeError::Tls {
+            port: "client",
+            source,
+        };
+        let peer_error = |source| NodeError::Tls {
+            port: "peer",
+            source,
+        };
+        let client = if config.client_tls_used() {
+            Some(
+                tls::server_config(&config.client_tls, tls::ALPN_CLIENT_PORT)
+                    .map_err(client_error)?,
+            )
+        } else {
+            if !config.client_tls.is_empty() {
+                tracing::warn!("every client URL is http; the client key/cert files are ignored");
+            }
+            None
+        };
+        let peer_server = if config
+            .listen_peer_urls
+            .iter()
+            .any(|url| url.scheme() == "https")
+        {
+            Some(tls::server_config(&config.peer_tls, tls::ALPN_PEER_PORT).map_err(peer_error)?)
+        } else {
+            None
+        };
+        let peer_client = ClientTls::for_peers(&config.peer_tls).map_err(peer_error)?;
+        Ok(TlsSetup {
+            client,
+            peer_server,
+            peer_client,
+        })
+    }
+
+    /// The server configuration for a listener on `url`: `None` for `http://`.
+    fn for_url(
+        config: Option<&Arc<rustls::ServerConfig>>,
+        url: &url::Url,
+    ) -> Option<Arc<rustls::ServerConfig>> {
+        config.filter(|_| url.scheme() == "https").cloned()
+    }
+}
+
 /// The identity of this member: stored in the data dir after the first start; derived from
 /// the flags for a founding member; asked of the running members for one joining them.
-async fn identity(member_dir: &std::path::Path, config: &Config) -> Result<Identity, NodeError> {
+async fn identity(
+    member_dir: &std::path::Path,
+    config: &Config,
+    peer_tls: Option<&ClientTls>,
+) -> Result<Identity, NodeError> {
     if let Some(stored) = Identity::load(member_dir, config)? {
         return Ok(stored);
     }
@@ -120,9 +194,10 @@ async fn identity(member_dir: &std::path::Path, config: &Config) -> Result<Ident
                     "--initial-cluster names no other member to join".into(),
                 ));
             }
-            let (cluster_id, members) = crate::raft::fetch_membership(&others, &mine, JOIN_TIMEOUT)
-                .await
-                .map_err(NodeError::Join)?;
+            let (cluster_id, members) =
+                crate::raft::fetch_membership(&others, &mine, peer_tls, JOIN_TIMEOUT)
+                    .await
+                    .map_err(NodeError::Join)?;
             Identity::for_existing_cluster(config, cluster_id, &members)?
         }
     };
@@ -184,10 +259,11 @@ impl Node {
             path: member_dir.display().to_string(),
             reason: err.to_string(),
         })?;
+        let tls_setup = TlsSetup::load(&config)?;
         // Peer URLs are bound first: a member joining a cluster must already be reachable
         // when the leader starts sending it the log.
         let peer_bound = bind_all(&config.listen_peer_urls).await?;
-        let identity = identity(&member_dir, &config).await?;
+        let identity = identity(&member_dir, &config, tls_setup.peer_client.as_ref()).await?;
         tracing::info!(
             name = %identity.name,
             member_id = %format!("{:x}", identity.member_id),
@@ -214,6 +290,7 @@ impl Node {
             election_timeout: config.election_timeout,
             snapshot_count: config.snapshot_count,
             initial_members,
+            peer_tls: tls_setup.peer_client.clone(),
         };
         let raft = RaftNode::start(
             raft_config,
@@ -228,13 +305,14 @@ impl Node {
         };
         let mut peer_addrs = Vec::new();
         let mut peer_listeners = Vec::new();
-        for (listener, bound) in peer_bound {
-            tracing::info!(address = %bound, "serving peer requests");
+        for ((listener, bound), url) in peer_bound.into_iter().zip(&config.listen_peer_urls) {
+            tracing::info!(address = %bound, scheme = url.scheme(), "serving peer requests");
             peer_addrs.push(bound);
             let raft = Arc::clone(&raft);
             let shutdown = shutdown_signal(stopped.clone());
+            let tls = TlsSetup::for_url(tls_setup.peer_server.as_ref(), url);
             peer_listeners.push(tokio::spawn(async move {
-                if let Err(err) = raft.serve_peers(listener, shutdown).await {
+                if let Err(err) = raft.serve_peers(listener, tls, shutdown).await {
                     tracing::error!(%err, "peer listener failed");
                 }
             }));
@@ -284,13 +362,15 @@ impl Node {
         };
         let mut client_addrs = Vec::new();
         let mut listeners = Vec::new();
-        for (listener, bound) in bind_all(&config.listen_client_urls).await? {
-            tracing::info!(address = %bound, "serving client requests");
+        let client_bound = bind_all(&config.listen_client_urls).await?;
+        for ((listener, bound), url) in client_bound.into_iter().zip(&config.listen_client_urls) {
+            tracing::info!(address = %bound, scheme = url.scheme(), "serving client requests");
             client_addrs.push(bound);
             let shutdown = shutdown_signal(stopped.clone());
             let server = Arc::clone(&server);
+            let tls = TlsSetup::for_url(tls_setup.client.as_ref(), url);
             listeners.push(tokio::spawn(async move {
-                if let Err(err) = server::grpc::serve(server, listener, shutdown).await {
+                if let Err(err) = server::grpc::serve(server, listener, tls, shutdown).await {
                     tracing::error!(%err, "client listener failed");
                 }
             }));

@@ -196,6 +196,10 @@ pub struct RaftConfig {
     /// Members of a new cluster; ignored when the log already exists, and empty for a member
     /// joining an existing cluster (the leader sends it the membership).
     pub initial_members: BTreeMap<u64, MemberNode>,
+    /// How `https://` peers are dialed (their certificates verified against
+    /// `--peer-trusted-ca-file`, this member's peer certificate presented); `None` when no
+    /// CA was given.
+    pub peer_tls: Option<crate::tls::ClientTls>,
 }
 
 /// Why a membership change was refused; the texts are etcd's.
@@ -636,7 +640,11 @@ impl RaftNode {
         let state_machine = StateMachine::new(host, config.snap_dir.clone())
             .map_err(|err| RaftError::Storage(err.to_string()))?;
         let engine_config = engine_config(&config)?;
-        let ctx = Arc::new(PeerContext::new(config.cluster_id, config.member_id));
+        let ctx = Arc::new(PeerContext::new(
+            config.cluster_id,
+            config.member_id,
+            config.peer_tls.clone(),
+        ));
         let engine = Engine::new(
             config.member_id,
             Arc::new(engine_config),
@@ -677,13 +685,16 @@ impl RaftNode {
         })
     }
 
-    /// Serves the peer service on `listener` until `shutdown` resolves.
+    /// Serves the peer service on `listener` until `shutdown` resolves; with `tls`, every
+    /// connection completes a TLS handshake first (and, with `--peer-client-cert-auth`,
+    /// presents a certificate signed by the peer CA).
     ///
     /// # Errors
     /// The server failed.
     pub async fn serve_peers(
         &self,
         listener: tokio::net::TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), String> {
         let service = peer_service::PeerService::new(
@@ -695,13 +706,24 @@ impl RaftNode {
         let server = crate::pb::internal::peer_server::PeerServer::new(service)
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(server)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|err| err.to_string())
+            .add_service(server);
+        let served = match tls {
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+            Some(config) => {
+                let incoming = crate::tls::accept(listener, config, "peer");
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+        };
+        served.map_err(|err| err.to_string())
     }
 
     /// Proposes `payload` and waits until it is committed and applied, returning the apply
@@ -1218,11 +1240,12 @@ fn engine_config(config: &RaftConfig) -> Result<EngineConfig, RaftError> {
 pub async fn fetch_membership(
     peer_urls: &[String],
     my_peer_urls: &[String],
+    tls: Option<&crate::tls::ClientTls>,
     timeout: Duration,
 ) -> Result<(u64, Vec<MemberEntry>), String> {
     let mut failures = Vec::new();
     for url in peer_urls {
-        match network::fetch_membership(url, my_peer_urls, timeout).await {
+        match network::fetch_membership(url, my_peer_urls, tls, timeout).await {
             Ok(response) => {
                 let members = response
                     .members

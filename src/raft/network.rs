@@ -1,4 +1,5 @@
-//! The sending side of the peer transport: one gRPC channel per peer URL, openraft's
+//! The sending side of the peer transport: one gRPC channel per peer URL (TLS for
+//! `https://` URLs, verified against `--peer-trusted-ca-file`), openraft's
 //! messages (append, vote, pre-vote, leader transfer, whole snapshots) sent over it with
 //! timeouts, and the requests a follower forwards to the leader.
 //!
@@ -42,6 +43,7 @@ use crate::limits::{
 };
 use crate::pb::internal::peer_client::PeerClient as GrpcPeer;
 use crate::pb::internal::{MembershipRequest, PeerMessage, SnapshotChunk};
+use crate::tls::ClientTls;
 
 type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 type EngineSnapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotDir>;
@@ -51,6 +53,8 @@ type EngineSnapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Snaps
 pub(super) struct PeerContext {
     pub cluster_id: u64,
     pub member_id: u64,
+    /// How `https://` peers are dialed; `None` when no peer URL uses TLS.
+    tls: Option<ClientTls>,
     channels: Mutex<HashMap<String, Channel>>,
     /// When each kind of refusal was last logged, by peer; keeps a refused heartbeat every
     /// few milliseconds from flooding the log.
@@ -64,10 +68,11 @@ pub(super) struct PeerContext {
 }
 
 impl PeerContext {
-    pub(super) fn new(cluster_id: u64, member_id: u64) -> PeerContext {
+    pub(super) fn new(cluster_id: u64, member_id: u64, tls: Option<ClientTls>) -> PeerContext {
         PeerContext {
             cluster_id,
             member_id,
+            tls,
             channels: Mutex::new(HashMap::new()),
             refusals_logged: Mutex::new(HashMap::new()),
             removed: watch::Sender::new(None),
@@ -120,7 +125,7 @@ impl PeerContext {
         let channel = match channels.get(url) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = peer_endpoint(url)?.connect_lazy();
+                let channel = peer_endpoint(url, self.tls.as_ref())?.connect_lazy();
                 channels.insert(url.to_owned(), channel.clone());
                 channel
             }
@@ -188,13 +193,19 @@ impl PeerContext {
     }
 }
 
-fn peer_endpoint(url: &str) -> Result<Endpoint, String> {
-    Endpoint::from_shared(url.to_owned())
-        .map(|endpoint| {
-            endpoint
-                .connect_timeout(PEER_CONNECT_TIMEOUT)
-                .tcp_nodelay(true)
-        })
+fn peer_endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, String> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|err| format!("peer URL {url}: {err}"))?
+        .connect_timeout(PEER_CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    if !crate::tls::is_https(url) {
+        return Ok(endpoint);
+    }
+    let tls = tls.ok_or_else(|| {
+        format!("peer URL {url} needs TLS, but no --peer-trusted-ca-file was given")
+    })?;
+    endpoint
+        .tls_config(tls.tonic_config())
         .map_err(|err| format!("peer URL {url}: {err}"))
 }
 
@@ -203,19 +214,38 @@ fn peer_endpoint(url: &str) -> Result<Endpoint, String> {
 pub(super) async fn fetch_membership(
     url: &str,
     my_peer_urls: &[String],
+    tls: Option<&ClientTls>,
     timeout: Duration,
 ) -> Result<crate::pb::internal::MembershipResponse, String> {
-    let channel = peer_endpoint(url)?.connect_lazy();
+    let channel = peer_endpoint(url, tls)?.connect_lazy();
     let mut client = GrpcPeer::new(channel).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
     let request = MembershipRequest {
         peer_urls: my_peer_urls.to_vec(),
     };
     match tokio::time::timeout(timeout, client.membership(request)).await {
         Err(_) => Err(format!("{url}: no answer within {timeout:?}")),
-        Ok(Err(status)) => Err(format!("{url}: {}", status.message())),
+        Ok(Err(status)) => Err(format!("{url}: {}", status_text(&status))),
         Ok(Ok(response)) => Ok(response.into_inner()),
     }
 }
+
+/// A status's message with the transport error beneath it (a refused TLS handshake shows
+/// only as "transport error" otherwise).
+fn status_text(status: &tonic::Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    // Error chains are short; the bound only guards against a cyclic one.
+    for _ in 0..ERROR_CHAIN_DEPTH_MAX {
+        let Some(error) = source else { break };
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        source = error.source();
+    }
+    text
+}
+
+/// Causes of an error followed when describing it.
+const ERROR_CHAIN_DEPTH_MAX: usize = 8;
 
 /// True when the connection was refused, so the request certainly never reached the peer;
 /// any other failure may have happened after the peer received it.
@@ -304,7 +334,7 @@ impl PeerLink {
                     "member {:x} at {}: {}",
                     self.target,
                     self.url,
-                    status.message()
+                    status_text(&status)
                 ))))
             }
         }
@@ -570,7 +600,7 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = closed.local_addr().expect("addr").port();
         drop(closed);
-        let ctx = PeerContext::new(1, 2);
+        let ctx = PeerContext::new(1, 2, None);
         let outcome = ctx
             .forward(
                 3,

@@ -31,6 +31,8 @@
 //! - `snapshot`: `etcdctl snapshot save` against a loaded cluster, `snapshot status`, and
 //!   `snapshot restore` into a new cluster that answers like the original; damaged files refused.
 //! - `watch_scale`: 10,000 watchers on a stream, 1,000 streams, and a stream that stops reading.
+//! - `tls`: `https://` client and peer URLs: client certificate authentication (etcdctl, curl,
+//!   the gRPC client) and a TLS cluster that refuses a peer certificate from another CA.
 
 mod support;
 
@@ -55,4 +57,5 @@ mod lease_expiry;
 mod quota;
 mod restart;
 mod snapshot;
+mod tls;
 mod watch_scale;

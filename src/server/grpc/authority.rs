@@ -19,8 +19,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 use crate::limits::{H2_FRAME_BYTES_MAX, H2_HEADER_BLOCK_BYTES_MAX, H2_HEADER_TABLE_BYTES};
 
@@ -422,10 +421,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
     }
 }
 
-impl Connected for AuthorityFix<TcpStream> {
-    type ConnectInfo = TcpConnectInfo;
+/// The wrapped connection's information: the addresses, and with TLS the client's
+/// certificates (which `tonic::Request::peer_certs` reads).
+impl<S: Connected> Connected for AuthorityFix<S> {
+    type ConnectInfo = S::ConnectInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
+    fn connect_info(&self) -> S::ConnectInfo {
         self.inner.connect_info()
     }
 }

@@ -1,5 +1,6 @@
 //! The client port: etcd's gRPC services, their JSON gateway and the HTTP endpoints, served on
-//! one listener.
+//! one listener, in plain text or behind TLS (`crate::tls::accept`; ALPN offers h2 and
+//! http/1.1).
 //!
 //! This module owns wire compatibility (service names, message shapes, status codes, headers)
 //! and nothing else: every call is converted and handed to [`Server`]. It must not hold
@@ -49,13 +50,23 @@ pub fn header_to_pb(header: Header) -> rpc::ResponseHeader {
     }
 }
 
-/// Serves gRPC (HTTP/2) and the HTTP/1.1 endpoints on `listener` until `shutdown` resolves.
+/// The common name of the verified client certificate a request came with: set only on a TLS
+/// client port with `--client-cert-auth`, where the handshake refused any certificate not
+/// signed by the trusted CA. etcd uses it as the user name when auth is enabled.
+pub fn client_common_name<T>(request: &tonic::Request<T>) -> Option<String> {
+    let certs = request.peer_certs()?;
+    crate::tls::common_name(certs.first()?)
+}
+
+/// Serves gRPC (HTTP/2) and the HTTP/1.1 endpoints on `listener` until `shutdown` resolves;
+/// with `tls`, every connection completes a TLS handshake first.
 ///
 /// # Errors
 /// Transport failures of the listener.
 pub async fn serve(
     server: Arc<Server>,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     // One Auth instance serves both gRPC and the JSON gateway, so they always answer alike.
@@ -95,7 +106,7 @@ pub async fn serve(
             ElectionService::new(&server),
         ));
     let leader_check = Arc::clone(&server);
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         // etcd serves HTTP/1.1 (health, version, gateway) beside gRPC on the client port.
         .accept_http1(true)
         // etcd-compat: a client that sent `hasleader: true` is refused at once while there is
@@ -118,9 +129,31 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(
             status::etcd_oversized_message,
         ))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await
+        .add_routes(routes);
+    match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming(listener), shutdown)
+                .await
+        }
+        Some(config) => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, config), shutdown)
+                .await
+        }
+    }
+}
+
+/// Accepted client connections that completed their TLS handshake, with the authority
+/// repair inside TLS, where it sees the decrypted bytes.
+fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> impl futures::Stream<
+    Item = std::io::Result<AuthorityFix<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>,
+> {
+    crate::tls::accept(listener, config, "client")
+        .map(|handshaken| handshaken.map(AuthorityFix::new))
 }
 
 /// Accepted client connections: no Nagle delay on small responses, and etcd clients' invalid
@@ -136,3 +169,6 @@ fn incoming(
         Ok(AuthorityFix::new(stream))
     })
 }
+
+#[cfg(test)]
+mod tls_tests;
