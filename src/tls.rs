@@ -52,9 +52,11 @@ pub struct TlsInfo {
     /// The private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_file: Option<PathBuf>,
     /// CA certificates (PEM) that client certificates (and, for the peer port, the peers'
-    /// server certificates) must chain to.
+    /// server certificates) must chain to. As in etcd, giving it makes the port refuse, at the
+    /// handshake, a client without a certificate signed by it.
     pub trusted_ca_file: Option<PathBuf>,
-    /// Refuse, at the handshake, a client without a certificate signed by `trusted_ca_file`.
+    /// Require client certificates (etcd also uses their common name as the user then); needs
+    /// `trusted_ca_file`.
     pub client_cert_auth: bool,
 }
 
@@ -165,8 +167,8 @@ fn cert_and_key(info: &TlsInfo) -> Result<(&Path, &Path), TlsError> {
 }
 
 /// The server side of a port: its certificate, its client verification (required and
-/// checked against the trusted CA with `client_cert_auth`, not asked for otherwise, as etcd
-/// does) and the ALPN protocols it offers.
+/// checked against the trusted CA when one is given, as etcd does; not asked for otherwise)
+/// and the ALPN protocols it offers.
 ///
 /// # Errors
 /// [`TlsError`] when a file is missing or malformed, or the files do not fit together.
@@ -182,7 +184,9 @@ pub fn server_config(
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(config_error)?;
-    let builder = if info.client_cert_auth {
+    // etcd-compat: as etcd's `TLSInfo.ServerConfig`, a trusted CA file alone already makes
+    // the port require and verify client certificates.
+    let builder = if info.client_cert_auth || info.trusted_ca_file.is_some() {
         let ca_file = info
             .trusted_ca_file
             .as_deref()

@@ -106,15 +106,16 @@ impl Pki {
         self.path(name).display().to_string()
     }
 
-    /// The client port flags of a member: the server certificate, the trusted CA, and
-    /// `--client-cert-auth` when asked.
+    /// The client port flags of a member: the server certificate and, with
+    /// `client_cert_auth`, the trusted CA and `--client-cert-auth` (etcd requires client
+    /// certificates as soon as a trusted CA is given, so without it neither is passed).
     fn client_port_flags(&self, client_cert_auth: bool) -> Vec<String> {
         let mut flags = vec![
             format!("--cert-file={}", self.arg("server.pem")),
             format!("--key-file={}", self.arg("server-key.pem")),
-            format!("--trusted-ca-file={}", self.arg("ca.pem")),
         ];
         if client_cert_auth {
+            flags.push(format!("--trusted-ca-file={}", self.arg("ca.pem")));
             flags.push("--client-cert-auth".to_owned());
         }
         flags

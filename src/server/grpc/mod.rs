@@ -51,8 +51,8 @@ pub fn header_to_pb(header: Header) -> rpc::ResponseHeader {
 }
 
 /// The common name of the verified client certificate a request came with: set only on a TLS
-/// client port with `--client-cert-auth`, where the handshake refused any certificate not
-/// signed by the trusted CA. etcd uses it as the user name when auth is enabled.
+/// client port with a trusted CA (`--trusted-ca-file`, `--client-cert-auth`), where the
+/// handshake refused any certificate not signed by it. etcd uses it as the user name when auth is enabled.
 pub fn client_common_name<T>(request: &tonic::Request<T>) -> Option<String> {
     let certs = request.peer_certs()?;
     crate::tls::common_name(certs.first()?)
