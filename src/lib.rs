@@ -23,6 +23,11 @@
 //! mutation) → `watch` (events to watchers) → `server` (request lifecycle, gRPC, HTTP) →
 //! `client` → `embed` (composition).
 
+// The KV entry points nest several async layers (gRPC handler, lock recipes, the slow-request
+// timer, proposal, Raft forwarding); computing their futures' layouts needs more than the
+// default query depth.
+#![recursion_limit = "256"]
+
 pub mod alarm;
 pub mod apply;
 #[cfg(feature = "bug-injection")]
@@ -32,6 +37,8 @@ pub mod convert;
 pub mod embed;
 pub mod lease;
 pub mod limits;
+pub mod logging;
+pub mod metrics;
 pub mod pb;
 pub mod raft;
 pub mod server;

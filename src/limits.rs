@@ -53,6 +53,10 @@ pub const ELECTION_TIMEOUT_DEFAULT: Duration = Duration::from_millis(1000);
 /// `etcdserver: request timed out` (etcd: 5 s plus twice the election timeout).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 
+/// A KV request slower than this is logged as slow (etcd's default for
+/// `--experimental-warning-apply-duration`, 100 ms: far above a healthy disk's commit time).
+pub const WARNING_APPLY_DURATION_DEFAULT: Duration = Duration::from_millis(100);
+
 /// Size a WAL segment grows to before the log rolls over to a new one.
 pub const WAL_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 

@@ -11,6 +11,7 @@ use mnemo::limits::{
     ELECTION_TIMEOUT_DEFAULT, ETCD_COMPAT_VERSION, HEARTBEAT_INTERVAL_DEFAULT,
     QUOTA_BACKEND_BYTES_DEFAULT, QUOTA_BACKEND_BYTES_DISABLED, SNAPSHOT_COUNT_DEFAULT,
 };
+use mnemo::logging;
 use mnemo::server::compactor::AutoCompaction;
 use mnemo::tls::TlsInfo;
 
@@ -153,6 +154,27 @@ struct Flags {
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "MNEMO_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
+    /// Log format: text (one readable line per event) or json (one JSON object per line).
+    #[arg(long, env = "MNEMO_LOG_FORMAT", value_enum, default_value_t = LogFormatFlag::Text)]
+    log_format: LogFormatFlag,
+    /// URLs to serve /metrics and /health on over plain HTTP (besides the client URLs).
+    #[arg(long, env = "MNEMO_LISTEN_METRICS_URLS", default_value = "")]
+    listen_metrics_urls: String,
+    /// Time after which a request logs a "took longer than the warning threshold" warning
+    /// (e.g. 100ms, 1s).
+    #[arg(
+        long,
+        env = "MNEMO_EXPERIMENTAL_WARNING_APPLY_DURATION",
+        default_value = "100ms",
+        value_parser = humantime::parse_duration
+    )]
+    experimental_warning_apply_duration: Duration,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormatFlag {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -210,6 +232,13 @@ impl Flags {
             initial_corrupt_check: self.experimental_initial_corrupt_check,
             corrupt_check_interval: Some(self.experimental_corrupt_check_time)
                 .filter(|interval| !interval.is_zero()),
+            listen_metrics_urls: if self.listen_metrics_urls.trim().is_empty() {
+                Vec::new()
+            } else {
+                parse_urls("--listen-metrics-urls", &self.listen_metrics_urls)
+                    .map_err(|e| e.to_string())?
+            },
+            warning_apply_duration: self.experimental_warning_apply_duration,
             auto_compaction: AutoCompaction::parse(
                 &self.auto_compaction_mode,
                 &self.auto_compaction_retention,
@@ -350,22 +379,18 @@ fn snapshot_main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
     }
 }
 
-fn init_logging(level: LogLevel) {
-    let level = match level {
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warn => "warn",
-        LogLevel::Error => "error",
+fn init_logging(flags: &Flags) {
+    let level = match flags.log_level {
+        LogLevel::Debug => logging::LogLevel::Debug,
+        LogLevel::Info => logging::LogLevel::Info,
+        LogLevel::Warn => logging::LogLevel::Warn,
+        LogLevel::Error => logging::LogLevel::Error,
     };
-    // Our own logs at the chosen level; the consensus library's chatter one notch quieter.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MNEMO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
-    // Colour codes only on a terminal: redirected logs are read by tools and people alike.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let format = match flags.log_format {
+        LogFormatFlag::Text => logging::LogFormat::Text,
+        LogFormatFlag::Json => logging::LogFormat::Json,
+    };
+    logging::init(format, level, &flags.name);
 }
 
 async fn wait_for_signal() {
@@ -400,7 +425,7 @@ fn main() -> ExitCode {
         return snapshot_main(std::env::args_os().skip(1));
     }
     let flags = Flags::parse();
-    init_logging(flags.log_level);
+    init_logging(&flags);
     let config = match flags.into_config() {
         Ok(config) => config,
         Err(message) => {

@@ -10,8 +10,8 @@ use url::Url;
 
 use crate::limits::{
     ELECTION_TIMEOUT_DEFAULT, ELECTION_TIMEOUT_MAX, HEARTBEAT_INTERVAL_DEFAULT,
-    QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_COUNT_DEFAULT, WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
-    WATCH_PROGRESS_NOTIFY_INTERVAL_MIN,
+    QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_COUNT_DEFAULT, WARNING_APPLY_DURATION_DEFAULT,
+    WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT, WATCH_PROGRESS_NOTIFY_INTERVAL_MIN,
 };
 use crate::server::compactor::AutoCompaction;
 use crate::tls::TlsInfo;
@@ -204,6 +204,11 @@ pub struct Config {
     /// `--peer-cert-file`, `--peer-key-file`, `--peer-trusted-ca-file`,
     /// `--peer-client-cert-auth`: TLS of the `https://` peer URLs, both served and dialed.
     pub peer_tls: TlsInfo,
+    /// `--listen-metrics-urls`: extra plain-HTTP listeners serving `/metrics` and `/health`
+    /// (empty: none; the client port serves both anyway).
+    pub listen_metrics_urls: Vec<Url>,
+    /// `--experimental-warning-apply-duration`: a KV request slower than this is logged.
+    pub warning_apply_duration: Duration,
 }
 
 impl Default for Config {
@@ -229,6 +234,8 @@ impl Default for Config {
             corrupt_check_interval: None,
             client_tls: TlsInfo::default(),
             peer_tls: TlsInfo::default(),
+            listen_metrics_urls: Vec::new(),
+            warning_apply_duration: WARNING_APPLY_DURATION_DEFAULT,
         }
     }
 }
@@ -348,6 +355,9 @@ impl Config {
             }
         }
         self.validate_tls()?;
+        for url in &self.listen_metrics_urls {
+            check_url("--listen-metrics-urls", url.as_str())?;
+        }
         let cluster = self.initial_cluster_members()?;
         let Some((_, mine)) = cluster.iter().find(|(name, _)| name == &self.name) else {
             return Err(ConfigError::NameNotInCluster {

@@ -329,12 +329,15 @@ impl Node {
         };
         log_quota(config.quota_backend_bytes);
         let mut background = applier.watch().spawn(config.watch_progress_notify_interval);
-        let server = Arc::new(Server::new(
-            server_identity,
-            Arc::clone(&raft),
-            applier,
-            config.quota_backend_bytes,
-        ));
+        let server = Arc::new(
+            Server::new(
+                server_identity,
+                Arc::clone(&raft),
+                applier,
+                config.quota_backend_bytes,
+            )
+            .with_warning_apply_duration(config.warning_apply_duration),
+        );
         background.push(server.start_lease_duties());
         background.extend(server.start_corruption_checks(config.corrupt_check_interval));
         if config.initial_corrupt_check {
@@ -372,6 +375,19 @@ impl Node {
             listeners.push(tokio::spawn(async move {
                 if let Err(err) = server::grpc::serve(server, listener, tls, shutdown).await {
                     tracing::error!(%err, "client listener failed");
+                }
+            }));
+        }
+        for (listener, bound) in bind_all(&config.listen_metrics_urls).await? {
+            tracing::info!(address = %bound, "serving /metrics and /health");
+            let shutdown = shutdown_signal(stopped.clone());
+            let router = server::http::metrics_router(Arc::clone(&server));
+            listeners.push(tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::error!(%err, "metrics listener failed");
                 }
             }));
         }

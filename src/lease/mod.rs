@@ -224,6 +224,7 @@ impl Lessor {
                 revoking: None,
             },
         );
+        crate::metrics::get().lease_granted.inc();
         Some(encode_row(ttl, 0))
     }
 
@@ -231,6 +232,7 @@ impl Lessor {
     /// the same batch), or `None` for an unknown lease.
     pub fn revoke(&self, id: LeaseId) -> Option<Vec<Bytes>> {
         let lease = self.table.lock().leases.remove(&id)?;
+        crate::metrics::get().lease_revoked.inc();
         Some(lease.keys.into_iter().collect())
     }
 
@@ -327,6 +329,7 @@ impl Lessor {
             return None;
         }
         lease.deadline = now + seconds(lease.ttl);
+        crate::metrics::get().lease_renewed.inc();
         Some(lease.ttl)
     }
 

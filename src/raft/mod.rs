@@ -1170,24 +1170,51 @@ async fn wait_metrics<T>(
 
 /// Follows committed membership changes: remembers members that were removed (so their
 /// messages are refused and they learn it), and raises this member's removed flag when a
-/// committed configuration it was part of drops it.
+/// committed configuration it was part of drops it. Also follows the leader, logging each
+/// change with its term and counting it in `etcd_server_leader_changes_seen_total`.
 async fn watch_membership(core: Core, removed_members: Arc<Mutex<HashSet<u64>>>) {
     let mut metrics = core.engine.metrics();
     let mut previous: Option<BTreeSet<u64>> = None;
+    let mut leader_seen: Option<u64> = None;
     loop {
-        let current: BTreeSet<u64> = {
+        let (current, leader, term) = {
             let metrics = metrics.borrow_watched();
-            metrics
+            let current: BTreeSet<u64> = metrics
                 .committed_membership_config
                 .membership()
                 .nodes()
                 .map(|(id, _)| *id)
-                .collect()
+                .collect();
+            (current, metrics.current_leader, metrics.current_term)
         };
+        // etcd-compat: like etcd, a change is counted when a leader is known that differs
+        // from the last one known (the first election counts too); an interregnum without a
+        // leader is no change by itself.
+        if let Some(leader) = leader
+            && leader_seen != Some(leader)
+        {
+            crate::metrics::get().leader_changes_seen.inc();
+            tracing::info!(
+                term,
+                leader = %format!("{leader:x}"),
+                previous_leader = %leader_seen.map(|id| format!("{id:x}")).unwrap_or_default(),
+                member_id = %format!("{:x}", core.member_id()),
+                "leader changed"
+            );
+            leader_seen = Some(leader);
+        }
         if let Some(before) = &previous
             && *before != current
         {
             let gone: Vec<u64> = before.difference(&current).copied().collect();
+            let added: Vec<u64> = current.difference(before).copied().collect();
+            tracing::info!(
+                term,
+                member_id = %format!("{:x}", core.member_id()),
+                added = ?added.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>(),
+                removed = ?gone.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>(),
+                "committed membership changed"
+            );
             removed_members.lock().extend(gone.iter().copied());
             if gone.contains(&core.member_id()) {
                 core.ctx

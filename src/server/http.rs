@@ -1,13 +1,15 @@
-//! The HTTP/1.1 endpoints of the client port: `/health` and `/version`.
+//! The HTTP/1.1 endpoints of the client port (`/health`, `/version`, `/metrics`) and of the
+//! `--listen-metrics-urls` listeners (`/metrics`, `/health`).
 //!
-//! Thin handlers over [`Server`]; they must not hold logic of their own.
+//! Thin handlers over [`Server`] and [`crate::metrics`]; they must not hold logic of their own.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 
@@ -22,7 +24,26 @@ pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
+        .route("/metrics", get(metrics))
         .with_state(server)
+}
+
+/// The router of a `--listen-metrics-urls` listener: plain HTTP, `/metrics` and `/health`
+/// only, as etcd serves there.
+pub fn metrics_router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .with_state(server)
+}
+
+/// `/metrics`: every metric in Prometheus's text format.
+async fn metrics(State(server): State<Arc<Server>>) -> impl IntoResponse {
+    let sample = server.metrics_sample();
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(&sample),
+    )
 }
 
 /// `/health`: unhealthy while an alarm is raised (unless the query excludes its type, as in

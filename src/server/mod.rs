@@ -12,17 +12,21 @@ pub mod grpc;
 pub mod http;
 mod lease;
 pub mod snapshot;
+mod slow;
 pub mod validate;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 pub use self::error::Error;
 pub use self::lease::{LeaseGranted, LeaseTimeToLive};
+use self::slow::RequestSummary;
 use crate::alarm::{Alarm, AlarmType};
 use crate::apply::Applier;
 use crate::apply::codec::{self, Applied, ApplyError, Proposal};
-use crate::limits::{ETCD_COMPAT_VERSION, REQUEST_BYTES_MAX};
+use crate::limits::{ETCD_COMPAT_VERSION, REQUEST_BYTES_MAX, WARNING_APPLY_DURATION_DEFAULT};
+use crate::metrics;
 use crate::raft::{MemberChange, MemberEntry, MembershipError, RaftError, RaftNode, RaftStatus};
 use crate::storage::mvcc::{MvccError, MvccStore};
 use crate::types::{
@@ -104,6 +108,9 @@ pub struct Server {
     quota_bytes: u64,
     /// Source of proposal ids, unique per member across restarts (see [`first_proposal_id`]).
     next_proposal_id: AtomicU64,
+    /// A KV request that takes longer is logged as slow
+    /// (`--experimental-warning-apply-duration`).
+    warning_apply_duration: Duration,
 }
 
 impl Server {
@@ -122,7 +129,46 @@ impl Server {
             store,
             quota_bytes,
             next_proposal_id: AtomicU64::new(first_proposal_id(identity.member_id)),
+            warning_apply_duration: WARNING_APPLY_DURATION_DEFAULT,
         }
+    }
+
+    /// Sets the duration above which a KV request is logged as slow.
+    #[must_use]
+    pub fn with_warning_apply_duration(mut self, threshold: Duration) -> Server {
+        self.warning_apply_duration = threshold;
+        self
+    }
+
+    /// The member's state as `/metrics` reports it.
+    pub fn metrics_sample(&self) -> metrics::MemberSample {
+        let raft = self.raft.status();
+        let backend = self.store.backend();
+        let watch = self.watch().counts();
+        metrics::MemberSample {
+            member_id: self.identity.member_id,
+            has_leader: raft.leader.is_some(),
+            is_leader: raft.leader == Some(self.identity.member_id),
+            commit_index: raft.commit_index,
+            applied_index: self.applier.applied_index().max(raft.applied_index),
+            db_size_bytes: backend.size_bytes(),
+            db_size_in_use_bytes: backend.size_in_use_bytes(),
+            watch_streams: watch.streams,
+            watchers: watch.watchers,
+            unsynced_watchers: watch.unsynced,
+        }
+    }
+
+    /// Runs `work`, then warns if it took longer than the slow-request threshold.
+    async fn timed<T>(
+        &self,
+        summary: RequestSummary,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let started = Instant::now();
+        let outcome = work.await;
+        slow::check(started.elapsed(), self.warning_apply_duration, &summary);
+        outcome
     }
 
     /// The Raft member.
@@ -155,6 +201,15 @@ impl Server {
     /// # Errors
     /// Validation errors, compacted/future revisions, and Raft unavailability.
     pub async fn range(&self, request: RangeRequest) -> Result<(RangeResponse, Header), Error> {
+        metrics::get().mvcc_range.inc();
+        let summary = RequestSummary::Range {
+            range: request.range.clone(),
+            serializable: request.serializable,
+        };
+        self.timed(summary, self.range_untimed(request)).await
+    }
+
+    async fn range_untimed(&self, request: RangeRequest) -> Result<(RangeResponse, Header), Error> {
         validate::range(&request)?;
         if !request.serializable {
             self.refuse_on_learner()?;
@@ -174,6 +229,15 @@ impl Server {
     /// # Errors
     /// Validation errors, an unknown lease, and Raft unavailability.
     pub async fn put(&self, request: PutRequest) -> Result<(PutResponse, Header), Error> {
+        metrics::get().mvcc_put.inc();
+        let summary = RequestSummary::Put {
+            key: request.key.clone(),
+            value_bytes: request.value.len(),
+        };
+        self.timed(summary, self.put_untimed(request)).await
+    }
+
+    async fn put_untimed(&self, request: PutRequest) -> Result<(PutResponse, Header), Error> {
         validate::put(&request)?;
         #[cfg(feature = "bug-injection")]
         if crate::bugs::enabled(crate::bugs::Bug::AckBeforeCommit) {
@@ -233,6 +297,18 @@ impl Server {
         &self,
         request: DeleteRangeRequest,
     ) -> Result<(DeleteRangeResponse, Header), Error> {
+        metrics::get().mvcc_delete.inc();
+        let summary = RequestSummary::DeleteRange {
+            range: request.range.clone(),
+        };
+        self.timed(summary, self.delete_range_untimed(request))
+            .await
+    }
+
+    async fn delete_range_untimed(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<(DeleteRangeResponse, Header), Error> {
         validate::delete_range(&request)?;
         let (revision, applied) = self.propose(&Proposal::DeleteRange(request)).await?;
         match applied {
@@ -247,6 +323,16 @@ impl Server {
     /// # Errors
     /// Validation errors, compacted/future revisions, an unknown lease, Raft unavailability.
     pub async fn txn(&self, request: TxnRequest) -> Result<(TxnResponse, Header), Error> {
+        metrics::get().mvcc_txn.inc();
+        let summary = RequestSummary::Txn {
+            compares: request.compare.len(),
+            success: request.success.len(),
+            failure: request.failure.len(),
+        };
+        self.timed(summary, self.txn_untimed(request)).await
+    }
+
+    async fn txn_untimed(&self, request: TxnRequest) -> Result<(TxnResponse, Header), Error> {
         validate::txn(&request)?;
         if request.is_read_only() {
             if !all_ranges_serializable(&request) {
@@ -323,7 +409,10 @@ impl Server {
     /// Compacted/future revisions and Raft unavailability.
     pub async fn compact(&self, revision: Revision, physical: bool) -> Result<Header, Error> {
         let (current, applied) = self
-            .propose(&Proposal::Compact { revision, physical })
+            .timed(
+                RequestSummary::Compact { revision },
+                self.propose(&Proposal::Compact { revision, physical }),
+            )
             .await?;
         match applied {
             Applied::Compact => Ok(self.header(current)),
@@ -604,14 +693,36 @@ impl Server {
         if payload.len() > REQUEST_BYTES_MAX {
             return Err(Error::RequestTooLarge);
         }
+        let pending = PendingProposal::start();
         let result = if forward {
             self.raft.propose(payload).await
         } else {
             self.raft.propose_as_leader(payload).await
+        };
+        drop(pending);
+        if result.is_err() {
+            metrics::get().proposals_failed.inc();
         }
-        .map_err(raft_error)?;
+        let result = result.map_err(raft_error)?;
         let outcome = codec::decode_outcome(&result).map_err(apply_error)?;
         Ok((outcome.revision, outcome.result))
+    }
+}
+
+/// Counts a proposal in `etcd_server_proposals_pending` while it lives, however its wait ends
+/// (answer, error, or the request being dropped).
+struct PendingProposal;
+
+impl PendingProposal {
+    fn start() -> PendingProposal {
+        metrics::get().proposals_pending.inc();
+        PendingProposal
+    }
+}
+
+impl Drop for PendingProposal {
+    fn drop(&mut self) {
+        metrics::get().proposals_pending.dec();
     }
 }
 

@@ -13,6 +13,7 @@ pub mod gateway;
 mod kv;
 mod lease;
 mod maintenance;
+mod metered;
 mod pending;
 pub mod status;
 mod watch;
@@ -109,6 +110,9 @@ pub async fn serve(
     let router = tonic::transport::Server::builder()
         // etcd serves HTTP/1.1 (health, version, gateway) beside gRPC on the client port.
         .accept_http1(true)
+        // Outermost, so the counts see every call and the final status codes, including
+        // the refusals and rewrites of the layers below.
+        .layer(metered::MeteredLayer)
         // etcd-compat: a client that sent `hasleader: true` is refused at once while there is
         // no leader, instead of waiting for one.
         .layer(tonic::service::InterceptorLayer::new(
