@@ -18,6 +18,8 @@
 //! - `restart`: a large store answers the same ranges after SIGTERM and after `kill -9`;
 //! - `http`: `/health` and `/version` on the client port;
 //! - `gateway`: the JSON gateway (`/v3/*`) with curl, answer for answer against etcd 3.4's;
+//! - `metrics`: `/metrics` under etcd's names, moving under load and across a leader kill;
+//!   `--listen-metrics-urls`; JSON logs, the member name, the slow-request warning;
 //! - `quota`: the backend quota, the NOSPACE and CORRUPT alarms, and Maintenance.Alarm, on one
 //!   member and across a cluster;
 //! - `cli`: etcd's flags, `MNEMO_*` environment variables, refusals of bad settings;
@@ -54,6 +56,7 @@ mod grpc_lease;
 mod grpc_watch;
 mod http;
 mod lease_expiry;
+mod metrics;
 mod quota;
 mod restart;
 mod snapshot;
