@@ -21,6 +21,9 @@
 //! [`ApplyError::Corrupt`]. Reads never come here, and alarm changes are always accepted, so
 //! an alarm can be cleared.
 //!
+//! Compactions and alarm changes are logged as they are applied (with the entry's index and
+//! term); a log line is the only output besides the batch, and it changes no state.
+//!
 //! Installing a snapshot (`StateMachineHost::install`) is not an apply: `storage::member_db`
 //! replaces the whole state with the received checkpoint, and apply only checks that the
 //! checkpoint's applied position decodes and then takes it as its own.
@@ -279,6 +282,34 @@ impl Applier {
     }
 }
 
+/// Logs the entries operators look for in a member's log: compactions and alarm changes,
+/// with the entry's Raft index and term (the same on every member, so lines of several
+/// members can be matched up).
+fn log_applied(proposal: &Proposal, outcome: &Result<ApplyOutcome, ApplyError>, position: LogPos) {
+    let Ok(outcome) = outcome else {
+        return;
+    };
+    match proposal {
+        Proposal::Compact { revision, .. } => tracing::info!(
+            compact_revision = revision,
+            revision = outcome.revision,
+            index = position.index,
+            term = position.term,
+            "compaction applied"
+        ),
+        Proposal::Alarm { activate, alarm } => tracing::warn!(
+            alarm = alarm.kind.name(),
+            alarm_member_id = %format!("{:x}", alarm.member),
+            activate,
+            index = position.index,
+            term = position.term,
+            "{}",
+            if *activate { "alarm raised" } else { "alarm cleared" }
+        ),
+        _ => {}
+    }
+}
+
 /// The injected `txn-compare-after-writes` bug: the success branch's writes land
 /// unconditionally, and the compares are judged afterwards on the state those writes produced.
 /// A guard on a key the txn writes then fails even when it held, and the writes stay either way.
@@ -409,8 +440,11 @@ impl StateMachineHost for Applier {
                 CommittedData::Blank => {}
                 CommittedData::Membership(blob) => membership = Some(blob.clone()),
                 CommittedData::Normal(bytes) => {
-                    let outcome = codec::decode_proposal(bytes)
-                        .and_then(|(_id, proposal)| self.apply_proposal(&mut txn, &proposal));
+                    let outcome = codec::decode_proposal(bytes).and_then(|(_id, proposal)| {
+                        let outcome = self.apply_proposal(&mut txn, &proposal);
+                        log_applied(&proposal, &outcome, entry.position);
+                        outcome
+                    });
                     // An entry this member cannot decode, or a storage failure, must not be
                     // skipped while the applied position moves past it: this member's state
                     // would then differ from the others'. The batch is dropped and the member

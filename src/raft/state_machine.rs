@@ -240,7 +240,7 @@ fn build(host: &dyn StateMachineHost, snap_dir: &Path) -> io::Result<EngineSnaps
     // least one complete snapshot.
     let encoded = serde_json::to_vec(&meta).map_err(io::Error::other)?;
     super::wal::write_file_atomically(&building, META_FILE, &encoded)?;
-    let index = state.applied.map_or(0, |LogPos { index, .. }| index);
+    let LogPos { index, term } = state.applied.unwrap_or(LogPos { index: 0, term: 0 });
     let target = snap_dir.join(format!("{SNAPSHOT_PREFIX}{index:020}"));
     if target.exists() {
         fs::remove_dir_all(&target)?;
@@ -248,7 +248,7 @@ fn build(host: &dyn StateMachineHost, snap_dir: &Path) -> io::Result<EngineSnaps
     fs::rename(&building, &target)?;
     fs::File::open(snap_dir)?.sync_all()?;
     remove_older_snapshots(snap_dir, &target)?;
-    tracing::info!(index, path = %target.display(), "snapshot built");
+    tracing::info!(index, term, path = %target.display(), "snapshot built");
     Ok(Snapshot {
         meta,
         snapshot: SnapshotDir(target),

@@ -145,12 +145,15 @@ impl Server {
         let raft = self.raft.status();
         let backend = self.store.backend();
         let watch = self.watch().counts();
+        // As in Status: consensus metrics trail the apply loop slightly, and nothing can be
+        // applied that was not committed.
+        let applied_index = self.applier.applied_index().max(raft.applied_index);
         metrics::MemberSample {
             member_id: self.identity.member_id,
             has_leader: raft.leader.is_some(),
             is_leader: raft.leader == Some(self.identity.member_id),
-            commit_index: raft.commit_index,
-            applied_index: self.applier.applied_index().max(raft.applied_index),
+            commit_index: raft.commit_index.max(applied_index),
+            applied_index,
             db_size_bytes: backend.size_bytes(),
             db_size_in_use_bytes: backend.size_in_use_bytes(),
             watch_streams: watch.streams,

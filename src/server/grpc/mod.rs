@@ -106,6 +106,7 @@ pub async fn serve(
         .add_service(v3electionpb::election_server::ElectionServer::new(
             ElectionService::new(&server),
         ));
+    metered::register_series();
     let leader_check = Arc::clone(&server);
     let router = tonic::transport::Server::builder()
         // etcd serves HTTP/1.1 (health, version, gateway) beside gRPC on the client port.
