@@ -12,6 +12,7 @@
 //! uncounted.
 
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -102,26 +103,40 @@ const CODE_NAMES: [&str; 17] = [
 
 /// The code recorded for a call whose response ended without a status: the client went away
 /// (or the connection broke) before the server finished, which gRPC reports as Canceled.
-const CODE_CANCELED: &str = "Canceled";
+const CODE_CANCELED: usize = 1;
+/// The code recorded for a `grpc-status` that is not a code.
+const CODE_UNKNOWN: usize = 2;
 
 /// The bytes of a gRPC message prefix: a compression flag, then the length (u32 big-endian).
 const MESSAGE_PREFIX_BYTES: usize = 5;
 
+/// Every method's counters, resolved once (at the first call or [`register_series`]), so a
+/// call only bumps atomics and never looks a label set up under the registry's lock.
+static HANDLES: LazyLock<Vec<MethodHandles>> = LazyLock::new(|| {
+    let registry = metrics::get();
+    METHODS
+        .iter()
+        .map(|&(service, name, kind)| {
+            let labels = [kind, service, name];
+            MethodHandles {
+                labels,
+                started: registry.grpc_started.with_label_values(&labels),
+                received: registry.grpc_msg_received.with_label_values(&labels),
+                sent: registry.grpc_msg_sent.with_label_values(&labels),
+                handled: CODE_NAMES.map(|code| {
+                    registry
+                        .grpc_handled
+                        .with_label_values(&[kind, service, name, code])
+                }),
+            }
+        })
+        .collect()
+});
+
 /// Creates every method's series at zero, as etcd does at start, so that a rate or an alert
 /// over a method that was never called reads 0 instead of finding no series.
 pub fn register_series() {
-    let registry = metrics::get();
-    for &(service, name, kind) in METHODS {
-        let labels = [kind, service, name];
-        registry.grpc_started.with_label_values(&labels);
-        registry.grpc_msg_received.with_label_values(&labels);
-        registry.grpc_msg_sent.with_label_values(&labels);
-        for code in CODE_NAMES {
-            registry
-                .grpc_handled
-                .with_label_values(&[kind, service, name, code]);
-        }
-    }
+    LazyLock::force(&HANDLES);
 }
 
 /// Wraps the client port's service in [`Metered`].
@@ -142,13 +157,21 @@ pub struct Metered<S> {
     inner: S,
 }
 
-/// The labels of one known method.
-#[derive(Clone, Copy, Debug)]
-struct Method {
-    service: &'static str,
-    name: &'static str,
-    kind: &'static str,
+/// The counters of one known method.
+#[derive(Debug)]
+struct MethodHandles {
+    /// `grpc_type`, `grpc_service`, `grpc_method`.
+    labels: [&'static str; 3],
+    started: IntCounter,
+    received: IntCounter,
+    sent: IntCounter,
+    /// By code number, as [`CODE_NAMES`].
+    handled: [IntCounter; CODE_NAMES.len()],
 }
+
+/// One call of a known method.
+#[derive(Clone, Copy, Debug)]
+struct Method(&'static MethodHandles);
 
 impl Method {
     /// The method a gRPC request calls, if it is one of [`METHODS`].
@@ -161,35 +184,35 @@ impl Method {
             return None;
         }
         let (service, name) = request.uri().path().strip_prefix('/')?.split_once('/')?;
-        METHODS
+        HANDLES
             .iter()
-            .find(|(known_service, known_name, _)| *known_service == service && *known_name == name)
-            .map(|&(service, name, kind)| Method {
-                service,
-                name,
-                kind,
-            })
+            .find(|handles| handles.labels[1] == service && handles.labels[2] == name)
+            .map(Method)
     }
 
-    fn labels(&self) -> [&'static str; 3] {
-        [self.kind, self.service, self.name]
+    #[cfg(test)]
+    fn labels(self) -> [&'static str; 3] {
+        self.0.labels
     }
 
-    fn handled(&self, code: &str) {
-        metrics::get()
-            .grpc_handled
-            .with_label_values(&[self.kind, self.service, self.name, code])
-            .inc();
+    /// Counts the call as handled with the code of `grpc-status` `status`.
+    fn handled(self, status: &http::HeaderValue) {
+        self.0.handled[code_number(status)].inc();
+    }
+
+    /// Counts the call as handled with Canceled.
+    fn canceled(self) {
+        self.0.handled[CODE_CANCELED].inc();
     }
 }
 
-/// The `grpc_code` label for a `grpc-status` value.
-fn code_name(status: &http::HeaderValue) -> &'static str {
+/// The code number of a `grpc-status` value; Unknown for anything that is not one.
+fn code_number(status: &http::HeaderValue) -> usize {
     std::str::from_utf8(status.as_bytes())
         .ok()
         .and_then(|text| text.parse::<usize>().ok())
-        .and_then(|number| CODE_NAMES.get(number).copied())
-        .unwrap_or("Unknown")
+        .filter(|number| *number < CODE_NAMES.len())
+        .unwrap_or(CODE_UNKNOWN)
 }
 
 impl<S, ResBody> tower::Service<http::Request<tonic::body::Body>> for Metered<S>
@@ -212,11 +235,9 @@ where
             let answer = self.inner.call(request);
             return Box::pin(async move { Ok(answer.await?.map(tonic::body::Body::new)) });
         };
-        let labels = method.labels();
-        let registry = metrics::get();
-        registry.grpc_started.with_label_values(&labels).inc();
-        let received = registry.grpc_msg_received.with_label_values(&labels);
-        let sent = registry.grpc_msg_sent.with_label_values(&labels);
+        method.0.started.inc();
+        let received = method.0.received.clone();
+        let sent = method.0.sent.clone();
         let request =
             request.map(|body| tonic::body::Body::new(CountedBody::new(body, received, None)));
         let answer = self.inner.call(request);
@@ -226,7 +247,7 @@ where
             // its headers and has no body to watch.
             let pending = match response.headers().get("grpc-status") {
                 Some(status) => {
-                    method.handled(code_name(status));
+                    method.handled(status);
                     None
                 }
                 None => Some(method),
@@ -300,7 +321,7 @@ impl<B> CountedBody<B> {
 impl<B> Drop for CountedBody<B> {
     fn drop(&mut self) {
         if let Some(method) = self.pending.take() {
-            method.handled(CODE_CANCELED);
+            method.canceled();
         }
     }
 }
@@ -326,7 +347,7 @@ where
                 && let Some(status) = trailers.get("grpc-status")
                 && let Some(method) = this.pending.take()
             {
-                method.handled(code_name(status));
+                method.handled(status);
             }
         }
         polled
@@ -393,7 +414,10 @@ mod tests {
         assert_eq!(watch.labels(), [BIDI_STREAM, "etcdserverpb.Watch", "Watch"]);
         assert!(Method::of(&request("/etcdserverpb.KV/Nope", "application/grpc")).is_none());
         assert!(Method::of(&request("/etcdserverpb.KV/Range", "application/json")).is_none());
-        assert_eq!(code_name(&http::HeaderValue::from_static("5")), "NotFound");
-        assert_eq!(code_name(&http::HeaderValue::from_static("99")), "Unknown");
+        let code = |text| CODE_NAMES[code_number(&http::HeaderValue::from_static(text))];
+        assert_eq!(code("5"), "NotFound");
+        assert_eq!(code("99"), "Unknown");
+        assert_eq!(CODE_NAMES[CODE_CANCELED], "Canceled");
+        assert_eq!(CODE_NAMES[CODE_UNKNOWN], "Unknown");
     }
 }
