@@ -195,122 +195,113 @@ fn build() -> (Registry, Metrics) {
     let metrics = Metrics {
         has_leader: gauge(
             "etcd_server_has_leader",
-            "Whether or not a leader exists. 1 is existence, 0 is not.",
+            "1 when this member knows a leader, 0 otherwise.",
         ),
         is_leader: gauge(
             "etcd_server_is_leader",
-            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            "1 when this member is the leader, 0 otherwise.",
         ),
         leader_changes_seen: counter(
             "etcd_server_leader_changes_seen_total",
-            "The number of leader changes seen.",
+            "Times this member saw a new leader.",
         ),
         proposals_committed: gauge(
             "etcd_server_proposals_committed_total",
-            "The total number of consensus proposals committed.",
+            "Raft commit index of this member.",
         ),
         proposals_applied: gauge(
             "etcd_server_proposals_applied_total",
-            "The total number of consensus proposals applied.",
+            "Raft index this member has applied up to.",
         ),
         proposals_pending: gauge(
             "etcd_server_proposals_pending",
-            "The current number of pending proposals to commit.",
+            "Proposals this member is waiting on.",
         ),
         proposals_failed: counter(
             "etcd_server_proposals_failed_total",
-            "The total number of failed proposals seen.",
+            "Proposals that did not commit (no leader, leader change, timeout).",
         ),
         slow_apply: counter(
             "etcd_server_slow_apply_total",
-            "The total number of requests slower than the warning threshold.",
+            "Requests slower than --experimental-warning-apply-duration.",
         ),
         server_id: gauge_vec(
             "etcd_server_id",
-            "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+            "Always 1; the server_id label is this member's id in hex.",
             &["server_id"],
         ),
         server_version: gauge_vec(
             "etcd_server_version",
-            "Which version is running. 1 for 'server_version' label with current version.",
+            "Always 1; the server_version label is the etcd API version served.",
             &["server_version"],
         ),
         db_total_size: gauge(
             "etcd_mvcc_db_total_size_in_bytes",
-            "Total size of the underlying database physically allocated in bytes.",
+            "Bytes the backend takes on disk.",
         ),
         db_in_use_size: gauge(
             "etcd_mvcc_db_total_size_in_use_in_bytes",
-            "Total size of the underlying database logically in use in bytes.",
+            "Bytes of the backend holding live data.",
         ),
-        mvcc_put: counter(
-            "etcd_mvcc_put_total",
-            "Total number of puts seen by this member.",
-        ),
-        mvcc_range: counter(
-            "etcd_mvcc_range_total",
-            "Total number of ranges seen by this member.",
-        ),
+        mvcc_put: counter("etcd_mvcc_put_total", "Puts served by this member."),
+        mvcc_range: counter("etcd_mvcc_range_total", "Ranges served by this member."),
         mvcc_delete: counter(
             "etcd_mvcc_delete_total",
-            "Total number of deletes seen by this member.",
+            "Delete-ranges served by this member.",
         ),
-        mvcc_txn: counter(
-            "etcd_mvcc_txn_total",
-            "Total number of txns seen by this member.",
-        ),
+        mvcc_txn: counter("etcd_mvcc_txn_total", "Transactions served by this member."),
         wal_fsync: histogram(
             "etcd_disk_wal_fsync_duration_seconds",
-            "The latency distributions of fsync called by WAL.",
+            "Seconds each fsync of the Raft write-ahead log took.",
             disk_buckets.clone(),
         ),
         backend_commit: histogram(
             "etcd_disk_backend_commit_duration_seconds",
-            "The latency distributions of commit called by backend.",
+            "Seconds each backend write batch took to commit.",
             disk_buckets,
         ),
         watch_streams: gauge(
             "etcd_debugging_mvcc_watch_stream_total",
-            "Total number of watch streams.",
+            "Open watch streams.",
         ),
         watchers: gauge(
             "etcd_debugging_mvcc_watcher_total",
-            "Total number of watchers.",
+            "Watchers on all open streams.",
         ),
         slow_watchers: gauge(
             "etcd_debugging_mvcc_slow_watcher_total",
-            "Total number of unsynced slow watchers.",
+            "Watchers behind the latest revision, catching up.",
         ),
         lease_granted: counter(
             "etcd_debugging_lease_granted_total",
-            "The total number of granted leases.",
+            "Lease grants applied.",
         ),
         lease_revoked: counter(
             "etcd_debugging_lease_revoked_total",
-            "The total number of revoked leases.",
+            "Lease revokes applied.",
         ),
         lease_renewed: counter(
             "etcd_debugging_lease_renewed_total",
-            "The number of renewed leases seen by the leader.",
+            "Lease renewals made by this member as leader.",
         ),
         grpc_started: counter_vec(
             "grpc_server_started_total",
-            "Total number of RPCs started on the server.",
+            "gRPC calls started, by method.",
             &grpc_labels,
         ),
         grpc_handled: counter_vec(
             "grpc_server_handled_total",
-            "Total number of RPCs completed on the server, regardless of success or failure.",
+            "gRPC calls finished, by method and status code.",
             &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
         ),
         grpc_msg_received: counter_vec(
             "grpc_server_msg_received_total",
-            "Total number of RPC stream messages received on the server.",
+            "gRPC messages received, by method.",
             &grpc_labels,
         ),
         grpc_msg_sent: counter_vec(
             "grpc_server_msg_sent_total",
-            "Total number of gRPC stream messages sent by the server.",
+            "gRPC messages sent, by method.",
             &grpc_labels,
         ),
         wal_batch_entries: histogram(
