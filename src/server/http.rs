@@ -37,13 +37,23 @@ pub fn metrics_router(server: Arc<Server>) -> Router {
         .with_state(server)
 }
 
-/// `/metrics`: every metric in Prometheus's text format.
+/// `/metrics`: every metric in Prometheus's text format. Sampling reads RocksDB properties
+/// and `/proc`, so it runs on a blocking thread, never on a runtime worker.
 async fn metrics(State(server): State<Arc<Server>>) -> impl IntoResponse {
-    let sample = server.metrics_sample();
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        crate::metrics::render(&sample),
-    )
+    let rendered =
+        tokio::task::spawn_blocking(move || crate::metrics::render(&server.metrics_sample())).await;
+    match rendered {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            text,
+        ),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("sampling metrics failed: {err}"),
+        ),
+    }
 }
 
 /// `/health`: unhealthy while an alarm is raised (unless the query excludes its type, as in
