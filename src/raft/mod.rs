@@ -1176,6 +1176,8 @@ async fn watch_membership(core: Core, removed_members: Arc<Mutex<HashSet<u64>>>)
     let mut metrics = core.engine.metrics();
     let mut previous: Option<BTreeSet<u64>> = None;
     let mut leader_seen: Option<u64> = None;
+    // Whether the current interregnum (no leader known) was logged already.
+    let mut leaderless_logged = false;
     loop {
         let (current, leader, term) = {
             let metrics = metrics.borrow_watched();
@@ -1202,6 +1204,16 @@ async fn watch_membership(core: Core, removed_members: Arc<Mutex<HashSet<u64>>>)
                 "leader changed"
             );
             leader_seen = Some(leader);
+            leaderless_logged = false;
+        }
+        if leader.is_none() && leader_seen.is_some() && !leaderless_logged {
+            tracing::info!(
+                term,
+                previous_leader = %leader_seen.map(|id| format!("{id:x}")).unwrap_or_default(),
+                member_id = %format!("{:x}", core.member_id()),
+                "lost the leader; an election is under way"
+            );
+            leaderless_logged = true;
         }
         if let Some(before) = &previous
             && *before != current
