@@ -10,6 +10,7 @@ use mnemo::embed::{ClusterState, Config, Node, parse_urls};
 use mnemo::limits::{
     ELECTION_TIMEOUT_DEFAULT, ETCD_COMPAT_VERSION, HEARTBEAT_INTERVAL_DEFAULT,
     QUOTA_BACKEND_BYTES_DEFAULT, QUOTA_BACKEND_BYTES_DISABLED, SNAPSHOT_COUNT_DEFAULT,
+    WARNING_APPLY_DURATION_DEFAULT,
 };
 use mnemo::logging;
 use mnemo::server::compactor::AutoCompaction;
@@ -165,10 +166,9 @@ struct Flags {
     #[arg(
         long,
         env = "MNEMO_EXPERIMENTAL_WARNING_APPLY_DURATION",
-        default_value = "100ms",
-        value_parser = humantime::parse_duration
+        default_value_t = humantime::Duration::from(WARNING_APPLY_DURATION_DEFAULT)
     )]
-    experimental_warning_apply_duration: Duration,
+    experimental_warning_apply_duration: humantime::Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -238,7 +238,7 @@ impl Flags {
                 parse_urls("--listen-metrics-urls", &self.listen_metrics_urls)
                     .map_err(|e| e.to_string())?
             },
-            warning_apply_duration: self.experimental_warning_apply_duration,
+            warning_apply_duration: self.experimental_warning_apply_duration.into(),
             auto_compaction: AutoCompaction::parse(
                 &self.auto_compaction_mode,
                 &self.auto_compaction_retention,

@@ -365,7 +365,10 @@ impl Node {
         };
         let mut client_addrs = Vec::new();
         let mut listeners = Vec::new();
+        // Client and metrics URLs are all bound before any serves, so one that cannot be
+        // listened on fails the start before a client was served.
         let client_bound = bind_all(&config.listen_client_urls).await?;
+        let metrics_bound = bind_all(&config.listen_metrics_urls).await?;
         for ((listener, bound), url) in client_bound.into_iter().zip(&config.listen_client_urls) {
             tracing::info!(address = %bound, scheme = url.scheme(), "serving client requests");
             client_addrs.push(bound);
@@ -378,7 +381,7 @@ impl Node {
                 }
             }));
         }
-        for (listener, bound) in bind_all(&config.listen_metrics_urls).await? {
+        for (listener, bound) in metrics_bound {
             tracing::info!(address = %bound, "serving /metrics and /health");
             let shutdown = shutdown_signal(stopped.clone());
             let router = server::http::metrics_router(Arc::clone(&server));
