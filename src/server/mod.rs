@@ -11,8 +11,8 @@ mod error;
 pub mod grpc;
 pub mod http;
 mod lease;
-pub mod snapshot;
 mod slow;
+pub mod snapshot;
 pub mod validate;
 
 use std::sync::Arc;
