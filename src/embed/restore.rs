@@ -232,14 +232,6 @@ fn build(
     staging: &Path,
     identity: &Identity,
 ) -> Result<Restored, RestoreError> {
-    let io_error = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| RestoreError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     let storage = |error: &dyn std::fmt::Display| RestoreError::Storage(error.to_string());
     let snapshot_error = |source| RestoreError::Snapshot {
         path: options.snapshot.clone(),
@@ -306,14 +298,6 @@ fn build(
 /// Fsyncs every file and directory under `dir` (a few dozen: RocksDB's files, the identity),
 /// so the data dir is durable before it appears under its name.
 fn sync_tree(dir: &Path) -> Result<(), RestoreError> {
-    let io_error = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| RestoreError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     let entries = fs::read_dir(dir).map_err(io_error("list", dir))?;
     for entry in entries {
         let entry = entry.map_err(io_error("list", dir))?;
@@ -333,6 +317,16 @@ fn sync_tree(dir: &Path) -> Result<(), RestoreError> {
     File::open(dir)
         .and_then(|file| file.sync_all())
         .map_err(io_error("sync", dir))
+}
+
+/// An I/O failure of `action` on `path`, for `map_err`.
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RestoreError {
+    let path = path.to_path_buf();
+    move |source| RestoreError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 fn sync_parent(path: &Path) -> Result<(), RestoreError> {

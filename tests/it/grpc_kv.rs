@@ -2162,7 +2162,7 @@ async fn member_list_reports_the_single_member() {
 async fn unimplemented_methods_answer_unimplemented_promptly() {
     use mnemo::pb::etcdserverpb::auth_client::AuthClient;
     use mnemo::pb::etcdserverpb::{
-        AuthStatusRequest, HashRequest, MemberAddRequest, MoveLeaderRequest,
+        AuthStatusRequest, DowngradeRequest, MemberAddRequest, MoveLeaderRequest,
     };
 
     let member = Member::start().await;
@@ -2176,12 +2176,12 @@ async fn unimplemented_methods_answer_unimplemented_promptly() {
     };
 
     let mut maintenance = member.maintenance().await;
-    within("Hash")(
+    within("Downgrade")(
         tokio::time::timeout(deadline, async {
             maintenance
-                .hash(HashRequest::default())
+                .downgrade(DowngradeRequest::default())
                 .await
-                .expect_err("Hash must fail")
+                .expect_err("Downgrade must fail")
         })
         .await,
     );
