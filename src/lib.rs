@@ -19,9 +19,9 @@
 //! Layout, lowest layer first (see ARCHITECTURE.md):
 //! `types`, `limits`, `tls` (certificate files, handshakes) → `storage` (RocksDB backend,
 //! MVCC) → `snapshot` (the snapshot file) → `raft` (consensus, WAL) → `lease` (the lease table
-//! and the leader's timers), `alarm` (the raised alarms) → `apply` (the only post-commit
-//! mutation) → `watch` (events to watchers) → `server` (request lifecycle, gRPC, HTTP) →
-//! `client` → `embed` (composition).
+//! and the leader's timers), `alarm` (the raised alarms), `auth` (users, roles, permissions,
+//! tokens) → `apply` (the only post-commit mutation) → `watch` (events to watchers) →
+//! `server` (request lifecycle, gRPC, HTTP) → `client` → `embed` (composition).
 
 // The KV entry points nest several async layers (gRPC handler, lock recipes, the slow-request
 // timer, proposal, Raft forwarding); computing their futures' layouts needs more than the
@@ -30,6 +30,7 @@
 
 pub mod alarm;
 pub mod apply;
+pub mod auth;
 #[cfg(feature = "bug-injection")]
 pub mod bugs;
 pub mod client;

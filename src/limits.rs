@@ -285,3 +285,29 @@ pub const TLS_HANDSHAKES_PENDING_MAX: usize = 256;
 /// Connections that finished their TLS handshake and wait for the server to take them; a full
 /// queue makes handshake tasks wait (their slot stays taken).
 pub const TLS_ACCEPTED_QUEUE: usize = 64;
+
+/// bcrypt cost of stored password hashes (etcd's `--bcrypt-cost` default). One hash or one
+/// check at cost 10 is about 2^10 key-schedule rounds: tens of milliseconds of one core, which
+/// is what makes a stolen hash slow to guess and why hashing never runs in apply.
+pub const AUTH_BCRYPT_COST: u32 = 10;
+
+/// How long a simple token stays valid without being used (etcd's `--auth-token-ttl`
+/// default, 300 s); every use extends it by as much again.
+pub const AUTH_TOKEN_TTL_DEFAULT: Duration = Duration::from_secs(300);
+
+/// Simple tokens one member keeps at most. Past it, expired tokens are dropped first; if all
+/// are live, Authenticate is refused as too many requests until some expire.
+pub const AUTH_TOKENS_MAX: usize = 100_000;
+
+/// Authenticate attempts one user may make at once before being slowed down. Each attempt
+/// costs one bcrypt check (see [`AUTH_BCRYPT_COST`]); etcd has no such limit.
+pub const AUTHENTICATE_BURST_PER_USER: u32 = 5;
+
+/// After the burst, one more Authenticate attempt per user is allowed every this long:
+/// 5 per second, so guessing one user's password costs an attacker at most 432,000 tries a
+/// day, and this member at most about a third of a core per attacked user.
+pub const AUTHENTICATE_REFILL_PER_USER: Duration = Duration::from_millis(200);
+
+/// bcrypt checks (Authenticate) running at once on one member, whatever the user; more wait
+/// their turn, so password checks never take more than this many cores.
+pub const AUTHENTICATE_CONCURRENT_MAX: usize = 2;

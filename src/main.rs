@@ -98,6 +98,15 @@ struct Flags {
         value_parser = humantime::parse_duration
     )]
     experimental_watch_progress_notify_interval: Duration,
+    /// Auth token type: only 'simple' (per-member random tokens) is served.
+    #[arg(long, env = "MNEMO_AUTH_TOKEN", default_value = "simple")]
+    auth_token: String,
+    /// Seconds a simple auth token stays valid after its last use.
+    #[arg(long, env = "MNEMO_AUTH_TOKEN_TTL", default_value_t = 300)]
+    auth_token_ttl: u64,
+    /// bcrypt cost of password hashes (4 to 31).
+    #[arg(long, env = "MNEMO_BCRYPT_COST", default_value_t = 10)]
+    bcrypt_cost: u32,
     /// Interpret 'auto-compaction-retention' as a duration ('periodic') or a number of
     /// revisions ('revision').
     #[arg(long, env = "MNEMO_AUTO_COMPACTION_MODE", default_value = "periodic")]
@@ -199,7 +208,22 @@ impl Flags {
             Ok(bytes) => bytes,
             Err(_) => QUOTA_BACKEND_BYTES_DISABLED,
         };
+        // etcd's token option is '<type>[,option=value...]'; only simple tokens exist here.
+        if self.auth_token.split(',').next() != Some("simple") {
+            return Err(format!(
+                "--auth-token {:?} is not supported: only 'simple' tokens are",
+                self.auth_token
+            ));
+        }
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            return Err(format!(
+                "--bcrypt-cost {} is out of range: valid values are 4 to 31",
+                self.bcrypt_cost
+            ));
+        }
         Ok(Config {
+            auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
+            bcrypt_cost: self.bcrypt_cost,
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(format!("{}.mnemo", self.name))),

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::alarm::{Alarm, AlarmType};
+use crate::auth::{AuthChange, AuthError, AuthStamp, PasswordHash, PermType, Permission};
 use crate::convert;
 use crate::limits::{QUOTA_KV_OVERHEAD_BYTES, QUOTA_LEASE_OVERHEAD_BYTES};
 use crate::pb::etcdserverpb as rpc;
@@ -58,6 +59,8 @@ pub enum Proposal {
         /// The member and type.
         alarm: Alarm,
     },
+    /// Change the auth store.
+    Auth(AuthChange),
 }
 
 impl Proposal {
@@ -78,7 +81,8 @@ impl Proposal {
             | Proposal::Compact { .. }
             | Proposal::LeaseRevoke { .. }
             | Proposal::LeaseCheckpoint(_)
-            | Proposal::Alarm { .. } => 0,
+            | Proposal::Alarm { .. }
+            | Proposal::Auth(_) => 0,
         }
     }
 }
@@ -126,6 +130,8 @@ pub enum Applied {
     /// An alarm change: the alarm an activate raised (or found raised), or the one a
     /// deactivate cleared; empty when a deactivate found nothing to clear.
     Alarm(Vec<Alarm>),
+    /// An auth change was applied (or changed nothing, as etcd allows for some).
+    Auth,
 }
 
 /// A successful apply and the revision for the response header.
@@ -162,6 +168,9 @@ pub enum ApplyError {
     /// A write while a CORRUPT alarm is raised.
     #[error("corrupt cluster")]
     Corrupt,
+    /// The auth store refused the change, or the caller's permission (checked again here).
+    #[error(transparent)]
+    Auth(AuthError),
     /// The entry could not be understood or applied; a bug or a newer format.
     #[error("internal apply error: {0}")]
     Internal(String),
@@ -176,9 +185,17 @@ const ERROR_INTERNAL: u32 = 5;
 const ERROR_LEASE_EXISTS: u32 = 6;
 const ERROR_NO_SPACE: u32 = 7;
 const ERROR_CORRUPT: u32 = 8;
+/// Auth errors are `ERROR_AUTH_BASE + AuthError::code()`.
+const ERROR_AUTH_BASE: u32 = 100;
 
-/// Encodes a proposal with the proposer's request id.
+/// Encodes a proposal with the proposer's request id, unchecked by auth at apply (the
+/// member's own proposals).
 pub fn encode_proposal(id: u64, proposal: &Proposal) -> Bytes {
+    encode_stamped(id, proposal, None)
+}
+
+/// Encodes a proposal with the proposer's request id and the caller it was checked for.
+pub fn encode_stamped(id: u64, proposal: &Proposal, stamp: Option<&AuthStamp>) -> Bytes {
     let request = match proposal {
         Proposal::Put(put) => internal_request::Request::Put(convert::put_to_pb(put)),
         Proposal::DeleteRange(delete) => {
@@ -208,6 +225,7 @@ pub fn encode_proposal(id: u64, proposal: &Proposal) -> Bytes {
                     .collect(),
             })
         }
+        Proposal::Auth(change) => auth_to_pb(change),
         Proposal::Alarm { activate, alarm } => {
             let action = if *activate {
                 rpc::alarm_request::AlarmAction::Activate
@@ -225,8 +243,109 @@ pub fn encode_proposal(id: u64, proposal: &Proposal) -> Bytes {
         version: PAYLOAD_VERSION,
         id,
         request: Some(request),
+        auth: stamp.map(|stamp| internal::AuthStamp {
+            user: stamp.user.clone(),
+            revision: stamp.revision,
+        }),
     };
     Bytes::from(message.encode_to_vec())
+}
+
+/// A permission in its wire form.
+pub fn permission_to_pb(permission: &Permission) -> crate::pb::authpb::Permission {
+    use crate::pb::authpb::permission::Type;
+    let perm_type = match permission.perm_type {
+        PermType::Read => Type::Read,
+        PermType::Write => Type::Write,
+        PermType::ReadWrite => Type::Readwrite,
+    };
+    crate::pb::authpb::Permission {
+        perm_type: perm_type.into(),
+        key: permission.key.clone(),
+        range_end: permission.range_end.clone(),
+    }
+}
+
+/// A permission from the wire or the log.
+///
+/// # Errors
+/// An unknown permission type.
+pub fn permission_from_pb(permission: crate::pb::authpb::Permission) -> Result<Permission, String> {
+    use crate::pb::authpb::permission::Type;
+    let perm_type = match Type::try_from(permission.perm_type) {
+        Ok(Type::Read) => PermType::Read,
+        Ok(Type::Write) => PermType::Write,
+        Ok(Type::Readwrite) => PermType::ReadWrite,
+        Err(_) => return Err(format!("unknown permission type {}", permission.perm_type)),
+    };
+    Ok(Permission {
+        perm_type,
+        key: permission.key,
+        range_end: permission.range_end,
+    })
+}
+
+fn hashed(hash: String) -> Option<PasswordHash> {
+    (!hash.is_empty()).then_some(PasswordHash(hash))
+}
+
+fn auth_to_pb(change: &AuthChange) -> internal_request::Request {
+    use internal_request::Request;
+    match change {
+        AuthChange::Enable => Request::AuthEnable(rpc::AuthEnableRequest {}),
+        AuthChange::Disable => Request::AuthDisable(rpc::AuthDisableRequest {}),
+        AuthChange::UserAdd { name, password } => Request::UserAdd(rpc::AuthUserAddRequest {
+            name: name.clone(),
+            password: String::new(),
+            options: Some(crate::pb::authpb::UserAddOptions {
+                no_password: password.is_none(),
+            }),
+            hashed_password: password.clone().map(|hash| hash.0).unwrap_or_default(),
+        }),
+        AuthChange::UserDelete { name } => {
+            Request::UserDelete(rpc::AuthUserDeleteRequest { name: name.clone() })
+        }
+        AuthChange::UserChangePassword { name, password } => {
+            Request::UserChangePassword(rpc::AuthUserChangePasswordRequest {
+                name: name.clone(),
+                password: String::new(),
+                hashed_password: password.0.clone(),
+            })
+        }
+        AuthChange::UserGrantRole { user, role } => {
+            Request::UserGrantRole(rpc::AuthUserGrantRoleRequest {
+                user: user.clone(),
+                role: role.clone(),
+            })
+        }
+        AuthChange::UserRevokeRole { user, role } => {
+            Request::UserRevokeRole(rpc::AuthUserRevokeRoleRequest {
+                name: user.clone(),
+                role: role.clone(),
+            })
+        }
+        AuthChange::RoleAdd { name } => {
+            Request::RoleAdd(rpc::AuthRoleAddRequest { name: name.clone() })
+        }
+        AuthChange::RoleDelete { name } => {
+            Request::RoleDelete(rpc::AuthRoleDeleteRequest { role: name.clone() })
+        }
+        AuthChange::RoleGrantPermission { role, permission } => {
+            Request::RoleGrantPermission(rpc::AuthRoleGrantPermissionRequest {
+                name: role.clone(),
+                perm: Some(permission_to_pb(permission)),
+            })
+        }
+        AuthChange::RoleRevokePermission {
+            role,
+            key,
+            range_end,
+        } => Request::RoleRevokePermission(rpc::AuthRoleRevokePermissionRequest {
+            role: role.clone(),
+            key: key.clone(),
+            range_end: range_end.clone(),
+        }),
+    }
 }
 
 /// Decodes a proposal, returning its request id.
@@ -234,6 +353,14 @@ pub fn encode_proposal(id: u64, proposal: &Proposal) -> Bytes {
 /// # Errors
 /// [`ApplyError::Internal`] for bytes that are not a known payload.
 pub fn decode_proposal(bytes: &[u8]) -> Result<(u64, Proposal), ApplyError> {
+    decode_entry(bytes).map(|(id, proposal, _)| (id, proposal))
+}
+
+/// Decodes a proposal, returning its request id and the caller it was checked for.
+///
+/// # Errors
+/// [`ApplyError::Internal`] for bytes that are not a known payload.
+pub fn decode_entry(bytes: &[u8]) -> Result<(u64, Proposal, Option<AuthStamp>), ApplyError> {
     let message = internal::InternalRequest::decode(bytes)
         .map_err(|err| ApplyError::Internal(format!("undecodable raft payload: {err}")))?;
     if message.version != PAYLOAD_VERSION {
@@ -269,13 +396,67 @@ pub fn decode_proposal(bytes: &[u8]) -> Result<(u64, Proposal), ApplyError> {
                 .collect(),
         ),
         Some(internal_request::Request::Alarm(request)) => decode_alarm(&request)?,
+        Some(internal_request::Request::AuthEnable(_)) => Proposal::Auth(AuthChange::Enable),
+        Some(internal_request::Request::AuthDisable(_)) => Proposal::Auth(AuthChange::Disable),
+        Some(internal_request::Request::UserAdd(add)) => Proposal::Auth(AuthChange::UserAdd {
+            name: add.name,
+            password: hashed(add.hashed_password),
+        }),
+        Some(internal_request::Request::UserDelete(delete)) => {
+            Proposal::Auth(AuthChange::UserDelete { name: delete.name })
+        }
+        Some(internal_request::Request::UserChangePassword(change)) => {
+            Proposal::Auth(AuthChange::UserChangePassword {
+                name: change.name,
+                password: PasswordHash(change.hashed_password),
+            })
+        }
+        Some(internal_request::Request::UserGrantRole(grant)) => {
+            Proposal::Auth(AuthChange::UserGrantRole {
+                user: grant.user,
+                role: grant.role,
+            })
+        }
+        Some(internal_request::Request::UserRevokeRole(revoke)) => {
+            Proposal::Auth(AuthChange::UserRevokeRole {
+                user: revoke.name,
+                role: revoke.role,
+            })
+        }
+        Some(internal_request::Request::RoleAdd(add)) => {
+            Proposal::Auth(AuthChange::RoleAdd { name: add.name })
+        }
+        Some(internal_request::Request::RoleDelete(delete)) => {
+            Proposal::Auth(AuthChange::RoleDelete { name: delete.role })
+        }
+        Some(internal_request::Request::RoleGrantPermission(grant)) => {
+            let permission = grant
+                .perm
+                .ok_or_else(|| ApplyError::Internal("permission grant without a permission".into()))
+                .and_then(|perm| permission_from_pb(perm).map_err(ApplyError::Internal))?;
+            Proposal::Auth(AuthChange::RoleGrantPermission {
+                role: grant.name,
+                permission,
+            })
+        }
+        Some(internal_request::Request::RoleRevokePermission(revoke)) => {
+            Proposal::Auth(AuthChange::RoleRevokePermission {
+                role: revoke.role,
+                key: revoke.key,
+                range_end: revoke.range_end,
+            })
+        }
         None => {
             return Err(ApplyError::Internal(
                 "raft payload without a request".into(),
             ));
         }
     };
-    Ok((message.id, proposal))
+    let stamp = message.auth.map(|stamp| AuthStamp {
+        user: stamp.user,
+        revision: stamp.revision,
+    });
+    Ok((message.id, proposal, stamp))
 }
 
 /// An alarm change from the log. Only activate and deactivate of a known type are ever
@@ -357,6 +538,9 @@ pub fn encode_outcome(outcome: Result<ApplyOutcome, ApplyError>) -> Bytes {
                 header: header(revision),
                 alarms: alarms.into_iter().map(alarm_to_pb).collect(),
             }),
+            Applied::Auth => internal_response::Response::Auth(rpc::AuthEnableResponse {
+                header: header(revision),
+            }),
         },
         Err(error) => {
             let code = match &error {
@@ -367,6 +551,7 @@ pub fn encode_outcome(outcome: Result<ApplyOutcome, ApplyError>) -> Bytes {
                 ApplyError::LeaseExists => ERROR_LEASE_EXISTS,
                 ApplyError::NoSpace => ERROR_NO_SPACE,
                 ApplyError::Corrupt => ERROR_CORRUPT,
+                ApplyError::Auth(auth) => ERROR_AUTH_BASE + auth.code(),
                 ApplyError::Internal(_) => ERROR_INTERNAL,
             };
             internal_response::Response::Error(internal::InternalError {
@@ -438,6 +623,9 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<ApplyOutcome, ApplyError> {
                 .collect::<Result<Vec<_>, _>>()?;
             (revision_of(&response.header), Applied::Alarm(alarms))
         }
+        Some(internal_response::Response::Auth(response)) => {
+            (revision_of(&response.header), Applied::Auth)
+        }
         Some(internal_response::Response::Error(error)) => {
             return Err(match error.code {
                 ERROR_COMPACTED => ApplyError::Compacted,
@@ -447,7 +635,13 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<ApplyOutcome, ApplyError> {
                 ERROR_LEASE_EXISTS => ApplyError::LeaseExists,
                 ERROR_NO_SPACE => ApplyError::NoSpace,
                 ERROR_CORRUPT => ApplyError::Corrupt,
-                _ => ApplyError::Internal(error.message),
+                code => match code
+                    .checked_sub(ERROR_AUTH_BASE)
+                    .and_then(AuthError::from_code)
+                {
+                    Some(auth) => ApplyError::Auth(auth),
+                    None => ApplyError::Internal(error.message),
+                },
             });
         }
         None => return Err(ApplyError::Internal("empty apply result".into())),
@@ -508,6 +702,7 @@ mod tests {
                     member_id: 1,
                     alarm,
                 })),
+                auth: None,
             };
             assert!(
                 matches!(
@@ -606,6 +801,7 @@ mod tests {
             version: 99,
             id: 1,
             request: None,
+            auth: None,
         };
         assert!(matches!(
             decode_proposal(&message.encode_to_vec()),
@@ -623,6 +819,8 @@ mod tests {
             ApplyError::LeaseExists,
             ApplyError::NoSpace,
             ApplyError::Corrupt,
+            ApplyError::Auth(AuthError::AuthOldRevision),
+            ApplyError::Auth(AuthError::PermissionDenied),
         ] {
             assert_eq!(
                 decode_outcome(&encode_outcome(Err(error.clone()))),

@@ -23,6 +23,10 @@
 //!
 //! Compactions and alarm changes are logged as they are applied (with the entry's index and
 //! term); a log line is the only output besides the batch, and it changes no state.
+//! Auth: an entry proposed for a client carries the caller and the auth revision the server
+//! checked it at ([`AuthStamp`]); apply checks it again against the [`AuthStore`] as of this
+//! entry and refuses it (old auth revision, permission denied) without applying anything.
+//! Auth changes update the store and its rows in the `auth` column family in the same batch.
 //!
 //! Installing a snapshot (`StateMachineHost::install`) is not an apply: `storage::member_db`
 //! replaces the whole state with the received checkpoint, and apply only checks that the
@@ -39,6 +43,7 @@ use bytes::Bytes;
 
 use self::codec::{Applied, ApplyError, ApplyOutcome, Proposal};
 use crate::alarm::{AlarmTable, AlarmType};
+use crate::auth::{AuthStamp, AuthStore, Needs};
 use crate::lease::{self, Clock, Lessor, SystemClock};
 use crate::raft::{AppliedState, CommittedData, CommittedEntry, LogPos, StateMachineHost};
 use crate::storage::backend::Cf;
@@ -65,6 +70,8 @@ pub struct Applier {
     lessor: Arc<Lessor>,
     /// The raised alarms: changed only here, read by the server and by the refusal check.
     alarms: Arc<AlarmTable>,
+    /// Users, roles and permissions: changed only here, read by the server's checks.
+    auth: Arc<AuthStore>,
 }
 
 impl Applier {
@@ -87,12 +94,15 @@ impl Applier {
         lessor.load(db.store()).map_err(io::Error::other)?;
         let alarms = Arc::new(AlarmTable::new());
         alarms.load(db.store()).map_err(io::Error::other)?;
+        let auth = Arc::new(AuthStore::new());
+        auth.load(db.store()).map_err(io::Error::other)?;
         Ok(Applier {
             db,
             applied_index: AtomicU64::new(applied),
             watch,
             lessor,
             alarms,
+            auth,
         })
     }
 
@@ -105,6 +115,42 @@ impl Applier {
     /// index).
     pub fn alarms(&self) -> &Arc<AlarmTable> {
         &self.alarms
+    }
+
+    /// The member's auth store (the same on every member at equal applied index).
+    pub fn auth(&self) -> &Arc<AuthStore> {
+        &self.auth
+    }
+
+    /// What `proposal` needs from its caller's permissions. Decided from the proposal and
+    /// the replicated lease table, so the server's check and apply's agree.
+    pub fn needs(&self, proposal: &Proposal) -> Needs {
+        let lease_keys = |id| {
+            self.lessor
+                .status(id)
+                .map(|status| status.keys)
+                .unwrap_or_default()
+        };
+        match proposal {
+            Proposal::Put(put) => {
+                let keys = if put.lease == 0 {
+                    Vec::new()
+                } else {
+                    lease_keys(put.lease)
+                };
+                Needs::put(put, keys)
+            }
+            Proposal::DeleteRange(delete) => Needs::delete(delete),
+            Proposal::Txn(txn) => Needs::txn(txn),
+            Proposal::LeaseRevoke { id } => Needs::write_keys(lease_keys(*id)),
+            Proposal::Auth(_) => Needs::admin(),
+            // etcd-compat: etcd 3.4 checks no permission for compaction, lease grants or
+            // alarms (its `authApplierV3` has no check for them), so anyone may.
+            Proposal::Compact { .. }
+            | Proposal::LeaseGrant { .. }
+            | Proposal::LeaseCheckpoint(_)
+            | Proposal::Alarm { .. } => Needs::anyone(),
+        }
     }
 
     /// Raft index of the last applied entry.
@@ -139,7 +185,15 @@ impl Applier {
         &self,
         txn: &mut WriteTxn<'_>,
         proposal: &Proposal,
+        stamp: Option<&AuthStamp>,
     ) -> Result<ApplyOutcome, ApplyError> {
+        // The proposer checked the caller at some auth revision; checking again here, against
+        // the store as it is at this entry, makes a revocation committed in between count.
+        if let Some(stamp) = stamp {
+            self.auth
+                .check(stamp, &self.needs(proposal))
+                .map_err(ApplyError::Auth)?;
+        }
         let events_before = txn.events_len();
         let outcome = self.apply_change(txn, proposal);
         // Keys follow their leases entry by entry, so a revoke later in the same batch
@@ -157,7 +211,8 @@ impl Applier {
             | Proposal::Txn(_)
             | Proposal::Compact { .. }
             | Proposal::LeaseGrant { .. }
-            | Proposal::LeaseRevoke { .. } => true,
+            | Proposal::LeaseRevoke { .. }
+            | Proposal::Auth(_) => true,
             // A checkpoint only records TTLs the leader already promised, and an alarm
             // change must always pass or an alarm could never be cleared.
             Proposal::LeaseCheckpoint(_) | Proposal::Alarm { .. } => false,
@@ -253,6 +308,15 @@ impl Applier {
                 // gone by the time any caller (physical or not) hears back.
                 let current = txn.compact(*revision).map_err(apply_error)?;
                 (current, Applied::Compact)
+            }
+            Proposal::Auth(change) => {
+                for (key, value) in self.auth.apply(change).map_err(ApplyError::Auth)? {
+                    match value {
+                        Some(value) => txn.put_raw(Cf::Auth, &key, &value),
+                        None => txn.delete_raw(Cf::Auth, &key),
+                    }
+                }
+                (txn.current_revision(), Applied::Auth)
             }
             Proposal::Alarm {
                 activate: true,
@@ -356,7 +420,7 @@ impl Applier {
     pub fn revoke_locally(&self, id: crate::types::LeaseId) -> io::Result<()> {
         let mut txn = self.store().write();
         if self
-            .apply_proposal(&mut txn, &Proposal::LeaseRevoke { id })
+            .apply_proposal(&mut txn, &Proposal::LeaseRevoke { id }, None)
             .is_err()
         {
             return Ok(());
@@ -440,8 +504,8 @@ impl StateMachineHost for Applier {
                 CommittedData::Blank => {}
                 CommittedData::Membership(blob) => membership = Some(blob.clone()),
                 CommittedData::Normal(bytes) => {
-                    let outcome = codec::decode_proposal(bytes).and_then(|(_id, proposal)| {
-                        let outcome = self.apply_proposal(&mut txn, &proposal);
+                    let outcome = codec::decode_entry(bytes).and_then(|(_id, proposal, stamp)| {
+                        let outcome = self.apply_proposal(&mut txn, &proposal, stamp.as_ref());
                         log_applied(&proposal, &outcome, entry.position);
                         outcome
                     });
@@ -493,6 +557,7 @@ impl StateMachineHost for Applier {
         let installed = self.db.install(source, read_applied_state)?;
         self.lessor.load(self.store()).map_err(io::Error::other)?;
         self.alarms.load(self.store()).map_err(io::Error::other)?;
+        self.auth.load(self.store()).map_err(io::Error::other)?;
         // No apply runs during an install (the Raft state machine calls one at a time), so
         // nothing can store an older index after this.
         self.applied_index

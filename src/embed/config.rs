@@ -209,6 +209,10 @@ pub struct Config {
     pub listen_metrics_urls: Vec<Url>,
     /// `--experimental-warning-apply-duration`: a KV request slower than this is logged.
     pub warning_apply_duration: Duration,
+    /// `--auth-token-ttl`: how long a simple token lives after its last use.
+    pub auth_token_ttl: Duration,
+    /// `--bcrypt-cost`: bcrypt cost of new password hashes.
+    pub bcrypt_cost: u32,
 }
 
 impl Default for Config {
@@ -236,6 +240,8 @@ impl Default for Config {
             peer_tls: TlsInfo::default(),
             listen_metrics_urls: Vec::new(),
             warning_apply_duration: WARNING_APPLY_DURATION_DEFAULT,
+            auth_token_ttl: crate::limits::AUTH_TOKEN_TTL_DEFAULT,
+            bcrypt_cost: crate::limits::AUTH_BCRYPT_COST,
         }
     }
 }

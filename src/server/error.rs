@@ -113,6 +113,9 @@ pub enum Error {
     /// ([`crate::limits::WATCH_STREAMS_MAX`]; etcd has no such bound).
     #[error("etcdserver: too many watch streams")]
     TooManyWatchStreams,
+    /// An auth failure (etcd's auth errors, with their texts).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// Anything else: a bug or a storage failure. Sent as gRPC Unknown with this text.
     #[error("{0}")]
     Internal(String),

@@ -318,7 +318,7 @@ impl Server {
                 // forwarded, or a leader deposed while paused would have the new leader revoke
                 // leases it keeps alive.
                 let expire = server
-                    .propose_with(&Proposal::LeaseRevoke { id }, false)
+                    .propose_with(&Proposal::LeaseRevoke { id }, false, None)
                     .await;
                 match expire.map(|_| ()) {
                     Ok(_) | Err(Error::LeaseNotFound) => {}

@@ -1,10 +1,14 @@
 //! The request lifecycle of one member: validate, then propose through Raft and wait for the
 //! apply result, or pass a read barrier and read local state; then build the response header.
 //!
+//! Auth (`server::auth`): every client request is checked against the caller's permissions
+//! before it is proposed or read, and proposals carry the caller's stamp so apply checks again.
+//!
 //! Speaks domain types only; `server::grpc` converts from and to the wire. It must not reach
 //! into storage internals (it reads through `MvccStore::range` and proposes through `apply`'s
 //! codec) and must not return protobuf types.
 
+mod auth;
 pub mod compactor;
 pub mod corruption;
 mod error;
@@ -19,13 +23,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use self::auth::{AuthStatus, Caller, UserInfo};
 pub use self::error::Error;
 pub use self::lease::{LeaseGranted, LeaseTimeToLive};
 use self::slow::RequestSummary;
 use crate::alarm::{Alarm, AlarmType};
 use crate::apply::Applier;
 use crate::apply::codec::{self, Applied, ApplyError, Proposal};
-use crate::limits::{ETCD_COMPAT_VERSION, REQUEST_BYTES_MAX, WARNING_APPLY_DURATION_DEFAULT};
+use crate::auth::{AuthStamp, Needs};
+use crate::limits::{
+    AUTH_BCRYPT_COST, AUTH_TOKEN_TTL_DEFAULT, AUTHENTICATE_CONCURRENT_MAX, ETCD_COMPAT_VERSION,
+    REQUEST_BYTES_MAX, WARNING_APPLY_DURATION_DEFAULT,
+};
 use crate::metrics;
 use crate::raft::{MemberChange, MemberEntry, MembershipError, RaftError, RaftNode, RaftStatus};
 use crate::storage::mvcc::{MvccError, MvccStore};
@@ -111,6 +120,8 @@ pub struct Server {
     /// A KV request that takes longer is logged as slow
     /// (`--experimental-warning-apply-duration`).
     warning_apply_duration: Duration,
+    /// Tokens and password-hashing settings.
+    gate: auth::AuthGate,
 }
 
 impl Server {
@@ -130,6 +141,14 @@ impl Server {
             quota_bytes,
             next_proposal_id: AtomicU64::new(first_proposal_id(identity.member_id)),
             warning_apply_duration: WARNING_APPLY_DURATION_DEFAULT,
+            gate: auth::AuthGate {
+                tokens: crate::auth::token::Tokens::new(
+                    Arc::new(crate::lease::SystemClock),
+                    AUTH_TOKEN_TTL_DEFAULT,
+                ),
+                bcrypt_cost: AUTH_BCRYPT_COST,
+                checks: tokio::sync::Semaphore::new(AUTHENTICATE_CONCURRENT_MAX),
+            },
         }
     }
 
@@ -174,6 +193,20 @@ impl Server {
         outcome
     }
 
+    /// Sets how long a simple token lives after its last use (`--auth-token-ttl`) and the
+    /// bcrypt cost of new password hashes (`--bcrypt-cost`).
+    #[must_use]
+    pub fn with_auth_settings(
+        mut self,
+        token_ttl: std::time::Duration,
+        bcrypt_cost: u32,
+    ) -> Server {
+        self.gate.tokens =
+            crate::auth::token::Tokens::new(Arc::new(crate::lease::SystemClock), token_ttl);
+        self.gate.bcrypt_cost = bcrypt_cost;
+        self
+    }
+
     /// The Raft member.
     pub fn raft(&self) -> &Arc<RaftNode> {
         &self.raft
@@ -214,6 +247,7 @@ impl Server {
 
     async fn range_untimed(&self, request: RangeRequest) -> Result<(RangeResponse, Header), Error> {
         validate::range(&request)?;
+        self.authorize(&Needs::range(&request))?;
         if !request.serializable {
             self.refuse_on_learner()?;
             self.read_barrier().await?;
@@ -338,6 +372,7 @@ impl Server {
     async fn txn_untimed(&self, request: TxnRequest) -> Result<(TxnResponse, Header), Error> {
         validate::txn(&request)?;
         if request.is_read_only() {
+            self.authorize(&Needs::txn(&request))?;
             if !all_ranges_serializable(&request) {
                 self.refuse_on_learner()?;
                 self.read_barrier().await?;
@@ -363,6 +398,7 @@ impl Server {
         &self,
         revision: Revision,
     ) -> Result<(crate::storage::mvcc::HashKv, Header), Error> {
+        self.authorize_maintenance()?;
         let store = Arc::clone(&self.store);
         let hash = off_runtime(move || store.hash_kv(revision))
             .await?
@@ -376,6 +412,7 @@ impl Server {
     /// # Errors
     /// A storage failure.
     pub async fn hash(&self) -> Result<(u32, Header), Error> {
+        self.authorize_maintenance()?;
         let store = Arc::clone(&self.store);
         let (hash, revision) = off_runtime(move || store.hash_all())
             .await?
@@ -396,6 +433,7 @@ impl Server {
     /// # Errors
     /// A storage failure.
     pub async fn defragment(&self) -> Result<(u64, u64), Error> {
+        self.authorize_maintenance()?;
         let backend = self.store.backend();
         off_runtime(move || {
             let before = backend.size_bytes();
@@ -637,9 +675,11 @@ impl Server {
     }
 
     async fn propose(&self, proposal: &Proposal) -> Result<(Revision, Applied), Error> {
+        // Checked here, and again by apply against the auth revision in the stamp.
+        let stamp = self.authorize(&self.applier.needs(proposal))?;
         self.refuse_on_learner()?;
         self.check_quota(proposal).await?;
-        self.propose_unchecked(proposal).await
+        self.propose_with(proposal, true, stamp.as_ref()).await
     }
 
     /// etcd's quota check, made before a proposal that needs space: when the backend plus
@@ -681,7 +721,7 @@ impl Server {
 
     /// Proposes without the quota check (alarm changes, and after it passed).
     async fn propose_unchecked(&self, proposal: &Proposal) -> Result<(Revision, Applied), Error> {
-        self.propose_with(proposal, true).await
+        self.propose_with(proposal, true, None).await
     }
 
     /// Proposes `proposal`, forwarding it to the leader when `forward` is set; otherwise only
@@ -690,9 +730,10 @@ impl Server {
         &self,
         proposal: &Proposal,
         forward: bool,
+        stamp: Option<&AuthStamp>,
     ) -> Result<(Revision, Applied), Error> {
         let id = self.next_proposal_id.fetch_add(1, Ordering::Relaxed);
-        let payload = codec::encode_proposal(id, proposal);
+        let payload = codec::encode_stamped(id, proposal, stamp);
         if payload.len() > REQUEST_BYTES_MAX {
             return Err(Error::RequestTooLarge);
         }
@@ -870,6 +911,7 @@ fn apply_error(error: ApplyError) -> Error {
         ApplyError::LeaseExists => Error::LeaseExists,
         ApplyError::NoSpace => Error::NoSpace,
         ApplyError::Corrupt => Error::Corrupt,
+        ApplyError::Auth(error) => Error::Auth(error),
         ApplyError::Internal(reason) => Error::Internal(reason),
     }
 }

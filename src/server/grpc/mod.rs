@@ -6,6 +6,7 @@
 //! and nothing else: every call is converted and handed to [`Server`]. It must not hold
 //! business logic or touch storage directly.
 
+mod auth;
 mod authority;
 mod cluster;
 mod concurrency;
@@ -14,7 +15,6 @@ mod kv;
 mod lease;
 mod maintenance;
 mod metered;
-mod pending;
 pub mod status;
 mod watch;
 
@@ -25,13 +25,13 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use self::auth::{AuthService, CallerScope};
 use self::authority::AuthorityFix;
 use self::cluster::ClusterService;
 use self::concurrency::{ElectionService, LockService};
 use self::kv::KvService;
 use self::lease::LeaseService;
 use self::maintenance::MaintenanceService;
-use self::pending::PendingAuth;
 use self::watch::WatchService;
 use crate::limits::GRPC_RECV_BYTES_MAX;
 use crate::pb::etcdserverpb as rpc;
@@ -71,7 +71,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     // One Auth instance serves both gRPC and the JSON gateway, so they always answer alike.
-    let auth = Arc::new(PendingAuth);
+    let auth = Arc::new(AuthService::new(Arc::clone(&server)));
     let http_routes =
         http::router(Arc::clone(&server)).merge(gateway::router(&server, Arc::clone(&auth)));
     let routes = tonic::service::Routes::from(http_routes)
@@ -129,6 +129,8 @@ pub async fn serve(
                 }
             },
         ))
+        // Every call, gRPC or gateway, runs as the caller its token names.
+        .layer(tower::layer::layer_fn(CallerScope::new))
         // Clients multiplex many watch streams over one connection.
         .max_concurrent_streams(u32::MAX)
         .layer(tower::util::MapResponseLayer::new(

@@ -5,6 +5,7 @@
 
 use tonic::{Code, Status};
 
+use crate::auth::AuthError;
 use crate::server::Error;
 
 /// The gRPC status etcd sends for `error`.
@@ -36,12 +37,38 @@ pub fn to_status(error: &Error) -> Status {
         }
         Error::TooManyWatchStreams | Error::NoSpace => Code::ResourceExhausted,
         Error::Corrupt => Code::DataLoss,
+        Error::Auth(auth) => auth_code(auth),
         Error::ElectionNotLeader
         | Error::ElectionNoLeader
         | Error::MissingLeaderKey
         | Error::Internal(_) => Code::Unknown,
     };
     Status::new(code, error.to_string())
+}
+
+/// etcd's code for each auth error (`rpctypes/error.go`).
+fn auth_code(error: &AuthError) -> Code {
+    match error {
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::AuthFailed
+        | AuthError::InvalidAuthMgmt
+        | AuthError::AuthOldRevision
+        | AuthError::PermissionNotGiven => Code::InvalidArgument,
+        AuthError::RootUserNotExist
+        | AuthError::RootRoleNotExist
+        | AuthError::UserAlreadyExist
+        | AuthError::UserNotFound
+        | AuthError::RoleAlreadyExist
+        | AuthError::RoleNotFound
+        | AuthError::RoleNotGranted
+        | AuthError::PermissionNotGranted
+        | AuthError::AuthNotEnabled => Code::FailedPrecondition,
+        AuthError::PermissionDenied => Code::PermissionDenied,
+        AuthError::InvalidAuthToken => Code::Unauthenticated,
+        // etcd-compat: etcd maps "too many requests" wrongly, so it goes out as Unknown.
+        AuthError::TooManyRequests => Code::Unknown,
+    }
 }
 
 impl From<Error> for Status {
@@ -140,6 +167,96 @@ mod tests {
     #[test]
     fn codes_and_messages_match_etcd() {
         let table = [
+            (
+                Error::Auth(AuthError::RootUserNotExist),
+                Code::FailedPrecondition,
+                "etcdserver: root user does not exist",
+            ),
+            (
+                Error::Auth(AuthError::RootRoleNotExist),
+                Code::FailedPrecondition,
+                "etcdserver: root user does not have root role",
+            ),
+            (
+                Error::Auth(AuthError::UserAlreadyExist),
+                Code::FailedPrecondition,
+                "etcdserver: user name already exists",
+            ),
+            (
+                Error::Auth(AuthError::UserEmpty),
+                Code::InvalidArgument,
+                "etcdserver: user name is empty",
+            ),
+            (
+                Error::Auth(AuthError::UserNotFound),
+                Code::FailedPrecondition,
+                "etcdserver: user name not found",
+            ),
+            (
+                Error::Auth(AuthError::RoleAlreadyExist),
+                Code::FailedPrecondition,
+                "etcdserver: role name already exists",
+            ),
+            (
+                Error::Auth(AuthError::RoleNotFound),
+                Code::FailedPrecondition,
+                "etcdserver: role name not found",
+            ),
+            (
+                Error::Auth(AuthError::RoleEmpty),
+                Code::InvalidArgument,
+                "etcdserver: role name is empty",
+            ),
+            (
+                Error::Auth(AuthError::AuthFailed),
+                Code::InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+            (
+                Error::Auth(AuthError::PermissionDenied),
+                Code::PermissionDenied,
+                "etcdserver: permission denied",
+            ),
+            (
+                Error::Auth(AuthError::RoleNotGranted),
+                Code::FailedPrecondition,
+                "etcdserver: role is not granted to the user",
+            ),
+            (
+                Error::Auth(AuthError::PermissionNotGranted),
+                Code::FailedPrecondition,
+                "etcdserver: permission is not granted to the role",
+            ),
+            (
+                Error::Auth(AuthError::AuthNotEnabled),
+                Code::FailedPrecondition,
+                "etcdserver: authentication is not enabled",
+            ),
+            (
+                Error::Auth(AuthError::InvalidAuthMgmt),
+                Code::InvalidArgument,
+                "etcdserver: invalid auth management",
+            ),
+            (
+                Error::Auth(AuthError::InvalidAuthToken),
+                Code::Unauthenticated,
+                "etcdserver: invalid auth token",
+            ),
+            (
+                Error::Auth(AuthError::AuthOldRevision),
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old",
+            ),
+            (
+                Error::Auth(AuthError::TooManyRequests),
+                Code::Unknown,
+                "etcdserver: too many requests",
+            ),
+            (
+                Error::Auth(AuthError::PermissionNotGiven),
+                Code::InvalidArgument,
+                "etcdserver: permission not given",
+            ),
             (
                 Error::KeyNotProvided,
                 Code::InvalidArgument,
