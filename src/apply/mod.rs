@@ -572,3 +572,6 @@ mod tests;
 
 #[cfg(test)]
 mod alarm_tests;
+
+#[cfg(test)]
+mod auth_tests;

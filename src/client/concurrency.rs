@@ -40,7 +40,7 @@ fn contender_key(name: &[u8], lease: LeaseId) -> Bytes {
 }
 
 /// The prefix under which the contenders of `name` live.
-fn contenders(name: &[u8]) -> Bytes {
+pub fn contenders(name: &[u8]) -> Bytes {
     let mut prefix = name.to_vec();
     prefix.push(b'/');
     Bytes::from(prefix)

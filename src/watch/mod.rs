@@ -85,6 +85,10 @@ pub enum WatchError {
     /// The member serves [`crate::limits::WATCH_STREAMS_MAX`] streams.
     #[error("etcdserver: too many watch streams")]
     TooManyStreams,
+    /// The caller may not read the range (decided by the server before the create reaches
+    /// the hub). etcd-compat: etcd 3.4 sends its gRPC error's whole text as the reason.
+    #[error("rpc error: code = PermissionDenied desc = etcdserver: permission denied")]
+    PermissionDenied,
 }
 
 /// One message for a stream's client, in the order it must be sent.
@@ -353,6 +357,23 @@ impl WatchStream {
         if unsynced {
             self.hub.wake.notify_one();
         }
+        Ok(())
+    }
+
+    /// Refuses a create the hub never saw (the caller lacks permission), in the stream's
+    /// order like any other reply.
+    ///
+    /// # Errors
+    /// [`StreamClosed`] when the receiver is gone.
+    pub async fn refuse(&self, reason: WatchError) -> Result<(), StreamClosed> {
+        let permit = self.outbox.tx.reserve().await.map_err(|_| StreamClosed)?;
+        let state = self.hub.state.lock();
+        let message = Message::Refused {
+            reason,
+            revision: state.published(),
+        };
+        permit.send(self.control(message));
+        drop(state);
         Ok(())
     }
 

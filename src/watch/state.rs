@@ -160,6 +160,11 @@ impl HubState {
         }
     }
 
+    /// The last revision apply published.
+    pub fn published(&self) -> Revision {
+        self.published
+    }
+
     /// Registers a watcher. Returns the reply and whether it starts behind (unsynced).
     pub fn create(&mut self, stream: StreamId, request: CreateRequest) -> (Message, bool) {
         let published = self.published;

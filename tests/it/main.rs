@@ -2,6 +2,8 @@
 //! against one) from the outside, on loopback ports picked at run time.
 //!
 //! One binary keeps link time down; each module covers one area:
+//! - `auth`: users, roles, permissions and tokens: etcdctl flows and a permission matrix, both
+//!   as etcd 3.4 answers them, token expiry, and a revocation racing writes;
 //! - `support`: spawning members, clients, etcdctl and a raw HTTP/1.1 GET; `support::cluster`
 //!   builds multi-member clusters behind cuttable peer proxies, with a recording write load;
 //! - `grpc_kv`: KV, Maintenance.Status and Cluster.MemberList over gRPC, against etcd's semantics;
@@ -38,6 +40,7 @@
 
 mod support;
 
+mod auth;
 mod auto_compaction;
 mod cli;
 mod clients;

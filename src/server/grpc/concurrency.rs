@@ -1,6 +1,8 @@
 //! The `v3lockpb.Lock` and `v3electionpb.Election` services: etcd's lock and election recipes
 //! (`crate::client::concurrency`) run inside the member over the in-process client, with the
 //! caller's lease. This module only converts between the wire and those functions.
+//! The recipes' requests run in the call's caller scope, so they are checked as the caller's
+//! own; Observe's stream runs outside it and is checked once, up front.
 
 use std::sync::Arc;
 
@@ -9,12 +11,14 @@ use tonic::{Request, Response, Status};
 
 use super::header_to_pb;
 use super::status::to_status;
+use crate::auth::Needs;
 use crate::client::concurrency::{self, LeaderKey};
 use crate::client::{ClientError, LocalClient};
 use crate::convert;
 use crate::pb::v3electionpb as election;
 use crate::pb::v3lockpb as lock;
-use crate::server::{Error, Header, Server};
+use crate::server::{Caller, Error, Header, Server};
+use crate::types::{KeyRange, RangeRequest};
 
 fn client_status(error: ClientError) -> Status {
     match error {
@@ -73,6 +77,8 @@ impl lock::lock_server::Lock for LockService {
 /// Serves `v3electionpb.Election`.
 pub struct ElectionService {
     client: LocalClient,
+    /// For the caller's permission check that Observe makes up front.
+    server: Arc<Server>,
 }
 
 impl ElectionService {
@@ -80,6 +86,7 @@ impl ElectionService {
     pub fn new(server: &Arc<Server>) -> ElectionService {
         ElectionService {
             client: LocalClient::new(server),
+            server: Arc::clone(server),
         }
     }
 }
@@ -166,6 +173,17 @@ impl election::election_server::Election for ElectionService {
         request: Request<election::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
         let name = request.into_inner().name;
+        // The stream is polled outside this call's caller scope, so its reads would go
+        // unchecked: the caller must be able to read the whole election up front.
+        if let Some(caller) = Caller::current() {
+            let election = RangeRequest {
+                range: KeyRange::prefix(concurrency::contenders(&name)),
+                ..RangeRequest::default()
+            };
+            self.server
+                .authorize_caller(&caller, &Needs::range(&election))
+                .map_err(|error| to_status(&error))?;
+        }
         let stream = concurrency::observe(self.client.clone(), name).map(|item| {
             item.map(|(kv, read)| election::LeaderResponse {
                 header: header(read),

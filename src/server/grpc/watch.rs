@@ -13,10 +13,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{HAS_LEADER_METADATA, header_to_pb};
+use crate::auth::Needs;
 use crate::convert;
 use crate::limits::{WATCH_FRAGMENT_BYTES, WATCH_LEADER_CHECK_INTERVAL, WATCH_SEND_QUEUE};
 use crate::pb::etcdserverpb::{self as rpc, watch_request::RequestUnion, watch_server::Watch};
-use crate::server::{Error, Server};
+use crate::server::{Caller, Error, Server};
 use crate::watch::{Message, STREAM_WATCH_ID, WatchError, WatchReceiver, WatchStream};
 
 /// Serves `etcdserverpb.Watch`.
@@ -58,7 +59,15 @@ impl Watch for WatchService {
         // end (the client went away, the member stops, the leader was lost) stops the
         // reading task through `ended`, which drops the stream's watchers.
         let (ended_tx, ended) = oneshot::channel::<()>();
-        tokio::spawn(read_requests(request.into_inner(), stream, ended));
+        // The caller is read here, inside the call's scope: the tasks below run outside it.
+        let caller = Caller::current().unwrap_or_default();
+        tokio::spawn(read_requests(
+            Arc::clone(&self.server),
+            caller,
+            request.into_inner(),
+            stream,
+            ended,
+        ));
         let server = Arc::clone(&self.server);
         tokio::spawn(async move {
             send_messages(&server, receiver, out, wants_leader).await;
@@ -71,6 +80,8 @@ impl Watch for WatchService {
 /// Hands the client's requests to the stream until the client goes away. A client that
 /// closes its sending side keeps its watchers, as in etcd.
 async fn read_requests(
+    server: Arc<Server>,
+    caller: Caller,
     mut requests: Streaming<rpc::WatchRequest>,
     stream: WatchStream,
     mut ended: oneshot::Receiver<()>,
@@ -83,7 +94,18 @@ async fn read_requests(
         let handled = match next {
             Ok(Some(request)) => match request.request_union {
                 Some(RequestUnion::CreateRequest(create)) => {
-                    stream.create(convert::watch_create_from_pb(create)).await
+                    let create = convert::watch_create_from_pb(create);
+                    // A watch needs READ over its range, checked at each create (etcd checks
+                    // an existing watcher no more after a revocation).
+                    let read = Needs {
+                        read: vec![create.range.clone()],
+                        ..Needs::default()
+                    };
+                    if server.authorize_caller(&caller, &read).is_ok() {
+                        stream.create(create).await
+                    } else {
+                        stream.refuse(WatchError::PermissionDenied).await
+                    }
                 }
                 Some(RequestUnion::CancelRequest(cancel)) => stream.cancel(cancel.watch_id).await,
                 Some(RequestUnion::ProgressRequest(_)) => stream.request_progress().await,
