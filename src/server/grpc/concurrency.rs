@@ -22,6 +22,9 @@ use crate::types::{KeyRange, RangeRequest};
 
 fn client_status(error: ClientError) -> Status {
     match error {
+        // etcd-compat: etcd's lock and election servers pass the recipe's error on untyped,
+        // so an auth refusal goes out as Unknown with etcd's text.
+        ClientError::Etcd(error @ Error::Auth(_)) => Status::unknown(error.to_string()),
         ClientError::Etcd(error) => to_status(&error),
         other => to_status(&Error::Internal(other.to_string())),
     }
