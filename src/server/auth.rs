@@ -77,10 +77,14 @@ impl Server {
     ///
     /// # Errors
     /// Invalid tokens and missing permissions, with etcd's errors.
-    pub(super) fn authorize(&self, needs: &Needs) -> Result<Option<AuthStamp>, Error> {
+    /// `needs` is only built while auth is on, so requests pay nothing for it otherwise.
+    pub(super) fn authorize(
+        &self,
+        needs: impl FnOnce() -> Needs,
+    ) -> Result<Option<AuthStamp>, Error> {
         match Caller::current() {
             None => Ok(None),
-            Some(caller) => self.authorize_caller(&caller, needs).map(Some),
+            Some(caller) => self.authorize_lazily(&caller, needs).map(Some),
         }
     }
 
@@ -89,6 +93,14 @@ impl Server {
     /// # Errors
     /// Invalid tokens and missing permissions, with etcd's errors.
     pub fn authorize_caller(&self, caller: &Caller, needs: &Needs) -> Result<AuthStamp, Error> {
+        self.authorize_lazily(caller, || needs.clone())
+    }
+
+    fn authorize_lazily(
+        &self,
+        caller: &Caller,
+        needs: impl FnOnce() -> Needs,
+    ) -> Result<AuthStamp, Error> {
         let store = self.applier.auth();
         let user = match &caller.token {
             None => None,
@@ -105,7 +117,9 @@ impl Server {
             }
         };
         let stamp = store.stamp(user.as_deref());
-        store.check(&stamp, needs)?;
+        if store.is_enabled() {
+            store.check(&stamp, &needs())?;
+        }
         Ok(stamp)
     }
 
@@ -113,7 +127,7 @@ impl Server {
     /// maintenance service does (Hash, HashKV, Defragment): the auth package's own error,
     /// sent as gRPC Unknown.
     pub(super) fn authorize_maintenance(&self) -> Result<(), Error> {
-        self.authorize(&Needs::admin())
+        self.authorize(Needs::admin)
             .map(|_| ())
             .map_err(|error| match error {
                 Error::Auth(auth) => Error::Internal(format!(
@@ -192,7 +206,7 @@ impl Server {
             return Err(AuthError::UserEmpty.into());
         }
         // Checked before the slow hash, so a caller without rights cannot spend our CPU.
-        self.authorize(&Needs::admin())?;
+        self.authorize(Needs::admin)?;
         let password = match password {
             Some(password) => Some(self.hash_password(password).await?),
             None => None,
@@ -210,7 +224,7 @@ impl Server {
         name: String,
         password: String,
     ) -> Result<Header, Error> {
-        self.authorize(&Needs::admin())?;
+        self.authorize(Needs::admin)?;
         let password = self.hash_password(password).await?;
         self.auth_change(AuthChange::UserChangePassword { name, password })
             .await
@@ -269,7 +283,7 @@ impl Server {
     /// The checks before reading the auth store: root role, then a linearizable point (etcd
     /// serves these reads through Raft).
     async fn auth_read(&self) -> Result<(), Error> {
-        self.authorize(&Needs::admin())?;
+        self.authorize(Needs::admin)?;
         self.refuse_on_learner()?;
         self.read_barrier().await
     }

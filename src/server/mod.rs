@@ -247,7 +247,7 @@ impl Server {
 
     async fn range_untimed(&self, request: RangeRequest) -> Result<(RangeResponse, Header), Error> {
         validate::range(&request)?;
-        self.authorize(&Needs::range(&request))?;
+        self.authorize(|| Needs::range(&request))?;
         if !request.serializable {
             self.refuse_on_learner()?;
             self.read_barrier().await?;
@@ -372,7 +372,7 @@ impl Server {
     async fn txn_untimed(&self, request: TxnRequest) -> Result<(TxnResponse, Header), Error> {
         validate::txn(&request)?;
         if request.is_read_only() {
-            self.authorize(&Needs::txn(&request))?;
+            self.authorize(|| Needs::txn(&request))?;
             if !all_ranges_serializable(&request) {
                 self.refuse_on_learner()?;
                 self.read_barrier().await?;
@@ -676,7 +676,7 @@ impl Server {
 
     async fn propose(&self, proposal: &Proposal) -> Result<(Revision, Applied), Error> {
         // Checked here, and again by apply against the auth revision in the stamp.
-        let stamp = self.authorize(&self.applier.needs(proposal))?;
+        let stamp = self.authorize(|| self.applier.needs(proposal))?;
         self.refuse_on_learner()?;
         self.check_quota(proposal).await?;
         self.propose_with(proposal, true, stamp.as_ref()).await
