@@ -129,6 +129,25 @@ fn bad_auto_compaction_flags_are_refused_naming_the_flag() {
     );
 }
 
+/// Only simple tokens are served, and a bcrypt cost must be one bcrypt accepts.
+#[test]
+fn unsupported_auth_settings_are_refused_naming_the_flag() {
+    let output = refused_start(&["--auth-token", "jwt,pub-key=k.pub"], &[]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--auth-token \"jwt,pub-key=k.pub\" is not supported"),
+        "{}",
+        stderr(&output)
+    );
+    let output = refused_start(&["--bcrypt-cost", "3"], &[]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--bcrypt-cost 3 is out of range"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn environment_variable_values_are_checked_too() {
     let output = refused_start(&[], &[("MNEMO_INITIAL_CLUSTER_STATE", "sideways")]);
