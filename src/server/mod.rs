@@ -423,8 +423,14 @@ impl Server {
     /// Starts a snapshot of this member's state (Maintenance.Snapshot): the chunks of the
     /// file, produced on a blocking thread from one consistent view of the store, then the
     /// SHA-256 trailer. See [`snapshot::stream`].
-    pub fn snapshot(&self) -> tokio::sync::mpsc::Receiver<Result<snapshot::SnapshotChunk, Error>> {
-        snapshot::stream(Arc::clone(&self.store))
+    ///
+    /// # Errors
+    /// A caller without the root role while auth is on (etcd 3.4's maintenance refusal).
+    pub fn snapshot(
+        &self,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<snapshot::SnapshotChunk, Error>>, Error> {
+        self.authorize_maintenance()?;
+        Ok(snapshot::stream(Arc::clone(&self.store)))
     }
 
     /// Defragments this member's database (a full RocksDB compaction); returns the bytes it

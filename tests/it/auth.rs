@@ -18,8 +18,8 @@ use mnemo::pb::etcdserverpb::{
     AuthRoleRevokePermissionRequest, AuthUserAddRequest, AuthUserChangePasswordRequest,
     AuthUserDeleteRequest, AuthUserGrantRoleRequest, AuthenticateRequest, CompactionRequest,
     Compare, DeleteRangeRequest, HashKvRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
-    RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest, compare, request_op,
-    watch_request,
+    RangeRequest, RequestOp, SnapshotRequest, TxnRequest, WatchCreateRequest, WatchRequest,
+    compare, request_op, watch_request,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -488,6 +488,27 @@ async fn permission_matrix_matches_etcd() {
         .hash_kv(with_token(HashKvRequest { revision: 0 }, &root))
         .await
         .expect("root may HashKV");
+    let denied = maintenance
+        .snapshot(with_token(SnapshotRequest {}, &token))
+        .await
+        .expect_err("Snapshot needs the root role");
+    assert_eq!(
+        (denied.code(), denied.message()),
+        (Code::Unknown, "auth: permission denied")
+    );
+    let mut chunks = maintenance
+        .snapshot(with_token(SnapshotRequest {}, &root))
+        .await
+        .expect("root may take a snapshot")
+        .into_inner();
+    assert!(
+        chunks
+            .message()
+            .await
+            .expect("a first chunk")
+            .is_some_and(|chunk| !chunk.blob.is_empty()),
+        "root's snapshot streams data"
+    );
     // etcd-compat: etcd 3.4 checks no permission for compaction.
     let current = kv
         .range(with_token(range("k", ""), &root))

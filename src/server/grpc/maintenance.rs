@@ -139,7 +139,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<rpc::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let chunks = tokio_stream::wrappers::ReceiverStream::new(self.server.snapshot());
+        let chunks = tokio_stream::wrappers::ReceiverStream::new(self.server.snapshot()?);
         let messages = futures::StreamExt::map(chunks, |chunk| {
             chunk
                 .map(|chunk| rpc::SnapshotResponse {
