@@ -297,6 +297,10 @@ pub const AUTH_BCRYPT_COST: u32 = 10;
 /// default, 300 s); every use extends it by as much again.
 pub const AUTH_TOKEN_TTL_DEFAULT: Duration = Duration::from_secs(300);
 
+/// How long a JWT auth token is valid when `--auth-token jwt,...` names no `ttl` (etcd's
+/// default, 5 minutes). Unlike a simple token, use does not extend it.
+pub const AUTH_JWT_TTL_DEFAULT: Duration = Duration::from_secs(300);
+
 /// Simple tokens one member keeps at most. Past it, expired tokens are dropped first; if all
 /// are live, Authenticate is refused as too many requests until some expire.
 pub const AUTH_TOKENS_MAX: usize = 100_000;

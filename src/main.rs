@@ -98,7 +98,8 @@ struct Flags {
         value_parser = humantime::parse_duration
     )]
     experimental_watch_progress_notify_interval: Duration,
-    /// Auth token type: only 'simple' (per-member random tokens) is served.
+    /// Auth token type: 'simple' (per-member random tokens) or
+    /// 'jwt,sign-method=M,pub-key=FILE,priv-key=FILE,ttl=D' (signed tokens).
     #[arg(long, env = "MNEMO_AUTH_TOKEN", default_value = "simple")]
     auth_token: String,
     /// Seconds a simple auth token stays valid after its last use.
@@ -208,13 +209,7 @@ impl Flags {
             Ok(bytes) => bytes,
             Err(_) => QUOTA_BACKEND_BYTES_DISABLED,
         };
-        // etcd's token option is '<type>[,option=value...]'; only simple tokens exist here.
-        if self.auth_token.split(',').next() != Some("simple") {
-            return Err(format!(
-                "--auth-token {:?} is not supported: only 'simple' tokens are",
-                self.auth_token
-            ));
-        }
+        let auth_token = mnemo::auth::token::TokenKind::parse(&self.auth_token)?;
         if !(4..=31).contains(&self.bcrypt_cost) {
             return Err(format!(
                 "--bcrypt-cost {} is out of range: valid values are 4 to 31",
@@ -222,6 +217,7 @@ impl Flags {
             ));
         }
         Ok(Config {
+            auth_token,
             auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
             bcrypt_cost: self.bcrypt_cost,
             data_dir: self

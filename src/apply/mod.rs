@@ -143,13 +143,15 @@ impl Applier {
             Proposal::DeleteRange(delete) => Needs::delete(delete),
             Proposal::Txn(txn) => Needs::txn(txn),
             Proposal::LeaseRevoke { id } => Needs::write_keys(lease_keys(*id)),
-            Proposal::Auth(_) => Needs::admin(),
-            // etcd-compat: etcd 3.4 checks no permission for compaction, lease grants or
-            // alarms (its `authApplierV3` has no check for them), so anyone may.
-            Proposal::Compact { .. }
-            | Proposal::LeaseGrant { .. }
-            | Proposal::LeaseCheckpoint(_)
-            | Proposal::Alarm { .. } => Needs::anyone(),
+            // etcd-compat: etcd 3.4 lets any client compact and raise or clear alarms. Both
+            // act on the whole store (a compaction destroys every user's history, a cleared
+            // NOSPACE lets writes past the quota), so here they need the root role, like
+            // the other maintenance calls. The member's own compactions and alarms carry no
+            // stamp and are not checked.
+            Proposal::Auth(_) | Proposal::Compact { .. } | Proposal::Alarm { .. } => Needs::admin(),
+            // As in etcd, granting a lease needs no permission: a lease holds nothing until
+            // a key is attached, which needs WRITE on the key.
+            Proposal::LeaseGrant { .. } | Proposal::LeaseCheckpoint(_) => Needs::anyone(),
         }
     }
 

@@ -21,6 +21,7 @@
 //! This module must not propose, await, read the clock (tokens take a [`crate::lease::Clock`])
 //! or write RocksDB itself. It mirrors etcd's `auth/store.go` and `auth/range_perm_cache.go`.
 
+pub mod jwt;
 pub mod token;
 
 #[cfg(test)]
@@ -111,11 +112,15 @@ pub enum AuthError {
     /// RoleGrantPermission without a permission.
     #[error("etcdserver: permission not given")]
     PermissionNotGiven,
+    /// Authenticate on a member configured with a JWT public key only.
+    /// etcd-compat: etcd has no gRPC error for it and sends its auth package's text.
+    #[error("auth: token signing attempted with verify-only key")]
+    VerifyOnly,
 }
 
 impl AuthError {
     /// Every variant, in code order (the codes are part of the apply result format).
-    pub const ALL: [AuthError; 18] = [
+    pub const ALL: [AuthError; 19] = [
         AuthError::RootUserNotExist,
         AuthError::RootRoleNotExist,
         AuthError::UserAlreadyExist,
@@ -134,6 +139,7 @@ impl AuthError {
         AuthError::AuthOldRevision,
         AuthError::TooManyRequests,
         AuthError::PermissionNotGiven,
+        AuthError::VerifyOnly,
     ];
 
     /// A stable number for the apply result format; never reused.
@@ -302,7 +308,7 @@ pub struct AuthStamp {
 /// What a request needs to be allowed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Needs {
-    /// The root role (auth management, hashes, defragment).
+    /// The root role (auth management, compaction, alarms, member changes, maintenance).
     pub admin: bool,
     /// Ranges the caller must be allowed to read.
     pub read: Vec<KeyRange>,
@@ -319,8 +325,7 @@ impl Needs {
         }
     }
 
-    /// Nothing at all: anyone may, even without a token (etcd 3.4 checks no permission for
-    /// compaction, lease grants and alarms).
+    /// Nothing at all: anyone may, even without a token (lease grants, as in etcd).
     pub fn anyone() -> Needs {
         Needs::default()
     }

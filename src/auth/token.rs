@@ -24,6 +24,35 @@ use super::AuthError;
 use crate::lease::Clock;
 use crate::limits::{AUTH_TOKENS_MAX, AUTHENTICATE_BURST_PER_USER, AUTHENTICATE_REFILL_PER_USER};
 
+/// Which tokens Authenticate issues (etcd's `--auth-token`).
+#[derive(Clone, Debug, Default)]
+pub enum TokenKind {
+    /// `simple`: random tokens kept in this member's memory.
+    #[default]
+    Simple,
+    /// `jwt,...`: signed tokens any member with the key verifies.
+    Jwt(Arc<super::jwt::JwtTokens>),
+}
+
+impl TokenKind {
+    /// Parses `--auth-token`: `simple`, or `jwt,` followed by the JWT options.
+    ///
+    /// # Errors
+    /// An unknown kind, or JWT options that do not load, as text naming the flag.
+    pub fn parse(flag: &str) -> Result<TokenKind, String> {
+        let (kind, options) = flag.split_once(',').unwrap_or((flag, ""));
+        match kind {
+            "simple" => Ok(TokenKind::Simple),
+            "jwt" => super::jwt::JwtTokens::from_options(options)
+                .map(|jwt| TokenKind::Jwt(Arc::new(jwt)))
+                .map_err(|error| format!("--auth-token: {error}")),
+            other => Err(format!(
+                "--auth-token {other:?} is not supported: use 'simple' or 'jwt,sign-method=...,pub-key=...,priv-key=...'"
+            )),
+        }
+    }
+}
+
 /// Random letters in a token (etcd's simple-token length).
 const TOKEN_LETTERS: usize = 16;
 /// What the letters are drawn from.

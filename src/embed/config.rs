@@ -209,6 +209,8 @@ pub struct Config {
     pub listen_metrics_urls: Vec<Url>,
     /// `--experimental-warning-apply-duration`: a KV request slower than this is logged.
     pub warning_apply_duration: Duration,
+    /// `--auth-token`: simple tokens, or JWTs with their keys.
+    pub auth_token: crate::auth::token::TokenKind,
     /// `--auth-token-ttl`: how long a simple token lives after its last use.
     pub auth_token_ttl: Duration,
     /// `--bcrypt-cost`: bcrypt cost of new password hashes.
@@ -240,6 +242,7 @@ impl Default for Config {
             peer_tls: TlsInfo::default(),
             listen_metrics_urls: Vec::new(),
             warning_apply_duration: WARNING_APPLY_DURATION_DEFAULT,
+            auth_token: crate::auth::token::TokenKind::Simple,
             auth_token_ttl: crate::limits::AUTH_TOKEN_TTL_DEFAULT,
             bcrypt_cost: crate::limits::AUTH_BCRYPT_COST,
         }

@@ -337,7 +337,11 @@ impl Node {
                 config.quota_backend_bytes,
             )
             .with_warning_apply_duration(config.warning_apply_duration)
-            .with_auth_settings(config.auth_token_ttl, config.bcrypt_cost),
+            .with_auth_settings(
+                config.auth_token.clone(),
+                config.auth_token_ttl,
+                config.bcrypt_cost,
+            ),
         );
         background.push(server.start_lease_duties());
         background.extend(server.start_corruption_checks(config.corrupt_check_interval));

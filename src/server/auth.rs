@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use super::{Error, Header, Server, off_runtime, unexpected};
 use crate::apply::codec::{Applied, Proposal};
+use crate::auth::jwt::{IssueError, JwtTokens};
 use crate::auth::token::TokenOwner;
 use crate::auth::{self, AuthChange, AuthError, AuthStamp, Needs, Permission};
 
@@ -28,8 +29,11 @@ tokio::task_local! {
 /// The credentials a client presented with a request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
-    /// The simple token, if the client sent one.
+    /// The auth token (simple or JWT), if the client sent one.
     pub token: Option<String>,
+    /// The common name of the client's verified TLS certificate, on a gRPC call over a
+    /// port that verifies client certificates. Names the user when no token is sent.
+    pub common_name: Option<String>,
 }
 
 impl Caller {
@@ -62,8 +66,11 @@ pub struct AuthStatus {
 
 /// The server's auth settings and this member's tokens.
 pub(super) struct AuthGate {
-    /// This member's simple tokens.
+    /// This member's simple tokens, and the per-user Authenticate budgets (used with JWTs
+    /// too).
     pub(super) tokens: auth::token::Tokens,
+    /// With `--auth-token jwt,...`: issues and verifies tokens instead of `tokens`.
+    pub(super) jwt: Option<Arc<JwtTokens>>,
     /// bcrypt cost of new password hashes.
     pub(super) bcrypt_cost: u32,
     /// Bounds the bcrypt checks running at once (see
@@ -102,21 +109,35 @@ impl Server {
         needs: impl FnOnce() -> Needs,
     ) -> Result<AuthStamp, Error> {
         let store = self.applier.auth();
-        let user = match &caller.token {
-            None => None,
+        // A token names the user; without one, a verified certificate's common name does
+        // (etcd's order). A JWT also fixes the auth revision the caller is checked at.
+        let (user, issued_at) = match &caller.token {
+            None => (caller.common_name.clone(), None),
             Some(token) => {
-                let resolved = self.gate.tokens.resolve(token, |name| {
-                    store.user(name).ok().map(|user| user.credential_revision)
-                });
+                let resolved = match &self.gate.jwt {
+                    Some(jwt) => jwt
+                        .resolve(token)
+                        .map(|(user, revision)| (user, Some(revision))),
+                    None => self
+                        .gate
+                        .tokens
+                        .resolve(token, |name| {
+                            store.user(name).ok().map(|user| user.credential_revision)
+                        })
+                        .map(|owner| (owner.user, None)),
+                };
                 match resolved {
-                    Ok(owner) => Some(owner.user),
+                    Ok((user, issued_at)) => (Some(user), issued_at),
                     // etcd-compat: a token is only looked at while auth is on.
                     Err(error) if store.is_enabled() => return Err(error.into()),
-                    Err(_) => None,
+                    Err(_) => (None, None),
                 }
             }
         };
-        let stamp = store.stamp(user.as_deref());
+        let mut stamp = store.stamp(user.as_deref());
+        if let Some(revision) = issued_at {
+            stamp.revision = revision;
+        }
         if store.is_enabled() {
             store.check(&stamp, &needs())?;
         }
@@ -145,12 +166,14 @@ impl Server {
     /// or a user without password, [`AuthError::TooManyRequests`] past the user's rate.
     pub async fn authenticate(&self, name: &str, password: String) -> Result<String, Error> {
         let store = Arc::clone(self.applier.auth());
-        if !store.is_enabled() {
-            return Err(AuthError::AuthNotEnabled.into());
-        }
-        // A user added through another member may not have been applied here yet.
+        // Linearizable, as etcd's Authenticate (a Raft request there): an AuthEnable or a
+        // user added through another member, or forwarded from this one to the leader, may
+        // not have been applied here yet.
         if !self.is_learner() {
             self.read_barrier().await?;
+        }
+        if !store.is_enabled() {
+            return Err(AuthError::AuthNotEnabled.into());
         }
         let user = store.user(name).map_err(|_| AuthError::AuthFailed)?;
         let hash = user.password.clone().ok_or(AuthError::AuthFailed)?;
@@ -166,10 +189,18 @@ impl Server {
         if !matches {
             return Err(AuthError::AuthFailed.into());
         }
-        let token = self.gate.tokens.issue(TokenOwner {
-            user: name.to_owned(),
-            credential_revision: user.credential_revision,
-        })?;
+        let token = match &self.gate.jwt {
+            Some(jwt) => jwt
+                .issue(name, store.revision())
+                .map_err(|error| match error {
+                    IssueError::Auth(error) => Error::Auth(error),
+                    IssueError::Sign(message) => Error::Internal(message),
+                })?,
+            None => self.gate.tokens.issue(TokenOwner {
+                user: name.to_owned(),
+                credential_revision: user.credential_revision,
+            })?,
+        };
         Ok(token)
     }
 

@@ -146,6 +146,7 @@ impl Server {
                     Arc::new(crate::lease::SystemClock),
                     AUTH_TOKEN_TTL_DEFAULT,
                 ),
+                jwt: None,
                 bcrypt_cost: AUTH_BCRYPT_COST,
                 checks: tokio::sync::Semaphore::new(AUTHENTICATE_CONCURRENT_MAX),
             },
@@ -193,16 +194,22 @@ impl Server {
         outcome
     }
 
-    /// Sets how long a simple token lives after its last use (`--auth-token-ttl`) and the
-    /// bcrypt cost of new password hashes (`--bcrypt-cost`).
+    /// Sets the kind of auth tokens (`--auth-token`), how long a simple token lives after
+    /// its last use (`--auth-token-ttl`) and the bcrypt cost of new password hashes
+    /// (`--bcrypt-cost`).
     #[must_use]
     pub fn with_auth_settings(
         mut self,
+        kind: crate::auth::token::TokenKind,
         token_ttl: std::time::Duration,
         bcrypt_cost: u32,
     ) -> Server {
         self.gate.tokens =
             crate::auth::token::Tokens::new(Arc::new(crate::lease::SystemClock), token_ttl);
+        self.gate.jwt = match kind {
+            crate::auth::token::TokenKind::Simple => None,
+            crate::auth::token::TokenKind::Jwt(jwt) => Some(jwt),
+        };
         self.gate.bcrypt_cost = bcrypt_cost;
         self
     }
@@ -546,6 +553,7 @@ impl Server {
         peer_urls: Vec<String>,
         learner: bool,
     ) -> Result<(Member, Vec<Member>), Error> {
+        self.authorize(Needs::admin)?;
         check_member_urls(&peer_urls)?;
         let id = new_member_id(&peer_urls, self.identity.cluster_id);
         let change = MemberChange::Add {
@@ -567,6 +575,7 @@ impl Server {
     /// # Errors
     /// An unknown id, Raft unavailability.
     pub async fn member_remove(&self, id: MemberId) -> Result<Vec<Member>, Error> {
+        self.authorize(Needs::admin)?;
         let change = MemberChange::Remove { id };
         Ok(to_members(
             self.raft.change_members(change).await.map_err(raft_error)?,
@@ -582,6 +591,7 @@ impl Server {
         id: MemberId,
         peer_urls: Vec<String>,
     ) -> Result<Vec<Member>, Error> {
+        self.authorize(Needs::admin)?;
         check_member_urls(&peer_urls)?;
         let change = MemberChange::Update { id, peer_urls };
         Ok(to_members(
@@ -594,6 +604,7 @@ impl Server {
     /// # Errors
     /// An unknown id, a voter, a learner behind the leader, Raft unavailability.
     pub async fn member_promote(&self, id: MemberId) -> Result<Vec<Member>, Error> {
+        self.authorize(Needs::admin)?;
         let change = MemberChange::Promote { id };
         Ok(to_members(
             self.raft.change_members(change).await.map_err(raft_error)?,
@@ -624,6 +635,9 @@ impl Server {
     /// [`Error::NotLeader`] on a follower, [`Error::BadTransferee`] for a target that cannot
     /// lead, [`Error::Timeout`] when it did not take over in time.
     pub async fn move_leader(&self, target: MemberId) -> Result<(), Error> {
+        // etcd-compat: etcd 3.4 lets any client move the leader; here it needs the root
+        // role, refused as etcd 3.5 refuses it.
+        self.authorize(Needs::admin)?;
         match self.raft.move_leader(target).await {
             Ok(()) => Ok(()),
             Err(RaftError::NotLeader { .. }) => Err(Error::NotLeader),

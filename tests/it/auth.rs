@@ -3,7 +3,9 @@
 //! a revocation racing a write loop, and passwords kept out of the logs.
 //!
 //! Every test here passes against etcd 3.4 too (`MNEMO_IT_SERVER=/usr/bin/etcd cargo test
-//! --test it auth`), which is how the expectations are known to be etcd's.
+//! --test it auth`), which is how the expectations are known to be etcd's. Where mnemo is
+//! stricter on purpose (compaction, alarms and moving the leader need the root role), the
+//! test says so and checks each server for its own answer.
 
 use std::time::Duration;
 
@@ -14,17 +16,17 @@ use mnemo::pb::etcdserverpb::lease_client::LeaseClient;
 use mnemo::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use mnemo::pb::etcdserverpb::watch_client::WatchClient;
 use mnemo::pb::etcdserverpb::{
-    AuthEnableRequest, AuthRoleAddRequest, AuthRoleGrantPermissionRequest,
+    AlarmRequest, AlarmType, AuthEnableRequest, AuthRoleAddRequest, AuthRoleGrantPermissionRequest,
     AuthRoleRevokePermissionRequest, AuthUserAddRequest, AuthUserChangePasswordRequest,
     AuthUserDeleteRequest, AuthUserGrantRoleRequest, AuthenticateRequest, CompactionRequest,
     Compare, DeleteRangeRequest, HashKvRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
-    RangeRequest, RequestOp, SnapshotRequest, TxnRequest, WatchCreateRequest, WatchRequest,
-    compare, request_op, watch_request,
+    RangeRequest, RequestOp, SnapshotRequest, StatusRequest, TxnRequest, WatchCreateRequest,
+    WatchRequest, alarm_request::AlarmAction, compare, request_op, watch_request,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-use crate::support::{Member, assert_fails_with, ok_stdout, poll_until};
+use crate::support::{Member, assert_fails_with, ok_stdout, poll_until, testing_mnemo};
 
 const ROOT_PASSWORD: &str = "root-secret-Pw1";
 const USER_PASSWORD: &str = "user-secret-Pw2";
@@ -49,6 +51,14 @@ async fn authenticate(
         })
         .await
         .map(|response| response.into_inner().token)
+}
+
+fn put(key: &str) -> PutRequest {
+    PutRequest {
+        key: key.as_bytes().to_vec().into(),
+        value: "v".into(),
+        ..Default::default()
+    }
 }
 
 fn perm(perm_type: PermType, key: &str, range_end: &[u8]) -> Permission {
@@ -271,11 +281,6 @@ async fn permission_matrix_matches_etcd() {
     let range = |key: &str, end: &str| RangeRequest {
         key: key.as_bytes().to_vec().into(),
         range_end: end.as_bytes().to_vec().into(),
-        ..Default::default()
-    };
-    let put = |key: &str| PutRequest {
-        key: key.as_bytes().to_vec().into(),
-        value: "v".into(),
         ..Default::default()
     };
     let delete = |key: &str, end: &str| DeleteRangeRequest {
@@ -509,7 +514,8 @@ async fn permission_matrix_matches_etcd() {
             .is_some_and(|chunk| !chunk.blob.is_empty()),
         "root's snapshot streams data"
     );
-    // etcd-compat: etcd 3.4 checks no permission for compaction.
+    // Compaction destroys every user's history: mnemo requires the root role for it.
+    // etcd-compat: etcd 3.4 lets any user compact.
     let current = kv
         .range(with_token(range("k", ""), &root))
         .await
@@ -518,15 +524,23 @@ async fn permission_matrix_matches_etcd() {
         .header
         .unwrap()
         .revision;
-    kv.compact(with_token(
-        CompactionRequest {
-            revision: current,
-            physical: false,
-        },
-        &token,
-    ))
-    .await
-    .expect("any user may compact in etcd 3.4");
+    let compaction = CompactionRequest {
+        revision: current,
+        physical: false,
+    };
+    let by_user = kv.compact(with_token(compaction, &token)).await;
+    if testing_mnemo() {
+        let denied = by_user.expect_err("compaction needs the root role");
+        assert_eq!(
+            (denied.code(), denied.message()),
+            (Code::PermissionDenied, "etcdserver: permission denied")
+        );
+        kv.compact(with_token(compaction, &root))
+            .await
+            .expect("root may compact");
+    } else {
+        by_user.expect("any user may compact in etcd 3.4");
+    }
 
     // Watch: READ over the range at create.
     for (what, key, end, allowed) in [
@@ -953,5 +967,312 @@ async fn lock_service_checks_the_callers_permissions() {
     assert_eq!(
         (refused.code(), refused.message()),
         (Code::Unknown, "etcdserver: permission denied")
+    );
+}
+
+/// Calls on the whole cluster need the root role: member changes (as in etcd), compaction,
+/// clearing alarms and moving the leader (mnemo only: etcd 3.4 lets any user). Listing
+/// members and alarms, and Status, stay open to any authenticated user.
+#[tokio::test]
+async fn cluster_wide_calls_need_the_root_role() {
+    let member = Member::start().await;
+    let channel = member.channel().await;
+    setup(&channel, &[perm(PermType::Readwrite, "a", b"")]).await;
+    let root = format!("--user=root:{ROOT_PASSWORD}");
+    let user = format!("--user=u:{USER_PASSWORD}");
+    let as_user = |args: &[&str]| {
+        let mut all = vec![user.as_str()];
+        all.extend_from_slice(args);
+        member.etcdctl(&all)
+    };
+    let as_root = |args: &[&str]| {
+        let mut all = vec![root.as_str()];
+        all.extend_from_slice(args);
+        member.etcdctl(&all)
+    };
+    let spare_peer = format!("http://127.0.0.1:{}", crate::support::free_port());
+
+    assert_eq!(ok_stdout(&as_user(&["put", "a", "1"])), "OK\n");
+    assert!(ok_stdout(&as_user(&["member", "list"])).contains(&member.peer_url()));
+    ok_stdout(&as_user(&["alarm", "list"]));
+    ok_stdout(&as_user(&["endpoint", "status"]));
+    assert_fails_with(
+        &as_user(&[
+            "member",
+            "add",
+            "spare",
+            &format!("--peer-urls={spare_peer}"),
+        ]),
+        "Error: etcdserver: permission denied",
+    );
+    assert_fails_with(
+        &as_user(&["member", "remove", "1234"]),
+        "Error: etcdserver: permission denied",
+    );
+    assert_fails_with(
+        &as_user(&[
+            "member",
+            "update",
+            "1234",
+            &format!("--peer-urls={spare_peer}"),
+        ]),
+        "Error: etcdserver: permission denied",
+    );
+    // Root gets past the check to the cluster's own answer.
+    assert_fails_with(
+        &as_root(&["member", "remove", "1234"]),
+        "Error: etcdserver: member not found",
+    );
+
+    let compacted = as_user(&["compaction", "1"]);
+    if testing_mnemo() {
+        assert_fails_with(&compacted, "Error: etcdserver: permission denied");
+        assert_eq!(
+            ok_stdout(&as_root(&["compaction", "1"])),
+            "compacted revision 1\n"
+        );
+    } else {
+        assert_eq!(
+            ok_stdout(&compacted),
+            "compacted revision 1\n",
+            "etcd 3.4 lets anyone"
+        );
+    }
+
+    // Alarms: raising one (which stops writes) and clearing one.
+    let root_token = authenticate(&channel, "root", ROOT_PASSWORD)
+        .await
+        .expect("root");
+    let user_token = authenticate(&channel, "u", USER_PASSWORD).await.expect("u");
+    let member_id = MaintenanceClient::new(channel.clone())
+        .status(StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .header
+        .expect("header")
+        .member_id;
+    let alarm = |action: AlarmAction| AlarmRequest {
+        action: action.into(),
+        member_id,
+        alarm: AlarmType::Nospace.into(),
+    };
+    let mut maintenance = MaintenanceClient::new(channel.clone());
+    let raised = maintenance
+        .alarm(with_token(alarm(AlarmAction::Activate), &user_token))
+        .await;
+    if testing_mnemo() {
+        let denied = raised.expect_err("raising an alarm needs the root role");
+        assert_eq!(
+            (denied.code(), denied.message()),
+            (Code::PermissionDenied, "etcdserver: permission denied")
+        );
+        maintenance
+            .alarm(with_token(alarm(AlarmAction::Activate), &root_token))
+            .await
+            .expect("root raises an alarm");
+    } else {
+        raised.expect("etcd 3.4 lets anyone raise an alarm");
+    }
+    let listed = ok_stdout(&as_user(&["alarm", "list"]));
+    assert!(listed.contains("alarm:NOSPACE"), "{listed}");
+    let disarmed = as_user(&["alarm", "disarm"]);
+    if testing_mnemo() {
+        assert_fails_with(&disarmed, "Error: etcdserver: permission denied");
+        assert!(ok_stdout(&as_root(&["alarm", "disarm"])).contains("alarm:NOSPACE"));
+    } else {
+        assert!(
+            ok_stdout(&disarmed).contains("alarm:NOSPACE"),
+            "etcd 3.4 lets anyone"
+        );
+    }
+    assert_eq!(ok_stdout(&as_user(&["alarm", "list"])), "");
+    let moved = as_user(&["move-leader", "1234"]);
+    if testing_mnemo() {
+        assert_fails_with(&moved, "Error: etcdserver: permission denied");
+    } else {
+        assert_fails_with(&moved, "Error: etcdserver: bad leader transferee");
+    }
+}
+
+/// Authenticate is rate-limited per user: a burst of wrong passwords for one user is cut
+/// off with "too many requests" (etcd-compat: etcd has no limit, so this runs on mnemo
+/// only), while another user still authenticates, and the right password works again
+/// once the budget refills.
+#[tokio::test]
+async fn authenticate_is_rate_limited_per_user() {
+    assert!(
+        testing_mnemo(),
+        "etcd 3.4 does not limit Authenticate; run this test against mnemo"
+    );
+    let member = Member::start().await;
+    let channel = member.channel().await;
+    setup(&channel, &[]).await;
+    // The budget is taken before the slow password check, so attempts sent at once (twice
+    // the burst, a bounded number) are cut off however long each check takes.
+    let attempts = 2 * mnemo::limits::AUTHENTICATE_BURST_PER_USER;
+    let outcomes =
+        futures::future::join_all((0..attempts).map(|_| authenticate(&channel, "u", "wrong")))
+            .await;
+    let mut cut_off = 0;
+    for outcome in outcomes {
+        let status = outcome.expect_err("a wrong password never authenticates");
+        match status.message() {
+            "etcdserver: too many requests" => {
+                assert_eq!(status.code(), Code::Unknown);
+                cut_off += 1;
+            }
+            other => assert_eq!(
+                other,
+                "etcdserver: authentication failed, invalid user ID or password"
+            ),
+        }
+    }
+    assert!(
+        cut_off >= attempts - mnemo::limits::AUTHENTICATE_BURST_PER_USER - 1,
+        "only {cut_off} of {attempts} simultaneous attempts were cut off"
+    );
+    authenticate(&channel, "root", ROOT_PASSWORD)
+        .await
+        .expect("another user is not limited");
+    poll_until("u's budget refills", Duration::from_secs(5), || async {
+        authenticate(&channel, "u", USER_PASSWORD).await.ok()
+    })
+    .await;
+}
+
+/// Writes an ECDSA P-256 key pair (PKCS#8 private, SPKI public) into `dir` as `name.pem` and
+/// `name.pub.pem`; returns their paths.
+fn jwt_keys(dir: &std::path::Path, name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("EC key");
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub.pem"));
+    std::fs::write(&private, key.serialize_pem()).expect("write private key");
+    std::fs::write(&public, key.public_key_pem()).expect("write public key");
+    (private.display().to_string(), public.display().to_string())
+}
+
+/// `--auth-token jwt,...`: Authenticate hands out a signed JWT; it is refused once the
+/// auth store changed ("revision of auth store is old", and a fresh one works), once it
+/// expired, and when another key signed it.
+#[tokio::test]
+async fn jwt_tokens_are_signed_outdated_by_auth_changes_and_expire() {
+    let dir = tempfile::tempdir().expect("key dir");
+    let (private, public) = jwt_keys(dir.path(), "jwt");
+    let (forger, _) = jwt_keys(dir.path(), "forger");
+    let flag =
+        format!("--auth-token=jwt,sign-method=ES256,priv-key={private},pub-key={public},ttl=4s");
+    let member = Member::start_with_flags("jwt", &[&flag]).await;
+    let channel = member.channel().await;
+    let root = setup(&channel, &[perm(PermType::Readwrite, "a", b"")]).await;
+    assert_eq!(root.split('.').count(), 3, "a JWT has three parts: {root}");
+    let mut kv = KvClient::new(channel.clone());
+    let token = authenticate(&channel, "u", USER_PASSWORD).await.expect("u");
+    kv.put(with_token(put("a"), &token))
+        .await
+        .expect("u writes a");
+    let denied = kv.put(with_token(put("b"), &token)).await.unwrap_err();
+    assert_eq!(denied.message(), "etcdserver: permission denied");
+
+    // Any auth change outdates every token issued before it.
+    AuthClient::new(channel.clone())
+        .role_grant_permission(with_token(
+            AuthRoleGrantPermissionRequest {
+                name: "r".into(),
+                perm: Some(perm(PermType::Readwrite, "b", b"")),
+            },
+            &root,
+        ))
+        .await
+        .expect("root grants b");
+    let outdated = kv.put(with_token(put("b"), &token)).await.unwrap_err();
+    assert_eq!(
+        (outdated.code(), outdated.message()),
+        (
+            Code::InvalidArgument,
+            "etcdserver: revision of auth store is old"
+        )
+    );
+    let token = authenticate(&channel, "u", USER_PASSWORD)
+        .await
+        .expect("u again");
+    kv.put(with_token(put("b"), &token))
+        .await
+        .expect("u writes b");
+
+    // A token signed with another key is not ours.
+    let foreign_flag = format!("--auth-token=jwt,sign-method=ES256,priv-key={forger}");
+    let foreign_member = Member::start_with_flags("jwt-forger", &[&foreign_flag]).await;
+    let foreign_channel = foreign_member.channel().await;
+    setup(&foreign_channel, &[perm(PermType::Readwrite, "a", b"")]).await;
+    let forged = authenticate(&foreign_channel, "u", USER_PASSWORD)
+        .await
+        .expect("u on the other member");
+    let refused = kv.put(with_token(put("a"), &forged)).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (Code::Unauthenticated, "etcdserver: invalid auth token")
+    );
+
+    // Past its TTL (whole seconds, so up to one more), the token is refused.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let expired = kv.put(with_token(put("a"), &token)).await.unwrap_err();
+    assert_eq!(
+        (expired.code(), expired.message()),
+        (Code::Unauthenticated, "etcdserver: invalid auth token")
+    );
+}
+
+/// A JWT issued by one member is good on every member with the key, unlike a simple
+/// token; a member given only the public key verifies tokens but cannot issue them.
+#[tokio::test]
+async fn jwt_tokens_are_good_on_every_member_and_a_public_key_only_verifies() {
+    use crate::support::cluster::{Cluster, ClusterOptions};
+    let dir = tempfile::tempdir().expect("key dir");
+    let (private, public) = jwt_keys(dir.path(), "jwt");
+    let signing = format!("--auth-token=jwt,sign-method=ES256,priv-key={private},pub-key={public}");
+    let verifying = format!("--auth-token=jwt,sign-method=ES256,pub-key={public}");
+    let mut options = ClusterOptions::new(3);
+    options.slot_args = vec![
+        (0, vec![signing.clone()]),
+        (1, vec![signing]),
+        (2, vec![verifying]),
+    ];
+    let cluster = Cluster::start_with(options).await;
+    let channel = cluster.member(0).channel().await;
+    setup(&channel, &[perm(PermType::Readwrite, "a", b"")]).await;
+    let token = authenticate(&channel, "u", USER_PASSWORD)
+        .await
+        .expect("u on 0");
+    for slot in 0..3 {
+        let mut kv = KvClient::new(cluster.member(slot).channel().await);
+        // A member may not have applied the auth changes yet: poll briefly.
+        poll_until(
+            &format!("member {slot} accepts the token"),
+            Duration::from_secs(10),
+            || {
+                let mut kv = kv.clone();
+                let request = with_token(put("a"), &token);
+                async move { kv.put(request).await.ok() }
+            },
+        )
+        .await;
+        let denied = kv.put(with_token(put("b"), &token)).await.unwrap_err();
+        assert_eq!(
+            denied.message(),
+            "etcdserver: permission denied",
+            "member {slot}"
+        );
+    }
+    let verify_only = cluster.member(2).channel().await;
+    let refused = authenticate(&verify_only, "u", USER_PASSWORD)
+        .await
+        .expect_err("a verify-only member cannot sign");
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            Code::Unknown,
+            "auth: token signing attempted with verify-only key"
+        )
     );
 }

@@ -129,16 +129,29 @@ fn bad_auto_compaction_flags_are_refused_naming_the_flag() {
     );
 }
 
-/// Only simple tokens are served, and a bcrypt cost must be one bcrypt accepts.
+/// An unknown token kind, JWT options that cannot be loaded, and a bcrypt cost bcrypt does
+/// not accept stop the start with a message naming the flag.
 #[test]
 fn unsupported_auth_settings_are_refused_naming_the_flag() {
-    let output = refused_start(&["--auth-token", "jwt,pub-key=k.pub"], &[]);
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("--auth-token \"jwt,pub-key=k.pub\" is not supported"),
-        "{}",
-        stderr(&output)
-    );
+    for (flag, expected) in [
+        ("paseto", "--auth-token \"paseto\" is not supported"),
+        (
+            "jwt,pub-key=/nonexistent/k.pub",
+            "--auth-token: auth: reading /nonexistent/k.pub",
+        ),
+        (
+            "jwt,sign-method=RS256",
+            "--auth-token: auth: missing key data",
+        ),
+    ] {
+        let output = refused_start(&["--auth-token", flag], &[]);
+        assert!(!output.status.success());
+        assert!(
+            stderr(&output).contains(expected),
+            "{flag}: {}",
+            stderr(&output)
+        );
+    }
     let output = refused_start(&["--bcrypt-cost", "3"], &[]);
     assert!(!output.status.success());
     assert!(

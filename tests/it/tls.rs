@@ -441,6 +441,57 @@ async fn client_cert_auth_admits_only_certificates_of_the_trusted_ca() {
     );
 }
 
+/// With auth on, a gRPC client that sends no token is the user its verified certificate's
+/// common name names (here `alice`, a user without password); a token, when sent, names
+/// the user instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_certificate_common_name_is_the_user_when_no_token_is_sent() {
+    let pki = Pki::new();
+    let member = single_member(&pki, true).await;
+    let with_cert = pki.etcdctl_flags(Some("client"));
+    let ctl = |args: &[&str]| member.etcdctl(&with_cert, args);
+    for args in [
+        &["user", "add", "root:root-Pw1"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "alice", "--no-password"],
+        &["role", "add", "r"],
+        &[
+            "role",
+            "grant-permission",
+            "r",
+            "readwrite",
+            "--prefix",
+            "a/",
+        ],
+        &["user", "grant-role", "alice", "r"],
+        &["auth", "enable"],
+    ] {
+        ok_stdout(&ctl(args));
+    }
+    assert_eq!(ok_stdout(&ctl(&["put", "a/1", "v"])), "OK\n");
+    assert_eq!(
+        ok_stdout(&ctl(&["get", "a/1", "--print-value-only"])),
+        "v\n"
+    );
+    let denied = ctl(&["put", "b/1", "v"]);
+    assert_refused(&denied, "alice writing outside her prefix");
+    assert!(
+        stderr_of(&denied).contains("etcdserver: permission denied"),
+        "{}",
+        stderr_of(&denied)
+    );
+    assert!(
+        stderr_of(&ctl(&["user", "list"])).contains("etcdserver: permission denied"),
+        "alice is not root"
+    );
+    // A token overrides the certificate.
+    assert_eq!(
+        ok_stdout(&ctl(&["--user=root:root-Pw1", "put", "b/1", "v"])),
+        "OK\n"
+    );
+}
+
 /// mnemo's own gRPC client dials an `https://` member with the CA and its certificate, and
 /// without a certificate it is refused when `--client-cert-auth` is on.
 #[tokio::test(flavor = "multi_thread")]

@@ -22,15 +22,31 @@ use crate::server::{Caller, Error, Header, Server};
 const TOKEN_METADATA: &str = "token";
 /// The header grpc-gateway clients put the token in.
 const AUTHORIZATION_HEADER: &str = "authorization";
+/// Content type every gRPC call carries (with or without a `+proto` suffix).
+const GRPC_CONTENT_TYPE: &str = "application/grpc";
 
-/// The caller a request's headers name.
-fn caller_of(headers: &http::HeaderMap) -> Caller {
+/// The caller a request names: its token, and on a gRPC call its verified client
+/// certificate's common name.
+fn caller_of<B>(request: &http::Request<B>) -> Caller {
+    let headers = request.headers();
     let token = headers
         .get(TOKEN_METADATA)
         .or_else(|| headers.get(AUTHORIZATION_HEADER))
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    Caller { token }
+    // etcd-compat: etcd never takes the user from the certificate of a JSON gateway
+    // request (its gateway dials the gRPC port with a certificate of its own), so only
+    // gRPC calls are looked at.
+    let is_grpc = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(GRPC_CONTENT_TYPE));
+    let common_name = if is_grpc {
+        super::peer_common_name(request.extensions())
+    } else {
+        None
+    };
+    Caller { token, common_name }
 }
 
 /// Wraps a service so every call runs as the caller its headers name.
@@ -60,7 +76,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let caller = caller_of(request.headers());
+        let caller = caller_of(&request);
         let call = self.inner.call(request);
         Box::pin(caller.scope(call))
     }

@@ -55,7 +55,16 @@ pub fn header_to_pb(header: Header) -> rpc::ResponseHeader {
 /// client port with a trusted CA (`--trusted-ca-file`, `--client-cert-auth`), where the
 /// handshake refused any certificate not signed by it. etcd uses it as the user name when auth is enabled.
 pub fn client_common_name<T>(request: &tonic::Request<T>) -> Option<String> {
-    let certs = request.peer_certs()?;
+    peer_common_name(request.extensions())
+}
+
+/// [`client_common_name`] from the extensions of the HTTP request, where tonic puts the
+/// connection's TLS details before any layer sees it.
+fn peer_common_name(extensions: &::http::Extensions) -> Option<String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certs = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
     crate::tls::common_name(certs.first()?)
 }
 

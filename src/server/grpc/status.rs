@@ -67,7 +67,7 @@ fn auth_code(error: &AuthError) -> Code {
         AuthError::PermissionDenied => Code::PermissionDenied,
         AuthError::InvalidAuthToken => Code::Unauthenticated,
         // etcd-compat: etcd maps "too many requests" wrongly, so it goes out as Unknown.
-        AuthError::TooManyRequests => Code::Unknown,
+        AuthError::TooManyRequests | AuthError::VerifyOnly => Code::Unknown,
     }
 }
 
