@@ -29,6 +29,7 @@
 #![recursion_limit = "256"]
 
 pub mod alarm;
+pub mod apiserver;
 pub mod apply;
 pub mod auth;
 #[cfg(feature = "bug-injection")]
