@@ -43,6 +43,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pb;
 pub mod raft;
+pub mod scheduler;
 pub mod server;
 pub mod snapshot;
 pub mod storage;

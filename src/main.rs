@@ -1,6 +1,8 @@
 //! The `mnemo` binary: one member, configured with etcd's flag names (and `MNEMO_*`
 //! environment variables in place of `ETCD_*`).
 
+mod scheduler_cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -443,6 +445,12 @@ fn main() -> ExitCode {
         .is_some_and(|arg| arg == "snapshot")
     {
         return snapshot_main(std::env::args_os().skip(1));
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "scheduler")
+    {
+        return scheduler_cli::main(std::env::args_os().skip(1));
     }
     let flags = Flags::parse();
     init_logging(&flags);
