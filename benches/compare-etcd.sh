@@ -3,9 +3,11 @@
 # (mnemo-bench, plain etcd v3 gRPC): for each cluster size in MEMBERS, a cluster of each system
 # with the same layout (loopback, fresh data dirs, etcd's default flags: fsync on, no unsafe
 # flags), both running while the cases run; each case runs against each system in turn, the
-# first system alternating from round to round, for ROUNDS rounds. Then, per cluster size and
-# system on fresh clusters: the resident memory and disk use after loading MEMORY_KEYS keys of
-# 1 KiB, and the time a restart takes to be ready again with RESTART_KEYS keys.
+# first system alternating from round to round, for ROUNDS rounds. The load tool's first
+# connection goes to the leader, the others round-robin over the members, in both systems.
+# Then, per cluster size and system on fresh clusters: the resident memory and disk use after
+# loading MEMORY_KEYS keys of 1 KiB, and the time a restart takes to be ready again with
+# RESTART_KEYS keys.
 #
 # Prints progress on stderr and, at the end, markdown tables on stdout (medians, min–max
 # spread, and mnemo/etcd ratios) to paste into benches/RESULTS.md.
@@ -72,11 +74,15 @@ extra = " missing=%d" % r["missing"] if "missing" in r else ""
 print("ops/s=%.0f p99=%.2fms errors=%d%s" % (r["ops_per_sec"], r["p99_us"] / 1000, r["errors"], extra))' "$1"
 }
 
+# Per system: the client URLs the load goes to, leader first.
+declare -A load_endpoints
 for members in $members_list; do
   for system in "${systems[@]}"; do
     start_cluster "$system" "$members"
+    load_endpoints[$system]=$(leader_first "$system")
+    echo "members=$members system=$system endpoints (leader first): ${load_endpoints[$system]}" >&2
     # The keys the range and mixed cases read, loaded once per cluster.
-    run_bench "${cluster_endpoints[$system]}" put --sequential --prefix range/ \
+    run_bench "${load_endpoints[$system]}" put --sequential --prefix range/ \
       --key-space "$range_keys" --total "$range_keys" --clients 16 --conns 4 >/dev/null
   done
   for round in $(seq 1 "$rounds"); do
@@ -89,7 +95,7 @@ for members in $members_list; do
       [[ -z $case ]] && continue
       for system in "${order[@]}"; do
         # shellcheck disable=SC2086 # the case's arguments are words
-        line=$(run_bench "${cluster_endpoints[$system]}" $args)
+        line=$(run_bench "${load_endpoints[$system]}" $args)
         record case "$members" "$system" "$case" "$round" "$line"
         echo "members=$members round=$round case=$case system=$system $(summary "$line")" >&2
       done

@@ -110,6 +110,21 @@ launch_cluster() {
   done
 }
 
+# leader_first SYSTEM: SYSTEM's client URLs (comma separated) with the leader's first, so that
+# connection 0 (and a one-connection case) goes to the leader in both systems, and the others
+# are spread over the followers alike; clusters of the same layout then get the same load.
+leader_first() {
+  ETCDCTL_API=3 etcdctl --endpoints="${cluster_endpoints[$1]}" --dial-timeout=2s --command-timeout=5s \
+    endpoint status --write-out=json | python3 -c '
+import json, sys
+statuses = json.load(sys.stdin)
+leader = [s["Endpoint"] for s in statuses if s["Status"]["header"]["member_id"] == s["Status"]["leader"]]
+others = [s["Endpoint"] for s in statuses if s["Endpoint"] not in leader]
+if len(leader) != 1:
+    sys.exit("expected one leader among %s" % [s["Endpoint"] for s in statuses])
+print(",".join(leader + others))'
+}
+
 # stop_cluster SYSTEM: SIGTERM to each member of SYSTEM, then waits for it to exit.
 stop_cluster() {
   local pid
