@@ -42,7 +42,7 @@ pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
 pub enum BenchError {
     #[error("{0}")]
     Options(String),
-    #[error("cannot connect to {endpoint}: {source}")]
+    #[error("cannot connect to {endpoint}: {}", causes(source))]
     Connect {
         endpoint: String,
         source: tonic::transport::Error,
@@ -56,6 +56,19 @@ pub enum BenchError {
     Setup(String),
     #[error("a client task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// An error and its sources, `: `-separated: tonic's transport errors say only "transport
+/// error" at the top, and the cause (connection refused, ...) is further down.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Why one request of a run failed: counted as an error of the run.

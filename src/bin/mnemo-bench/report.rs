@@ -6,7 +6,7 @@
 //! scripts can read it with `jq`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -163,7 +163,12 @@ impl Summary {
     /// Prints the JSON line on stdout and the table on stderr.
     pub fn print(&self) {
         match serde_json::to_string(self) {
-            Ok(line) => println!("{line}"),
+            // Written rather than println!ed: a closed stdout (`| head -0`) must not panic.
+            Ok(line) => {
+                if let Err(error) = writeln!(std::io::stdout(), "{line}") {
+                    eprintln!("mnemo-bench: cannot write the results: {error}");
+                }
+            }
             // Only non-string map keys or failing Serialize impls fail; neither is here.
             Err(error) => eprintln!("mnemo-bench: cannot encode the results: {error}"),
         }
