@@ -81,9 +81,11 @@ for members in $members_list; do
     start_cluster "$system" "$members"
     load_endpoints[$system]=$(leader_first "$system")
     echo "members=$members system=$system endpoints (leader first): ${load_endpoints[$system]}" >&2
-    # The keys the range and mixed cases read, loaded once per cluster.
-    run_bench "${load_endpoints[$system]}" put --sequential --prefix range/ \
-      --key-space "$range_keys" --total "$range_keys" --clients 16 --conns 4 >/dev/null
+    # The keys the range and mixed cases read, loaded once per cluster if a case reads them.
+    if grep -q -- '--prefix range/' <<<"$cases"; then
+      run_bench "${load_endpoints[$system]}" put --sequential --prefix range/ \
+        --key-space "$range_keys" --total "$range_keys" --clients 16 --conns 4 >/dev/null
+    fi
   done
   for round in $(seq 1 "$rounds"); do
     order=("${systems[@]}")

@@ -105,7 +105,13 @@ async fn put_does_exactly_the_total_over_several_connections() {
         &member,
         "put",
         300,
-        &["--clients=6", "--conns=3", "--key-space=50", "--prefix=p/"],
+        &[
+            "--clients=6",
+            "--conns=3",
+            "--key-space=50",
+            "--prefix=p/",
+            "--sequential",
+        ],
     )
     .await;
     assert_eq!(json["clients"], 6);
@@ -175,6 +181,19 @@ async fn watch_delivers_every_put_to_every_watcher_once_in_order() {
     assert_eq!(json["out_of_order"], 0, "{json}");
     assert_eq!(json["complete_watchers"], 4, "{json}");
     assert_eq!(json["events"], 4 * 150, "{json}");
+
+    // Flat out (no pacing), over keys already written: overwrites are events too.
+    let flat_out = bench_ok(
+        &member,
+        "watch",
+        200,
+        &["--watchers=3", "--clients=4", "--rate=0", "--key-space=20"],
+    )
+    .await;
+    assert_eq!(flat_out["missing"], 0, "{flat_out}");
+    assert_eq!(flat_out["duplicates"], 0, "{flat_out}");
+    assert_eq!(flat_out["out_of_order"], 0, "{flat_out}");
+    assert_eq!(flat_out["events"], 3 * 200, "{flat_out}");
 }
 
 #[tokio::test]
