@@ -25,6 +25,8 @@
 #   RANGE_KEYS    keys loaded for the range and mixed cases, default 10000
 #   MEMORY_KEYS   keys of 1 KiB loaded before reading RSS, default 100000 (0: skip)
 #   RESTART_KEYS  keys loaded before the restart is timed, default 1000000 (0: skip)
+#   SWEEP         client counts for a put and linearizable range sweep, e.g. "1 8 32 128 512"
+#   PLOTS         directory for SVG plots of the sweep: ops/s and p99 against clients
 #   RAW           file to keep every result as a JSON line (default: discarded)
 #   BENCH_PROFILE release (default) or debug
 #
@@ -50,6 +52,14 @@ watch-w100-r500|watch --watchers 100 --rate 500 --clients 8 --conns 8 --prefix w
 lease-c16|lease --clients 16 --conns 4 --total $total
 mixed-r90-c64|mixed --read-ratio 0.9 --clients 64 --conns 8 --prefix range/ --key-space $range_keys --preload 0 --total $total"
 cases=${CASES:-$default_cases}
+# The concurrency sweep: put and linearizable range at each client count, for the plots.
+for clients in ${SWEEP:-}; do
+  conns=$((clients < 8 ? clients : 8))
+  cases+="
+sweep-put-c$clients|put --clients $clients --conns $conns --total $total
+sweep-range-l-c$clients|range --consistency l --clients $clients --conns $conns --prefix range/ --key-space $range_keys --preload 0 --total $total"
+done
+if [[ -n ${PLOTS:-} ]]; then mkdir -p "$PLOTS"; fi
 bench_prepare
 
 raw="$bench_work/results.jsonl"
@@ -139,11 +149,11 @@ if [[ -n ${RAW:-} ]]; then cp "$raw" "$RAW"; fi
 
 # The tables: per cluster size and case, each system's median and min–max over the rounds,
 # and the ratio of the medians (mnemo/etcd).
-python3 - "$raw" "$memory_keys" "$restart_keys" <<'EOF'
-import json, statistics, sys
+python3 - "$raw" "$memory_keys" "$restart_keys" "${PLOTS:-}" <<'EOF'
+import json, math, os, statistics, sys
 from collections import defaultdict
 
-path, memory_keys, restart_keys = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, memory_keys, restart_keys, plots = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rows = [json.loads(line) for line in open(path)]
 runs = defaultdict(list)
 for row in rows:
@@ -211,4 +221,54 @@ table("Memory and disk after %d keys of 1 KiB (largest member)" % memory_keys,
       [("RSS MiB", "rss_kib", 1 / 1024, 1), ("disk MiB", "disk_kib", 1 / 1024, 1)], "memory")
 table("Restart to ready with %d keys" % restart_keys,
       [("secs", "restart_secs", 1.0, 2)], "restart")
+
+# The sweep's plots: one SVG per op and metric, x = clients (log scale), one line per system
+# and cluster size, at the medians over the rounds.
+def plot(file, title, unit, series):
+    width, height, left, right, top, bottom = 640, 400, 70, 170, 40, 50
+    xs = sorted({x for points in series.values() for x, _ in points})
+    top_y = max(y for points in series.values() for _, y in points) * 1.1 or 1
+    span = (math.log2(xs[-1]) - math.log2(xs[0])) or 1
+
+    def px(x):
+        return left + (math.log2(x) - math.log2(xs[0])) / span * (width - left - right)
+
+    def py(y):
+        return height - bottom - y / top_y * (height - top - bottom)
+
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (width, height),
+           '<text x="%d" y="20" font-size="14">%s</text>' % (left, title),
+           '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (left, height - bottom, width - right, height - bottom),
+           '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (left, top, left, height - bottom)]
+    for x in xs:
+        out.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (px(x), height - bottom + 16, x))
+    out.append('<text x="%d" y="%d" text-anchor="middle">clients</text>' % ((left + width - right) / 2, height - 10))
+    for tick in range(6):
+        y = top_y * tick / 5
+        out.append('<text x="%d" y="%.1f" text-anchor="end">%.4g</text>' % (left - 6, py(y) + 4, y))
+    out.append('<text x="14" y="%d" transform="rotate(-90 14 %d)" text-anchor="middle">%s</text>' % (height / 2, height / 2, unit))
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+    for index, (name, points) in enumerate(sorted(series.items())):
+        color = colors[index % len(colors)]
+        line = " ".join("%.1f,%.1f" % (px(x), py(y)) for x, y in sorted(points))
+        out.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (color, line))
+        out.append('<text x="%d" y="%d" fill="%s">%s</text>' % (width - right + 10, top + 16 * index, color, name))
+    out.append("</svg>")
+    with open(os.path.join(plots, file), "w") as handle:
+        handle.write("\n".join(out) + "\n")
+
+if plots:
+    for op in ("put", "range-l"):
+        prefix = "sweep-%s-c" % op
+        for metric, field, scale, unit in (("ops", "ops_per_sec", 1.0, "ops/s"), ("p99", "p99_us", 0.001, "p99 ms")):
+            series = defaultdict(list)
+            for (members, case, system), found in runs.items():
+                if case.startswith(prefix):
+                    median = statistics.median(r[field] * scale for r in found)
+                    label = "%s, %d member%s" % (system, members, "" if members == 1 else "s")
+                    series[label].append((int(case[len(prefix):]), median))
+            if series:
+                file = "%s-%s.svg" % (op, metric)
+                plot(file, "%s: %s against clients" % (op, unit), unit, series)
+                print("plot: %s" % os.path.join(plots, file), file=sys.stderr)
 EOF
