@@ -257,3 +257,26 @@ async fn bad_options_and_dead_endpoints_fail_with_a_message_and_no_json() {
     assert!(dead.json.is_none());
     assert!(dead.stderr.contains("cannot connect"), "{}", dead.stderr);
 }
+
+#[tokio::test]
+async fn a_client_gives_up_on_a_server_that_stopped_answering() {
+    // A paused member accepts connections (the kernel does) but answers nothing: each put
+    // times out, and after 20 in a row the client stops instead of spending a timeout on
+    // each of its 1,000 ops.
+    let member = Member::start().await;
+    member.signal("STOP");
+    let endpoints = format!("--endpoints={}", member.endpoint());
+    let run = bench(&["put", &endpoints, "--total=1000", "--request-timeout=100ms"]).await;
+    member.signal("CONT");
+    assert!(run.success, "{}", run.stderr);
+    let json = run.json.expect("a JSON line");
+    assert_eq!(json["ops"], 0, "{json}");
+    assert_eq!(json["errors"], 20, "{json}");
+    assert_eq!(json["gave_up_clients"], 1, "{json}");
+    assert!(
+        json["first_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("timeout")),
+        "{json}"
+    );
+}

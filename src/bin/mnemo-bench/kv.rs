@@ -16,7 +16,7 @@ use rand::Rng as _;
 use tonic::transport::Channel;
 
 use crate::options::{Consistency, Settings};
-use crate::report::{Summary, Tally, record};
+use crate::report::{Summary, Tally};
 use crate::{BenchError, CallError, Client, RESPONSE_BYTES_MAX, call, drive};
 
 /// Txns one txn-cas update may take before it counts as an error: a bound on the retry loop.
@@ -40,11 +40,11 @@ pub async fn preload(settings: &Arc<Settings>, channels: &[Channel]) -> Result<(
         channels,
         Some(settings.preload),
         None,
-        |client| async move {
-            let mut kv = kv_client(client.channel);
+        |client: Client| async move {
+            let mut kv = kv_client(client.channel.clone());
             let value = value(&client.settings);
             let mut tally = Tally::new();
-            while let Some(op) = client.tickets.next() {
+            while let Some(op) = client.next(&mut tally) {
                 let sent = Instant::now();
                 let request = PutRequest {
                     key: client.settings.keys.key(op),
@@ -52,7 +52,7 @@ pub async fn preload(settings: &Arc<Settings>, channels: &[Channel]) -> Result<(
                     ..Default::default()
                 };
                 match call(client.settings.request_timeout, kv.put(request)).await {
-                    Ok(_) => record(&mut tally.latency, sent.elapsed()),
+                    Ok(_) => tally.ok(sent.elapsed()),
                     Err(error) => tally.fail(error),
                 }
                 client.done.fetch_add(1, Ordering::Relaxed);
@@ -83,7 +83,7 @@ pub async fn put(settings: &Arc<Settings>, channels: &[Channel]) -> Result<Summa
             let mut kv = kv_client(client.channel.clone());
             let value = value(&client.settings);
             let mut tally = Tally::new();
-            while let Some(op) = client.tickets.next() {
+            while let Some(op) = client.next(&mut tally) {
                 let request = PutRequest {
                     key: client.key(op),
                     value: value.clone(),
@@ -91,7 +91,7 @@ pub async fn put(settings: &Arc<Settings>, channels: &[Channel]) -> Result<Summa
                 };
                 let sent = Instant::now();
                 match call(client.settings.request_timeout, kv.put(request)).await {
-                    Ok(_) => record(&mut tally.latency, sent.elapsed()),
+                    Ok(_) => tally.ok(sent.elapsed()),
                     Err(error) => tally.fail(error),
                 }
                 client.done.fetch_add(1, Ordering::Relaxed);
@@ -155,12 +155,12 @@ pub async fn range(
         move |mut client: Client| async move {
             let mut kv = kv_client(client.channel.clone());
             let mut tally = Tally::new();
-            while let Some(op) = client.tickets.next() {
+            while let Some(op) = client.next(&mut tally) {
                 let request = range_request(&mut client, op, range_size, consistency);
                 let sent = Instant::now();
                 match call(client.settings.request_timeout, kv.range(request)).await {
                     Ok(response) => {
-                        record(&mut tally.latency, sent.elapsed());
+                        tally.ok(sent.elapsed());
                         tally.count("kvs", response.kvs.len() as u64);
                     }
                     Err(error) => tally.fail(error),
@@ -195,7 +195,7 @@ pub async fn mixed(
             let mut kv = kv_client(client.channel.clone());
             let value = value(&client.settings);
             let mut tally = Tally::new();
-            while let Some(op) = client.tickets.next() {
+            while let Some(op) = client.next(&mut tally) {
                 let read = client.rng.gen_bool(read_ratio);
                 let key = client.key(op);
                 let sent = Instant::now();
@@ -222,7 +222,7 @@ pub async fn mixed(
                 let kind = if read { "reads" } else { "writes" };
                 match outcome {
                     Ok(()) => {
-                        record(&mut tally.latency, elapsed);
+                        tally.ok(elapsed);
                         tally.record_as(kind, elapsed);
                         tally.count(kind, 1);
                     }
@@ -315,12 +315,12 @@ pub async fn txn_cas(
             let mut kv = kv_client(client.channel.clone());
             let value = value(&client.settings);
             let mut tally = Tally::new();
-            while let Some(op) = client.tickets.next() {
+            while let Some(op) = client.next(&mut tally) {
                 let key = client.key(op);
                 let sent = Instant::now();
                 match update(&mut kv, &client.settings, key, value.clone()).await {
                     Ok(conflicts) => {
-                        record(&mut tally.latency, sent.elapsed());
+                        tally.ok(sent.elapsed());
                         tally.count("conflicts", conflicts);
                     }
                     Err(error) => tally.fail(error),

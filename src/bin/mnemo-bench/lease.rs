@@ -18,7 +18,7 @@ use tonic::Streaming;
 use tonic::transport::Channel;
 
 use crate::options::Settings;
-use crate::report::{Summary, Tally, record};
+use crate::report::{Summary, Tally};
 use crate::{BenchError, CallError, Client, call, drive};
 
 /// Renewals queued on a keepalive stream: one at a time is in flight per client.
@@ -121,10 +121,10 @@ pub async fn run(
             let mut stream = None;
             let timeout = client.settings.request_timeout;
             let mut tally = Tally::new();
-            while client.tickets.next().is_some() {
+            while client.next(&mut tally).is_some() {
                 let sent = Instant::now();
                 match grant_renew_revoke(&mut lease, &mut stream, ttl, timeout).await {
-                    Ok(()) => record(&mut tally.latency, sent.elapsed()),
+                    Ok(()) => tally.ok(sent.elapsed()),
                     Err(error) => tally.fail(error),
                 }
                 client.done.fetch_add(1, Ordering::Relaxed);

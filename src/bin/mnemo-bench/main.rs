@@ -34,6 +34,9 @@ use report::{Progress, Summary, Tally};
 
 /// How long connecting to an endpoint may take before the run is abandoned.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Failures in a row after which a client stops: a server that hangs would otherwise hold each
+/// of the client's remaining ops for a whole request timeout. The run reports `gave_up_clients`.
+const ERRORS_IN_A_ROW_MAX: u64 = 20;
 /// Largest gRPC message the clients accept: a range of many large values.
 pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
 
@@ -164,6 +167,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// The next op to do, or `None` when the run is over or this client failed
+    /// [`ERRORS_IN_A_ROW_MAX`] times in a row (counted in `tally` as `gave_up_clients`).
+    pub fn next(&self, tally: &mut Tally) -> Option<u64> {
+        if tally.errors_in_a_row >= ERRORS_IN_A_ROW_MAX {
+            tally.count("gave_up_clients", 1);
+            return None;
+        }
+        self.tickets.next()
+    }
+
     /// The key number of op `op`: in order, or at random over the key space.
     pub fn pick(&mut self, op: u64) -> u64 {
         use rand::Rng as _;

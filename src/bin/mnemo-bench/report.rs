@@ -47,6 +47,8 @@ pub struct Tally {
     pub latencies: BTreeMap<&'static str, Histogram<u64>>,
     /// The first failure, reported as `first_error` so a failing run says why.
     pub first_error: Option<String>,
+    /// Failures since the last success: a client gives up past a limit (see `Client::next`).
+    pub errors_in_a_row: u64,
 }
 
 impl Tally {
@@ -57,12 +59,20 @@ impl Tally {
             counters: BTreeMap::new(),
             latencies: BTreeMap::new(),
             first_error: None,
+            errors_in_a_row: 0,
         }
+    }
+
+    /// Counts a successful op that took `elapsed`.
+    pub fn ok(&mut self, elapsed: Duration) {
+        record(&mut self.latency, elapsed);
+        self.errors_in_a_row = 0;
     }
 
     /// Counts a failed op, keeping the first failure's text.
     pub fn fail(&mut self, error: impl std::fmt::Display) {
         self.errors += 1;
+        self.errors_in_a_row += 1;
         if self.first_error.is_none() {
             self.first_error = Some(error.to_string());
         }

@@ -302,7 +302,7 @@ pub async fn run(
                 let mut kv = KvClient::new(client.channel.clone());
                 let mut tally = Tally::new();
                 let mut value = vec![b'v'; client.settings.val_size];
-                while let Some(op) = client.tickets.next() {
+                while let Some(op) = client.next(&mut tally) {
                     // Op n is due n/rate seconds after the start: one schedule for all writers.
                     if rate > 0 {
                         let due = writes_started + Duration::from_secs_f64(op as f64 / rate as f64);
@@ -317,7 +317,7 @@ pub async fn run(
                     let sent = Instant::now();
                     match call(client.settings.request_timeout, kv.put(request)).await {
                         Ok(response) => {
-                            record(&mut tally.latency, sent.elapsed());
+                            tally.ok(sent.elapsed());
                             if let Some(header) = response.header {
                                 acked.lock().push(header.revision);
                             }
