@@ -513,13 +513,14 @@ fn merge_map(
                         strategy,
                         child,
                     };
-                    Some(Value::Array(merge_list_values(
+                    let merged = merge_list_values(
                         original_list,
                         patch_list,
                         &list,
                         is_delete_list,
                         depth + 1,
-                    )?))
+                    )?;
+                    Some(Value::Array(merged.ordered))
                 }
             }
             // A delete list for a field of another type changes nothing.
@@ -583,6 +584,13 @@ fn item_kind(lists: &[&[Value]]) -> Result<ItemKind, PatchError> {
         .ok_or_else(|| PatchError::strategic("no elements in any of the given slices"))
 }
 
+/// A merged list: `ordered` is the result; `server_order` is the order a `$setElementOrder`
+/// directive slots the list's server-only items by.
+struct MergedList {
+    ordered: Vec<Value>,
+    server_order: Vec<Value>,
+}
+
 /// Merges a patch list into an original list of a field whose strategy is a merge (or whose
 /// patch is a `$deleteFromPrimitiveList/`), then orders the result.
 fn merge_list_values(
@@ -591,17 +599,24 @@ fn merge_list_values(
     list: &ListField<'_>,
     is_delete_list: bool,
     depth: usize,
-) -> Result<Vec<Value>, PatchError> {
+) -> Result<MergedList, PatchError> {
     if original.is_empty() && patch.is_empty() {
-        return Ok(original);
+        return Ok(MergedList {
+            ordered: Vec::new(),
+            server_order: Vec::new(),
+        });
     }
     match item_kind(&[&original, &patch])? {
         ItemKind::Scalar => {
             if is_delete_list {
-                return Ok(original
+                let kept: Vec<Value> = original
                     .into_iter()
                     .filter(|item| !patch.contains(item))
-                    .collect());
+                    .collect();
+                return Ok(MergedList {
+                    ordered: kept.clone(),
+                    server_order: kept,
+                });
             }
             let mut merged: Vec<Value> = Vec::with_capacity(original.len() + patch.len());
             for item in original.iter().chain(patch.iter()) {
@@ -610,7 +625,11 @@ fn merge_list_values(
                 }
             }
             let (in_patch, server_only) = partition(merged, &patch, None);
-            normalize_order(in_patch, server_only, &patch, &original, None)
+            let ordered = normalize_order(in_patch, server_only, &patch, &original, None)?;
+            Ok(MergedList {
+                ordered,
+                server_order: original,
+            })
         }
         ItemKind::Map => {
             let Some(merge_key) = list.merge_key() else {
@@ -619,8 +638,10 @@ fn merge_list_values(
                     list.name
                 )));
             };
+            let original_count = original.len();
             let (original, patch) = apply_list_directives(original, patch, merge_key)?;
-            let mut merged = original;
+            let deleted_count = original_count.saturating_sub(original.len());
+            let mut merged = original.clone();
             for item in &patch {
                 let Value::Object(item_map) = item else {
                     continue;
@@ -650,17 +671,23 @@ fn merge_list_values(
                     }
                 }
             }
-            // Upstream orders server-only items by the list after the merge, where new items
-            // sit at the end.
-            let server_order = merged.clone();
+            // kube-compat: server-only items are slotted in among the patch items by their
+            // place in the original list (after deletions), where new items are not found, so
+            // new items come first: adding port 81 to [80] gives [81, 80], as upstream.
+            // Under a `$setElementOrder`, upstream slots them in by the original list's storage
+            // as the merge left it: deletions shifted it left and new items were appended into
+            // the freed room, so the first `deleted_count` new items are found after the
+            // remaining originals. Upstream's "add map and delete map from merging list" cases
+            // pin this.
+            let server_order_count = merged.len().min(original.len() + deleted_count);
+            let server_order = merged[..server_order_count].to_vec();
             let (in_patch, server_only) = partition(merged, &patch, Some(merge_key));
-            normalize_order(
-                in_patch,
-                server_only,
-                &patch,
-                &server_order,
-                Some(merge_key),
-            )
+            let ordered =
+                normalize_order(in_patch, server_only, &patch, &original, Some(merge_key))?;
+            Ok(MergedList {
+                ordered,
+                server_order,
+            })
         }
     }
 }
@@ -790,32 +817,30 @@ fn merge_set_element_order_lists(
         let merge_key = list.merge_key();
         check_order_matches_patch(patch_list.as_deref().unwrap_or(&[]), &order, merge_key)?;
 
-        let merged = match (&original_list, patch_list) {
+        let original_items = original_list.clone().unwrap_or_default();
+        let cleaned = |patch_list: Vec<Value>| match clean(Value::Array(patch_list)) {
+            Some(Value::Array(list)) => list,
+            _ => Vec::new(),
+        };
+        let (merged, server_order) = match (original_list, patch_list) {
             (None, None) => continue,
-            (Some(original_list), None) => original_list.clone(),
-            (None, Some(patch_list)) => match clean(Value::Array(patch_list)) {
-                Some(Value::Array(list)) => list,
-                _ => Vec::new(),
-            },
+            (Some(original_list), None) => (original_list, original_items.clone()),
+            (None, Some(patch_list)) => (cleaned(patch_list), original_items.clone()),
+            (Some(_), Some(patch_list)) if strategy == ListStrategy::Replace => {
+                (cleaned(patch_list), original_items.clone())
+            }
             (Some(original_list), Some(patch_list)) => {
-                if strategy == ListStrategy::Replace {
-                    match clean(Value::Array(patch_list)) {
-                        Some(Value::Array(list)) => list,
-                        _ => Vec::new(),
-                    }
-                } else {
-                    merge_list_values(original_list.clone(), patch_list, &list, false, depth + 1)?
-                }
+                let merged = merge_list_values(original_list, patch_list, &list, false, depth + 1)?;
+                (merged.ordered, merged.server_order)
             }
         };
-        let original_items = original_list.unwrap_or_default();
         let patch_items = match patch.get(field) {
             Some(Value::Array(list)) => list.clone(),
             _ => Vec::new(),
         };
         item_kind(&[&original_items, &patch_items])?;
         let (in_order, server_only) = partition(merged, &order, merge_key);
-        let ordered = normalize_order(in_order, server_only, &order, &original_items, merge_key)?;
+        let ordered = normalize_order(in_order, server_only, &order, &server_order, merge_key)?;
         original.insert(field.to_string(), Value::Array(ordered));
         patch.remove(field);
     }

@@ -104,6 +104,33 @@ fn set_element_order_reorders_and_places_new_items() {
 }
 
 #[test]
+fn set_element_order_slots_server_only_items_as_upstream() {
+    let pod = |names: &[&str]| {
+        let containers: Vec<Value> = names
+            .iter()
+            .map(|name| json!({"name": name, "image": "i"}))
+            .collect();
+        json!({"spec": {"containers": containers}})
+    };
+    // A new item named in the order list goes where the order says, server-only items after.
+    let patch = json!({"spec": {
+        "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+        "containers": [{"name": "a", "image": "j"}, {"name": "b", "image": "i"}]
+    }});
+    let patched = strategic("Pod", &pod(&["a", "c"]), &patch).unwrap();
+    assert_eq!(container_names(&patched), ["a", "b", "c"]);
+    assert_eq!(patched["spec"]["containers"][0]["image"], "j");
+    // With a deletion in the same patch, upstream finds the first new item in the room the
+    // deletion freed, after the remaining server items.
+    let patch = json!({"spec": {
+        "$setElementOrder/containers": [{"name": "b"}, {"name": "c"}],
+        "containers": [{"name": "c", "image": "i"}, {"$patch": "delete", "name": "a"}]
+    }});
+    let patched = strategic("Pod", &pod(&["a", "b", "d"]), &patch).unwrap();
+    assert_eq!(container_names(&patched), ["b", "d", "c"]);
+}
+
+#[test]
 fn patch_delete_directive_removes_one_item() {
     let patch = json!({"spec": {
         "$setElementOrder/containers": [{"name": "a"}],
@@ -157,9 +184,10 @@ fn service_ports_merge_by_port_and_container_ports_by_container_port() {
     let pod = json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 80}]}]}});
     let patch = json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 81}]}]}});
     let patched = strategic("Pod", &pod, &patch).unwrap();
+    // Upstream puts new items before the server's when no `$setElementOrder` says otherwise.
     assert_eq!(
         patched["spec"]["containers"][0]["ports"],
-        json!([{"containerPort": 80}, {"containerPort": 81}])
+        json!([{"containerPort": 81}, {"containerPort": 80}])
     );
 }
 
