@@ -686,26 +686,46 @@ fn validate_finalizer(finalizer: &str, path: &str, errors: &mut Vec<FieldError>)
     }
 }
 
+/// kube's pod spec checks, in its order: regular containers (names unique among them), init
+/// containers (names unique among all), the restart policy; then, for a pod but not a pod
+/// template, the images' whitespace.
 fn validate_pod_spec(spec: Option<&Value>, path: &str, is_pod: bool, errors: &mut Vec<FieldError>) {
-    let mut seen_names = BTreeSet::new();
-    let init_containers = spec
-        .and_then(|spec| spec.get("initContainers"))
-        .and_then(Value::as_array);
-    for (index, container) in init_containers.into_iter().flatten().enumerate() {
-        let container_path = format!("{path}.initContainers[{index}]");
-        validate_container(container, &container_path, is_pod, &mut seen_names, errors);
+    let list = |field: &str| -> &[Value] {
+        spec.and_then(|spec| spec.get(field))
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    };
+    let containers = list("containers");
+    let init_containers = list("initContainers");
+    if containers.is_empty() {
+        errors.push(FieldError::required(format!("{path}.containers"), ""));
     }
-    let containers = spec
-        .and_then(|spec| spec.get("containers"))
-        .and_then(Value::as_array);
-    match containers {
-        Some(containers) if !containers.is_empty() => {
-            for (index, container) in containers.iter().enumerate() {
-                let container_path = format!("{path}.containers[{index}]");
-                validate_container(container, &container_path, is_pod, &mut seen_names, errors);
-            }
+    // Regular container names must be unique among themselves, a nameless one included.
+    let mut names = BTreeSet::new();
+    for (index, container) in containers.iter().enumerate() {
+        let container_path = format!("{path}.containers[{index}]");
+        validate_container(container, &container_path, errors);
+        let name = string_at(Some(container), "name");
+        if !names.insert(name.to_string()) {
+            errors.push(FieldError::duplicate(
+                format!("{container_path}.name"),
+                &BadValue::Str(name),
+            ));
         }
-        _ => errors.push(FieldError::required(format!("{path}.containers"), "")),
+    }
+    // Init container names must differ from every other container's.
+    for (index, container) in init_containers.iter().enumerate() {
+        let container_path = format!("{path}.initContainers[{index}]");
+        validate_container(container, &container_path, errors);
+        let name = string_at(Some(container), "name");
+        if names.contains(name) {
+            errors.push(FieldError::duplicate(
+                format!("{container_path}.name"),
+                &BadValue::Str(name),
+            ));
+        } else if !name.is_empty() {
+            names.insert(name.to_string());
+        }
     }
     let restart_policy = string_at(spec, "restartPolicy");
     if !restart_policy.is_empty() && !RESTART_POLICIES.contains(&restart_policy) {
@@ -715,15 +735,28 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, is_pod: bool, errors: &mu
             RESTART_POLICIES,
         ));
     }
+    if is_pod {
+        let lists = [
+            ("containers", containers),
+            ("initContainers", init_containers),
+        ];
+        for (list_name, list) in lists {
+            for (index, container) in list.iter().enumerate() {
+                let image = string_at(Some(container), "image");
+                if image.trim() != image {
+                    errors.push(FieldError::invalid(
+                        format!("{path}.{list_name}[{index}].image"),
+                        &BadValue::Str(image),
+                        "must not have leading or trailing whitespace",
+                    ));
+                }
+            }
+        }
+    }
 }
 
-fn validate_container(
-    container: &Value,
-    path: &str,
-    is_pod: bool,
-    seen_names: &mut BTreeSet<String>,
-    errors: &mut Vec<FieldError>,
-) {
+/// The checks kube applies to every container: name, image, ports, resources.
+fn validate_container(container: &Value, path: &str, errors: &mut Vec<FieldError>) {
     let name = string_at(Some(container), "name");
     if name.is_empty() {
         errors.push(FieldError::required(format!("{path}.name"), ""));
@@ -735,26 +768,32 @@ fn validate_container(
                 &message,
             ));
         }
-        if !seen_names.insert(name.to_string()) {
-            errors.push(FieldError::duplicate(
-                format!("{path}.name"),
-                &BadValue::Str(name),
-            ));
-        }
     }
-    let image = string_at(Some(container), "image");
-    if image.is_empty() {
+    if string_at(Some(container), "image").is_empty() {
         errors.push(FieldError::required(format!("{path}.image"), ""));
-    } else if is_pod && image.trim() != image {
-        errors.push(FieldError::invalid(
-            format!("{path}.image"),
-            &BadValue::Str(image),
-            "must not have leading or trailing whitespace",
-        ));
     }
+    let mut port_names = BTreeSet::new();
     let ports = container.get("ports").and_then(Value::as_array);
     for (index, port) in ports.into_iter().flatten().enumerate() {
         let port_path = format!("{path}.ports[{index}]");
+        let port_name = string_at(Some(port), "name");
+        if !port_name.is_empty() {
+            let messages = port_name_errors(port_name);
+            if !messages.is_empty() {
+                for message in messages {
+                    errors.push(FieldError::invalid(
+                        format!("{port_path}.name"),
+                        &BadValue::Str(port_name),
+                        &message,
+                    ));
+                }
+            } else if !port_names.insert(port_name.to_string()) {
+                errors.push(FieldError::duplicate(
+                    format!("{port_path}.name"),
+                    &BadValue::Str(port_name),
+                ));
+            }
+        }
         match port.get("containerPort").and_then(Value::as_i64) {
             None | Some(0) => errors.push(FieldError::required(
                 format!("{port_path}.containerPort"),
@@ -830,8 +869,9 @@ fn validate_resources(resources: Option<&Value>, path: &str, errors: &mut Vec<Fi
             continue;
         };
         if request.milli_value() > limit.milli_value() {
+            // kube names the requests map here, not the entry.
             errors.push(FieldError::invalid(
-                format!("{path}.requests[{resource}]"),
+                format!("{path}.requests"),
                 &BadValue::Str(request.as_str()),
                 &format!(
                     "must be less than or equal to {resource} limit of {}",

@@ -206,15 +206,33 @@ fn pod_spec_rules() {
     assert_eq!(
         texts(&validate("Pod", &bad)),
         [
-            "spec.containers[0].name: Duplicate value: \"a\"",
-            "spec.containers[0].image: Invalid value: \" x\": must not have leading or trailing whitespace",
             "spec.containers[1].name: Required value",
             "spec.containers[1].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
             "spec.containers[1].ports[1].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
             "spec.containers[2].resources.requests[memory]: Invalid value: \"abc\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
             "spec.containers[2].resources.requests[nvidia.com/gpu]: Invalid value: \"-1\": must be greater than or equal to 0",
-            "spec.containers[2].resources.requests[cpu]: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
+            "spec.containers[2].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
+            "spec.initContainers[0].name: Duplicate value: \"a\"",
             "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
+            "spec.containers[0].image: Invalid value: \" x\": must not have leading or trailing whitespace",
+        ]
+    );
+
+    let ports = pod(
+        "p",
+        json!([{"name": "a", "image": "x", "ports": [
+        {"name": "http", "containerPort": 80}, {"name": "http", "containerPort": 81},
+        {"name": "Web", "containerPort": 82}
+    ]}, {"name": "", "image": "y"}, {"image": "z"}]),
+    );
+    assert_eq!(
+        texts(&validate("Pod", &ports)),
+        [
+            "spec.containers[0].ports[1].name: Duplicate value: \"http\"",
+            "spec.containers[0].ports[2].name: Invalid value: \"Web\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
+            "spec.containers[1].name: Required value",
+            "spec.containers[2].name: Required value",
+            "spec.containers[2].name: Duplicate value: \"\"",
         ]
     );
 }
