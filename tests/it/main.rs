@@ -4,6 +4,8 @@
 //! One binary keeps link time down; each module covers one area:
 //! - `bench`: the `mnemo-bench` load tool, each subcommand with a tiny total, its JSON line
 //!   checked and the store read back;
+//! - `apiserver_patch`: the API server's PATCH semantics against kubectl 1.32's own patch code
+//!   (`kubectl patch --local`), case by case;
 //! - `auth`: users, roles, permissions and tokens: etcdctl flows and a permission matrix, both
 //!   as etcd 3.4 answers them, token expiry, and a revocation racing writes;
 //! - `support`: spawning members, clients, etcdctl and a raw HTTP/1.1 GET; `support::cluster`
@@ -42,6 +44,7 @@
 
 mod support;
 
+mod apiserver_patch;
 mod auth;
 mod auto_compaction;
 mod bench;
