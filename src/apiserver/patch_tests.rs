@@ -539,3 +539,54 @@ proptest! {
         prop_assert_eq!(&patched, &to);
     }
 }
+
+/// Any JSON, nulls and directive keys included, for the no-panic property.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        (-3i32..3).prop_map(Value::from),
+        prop_oneof![
+            Just("delete"),
+            Just("replace"),
+            Just("merge"),
+            Just("a"),
+            Just("b")
+        ]
+        .prop_map(Value::from),
+    ];
+    let keys = prop_oneof![
+        Just("name".to_string()),
+        Just("containers".to_string()),
+        Just("spec".to_string()),
+        Just("metadata".to_string()),
+        Just("finalizers".to_string()),
+        Just("$patch".to_string()),
+        Just("$retainKeys".to_string()),
+        Just("$setElementOrder/containers".to_string()),
+        Just("$deleteFromPrimitiveList/finalizers".to_string()),
+        "[a-c]",
+    ];
+    leaf.prop_recursive(4, 40, 5, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(keys.clone(), inner, 0..5)
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    /// Whatever the body, a patch answers a result or an error, never a panic.
+    #[test]
+    fn any_patch_answers_without_panicking(original in any_json(), patch in any_json()) {
+        for kind in ["Pod", "Deployment", "Node"] {
+            for patch_type in [PatchType::StrategicMerge, PatchType::Merge, PatchType::Json] {
+                let result = apply_patch(patch_type, kind, &original, patch.to_string().as_bytes());
+                if let Err(error) = result {
+                    prop_assert!(!error.to_string().is_empty());
+                }
+            }
+        }
+    }
+}

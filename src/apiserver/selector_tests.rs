@@ -317,3 +317,12 @@ proptest! {
         prop_assert_eq!(parsed.to_string(), text);
     }
 }
+
+proptest! {
+    /// Whatever the text, parsing answers a selector or an error, never a panic.
+    #[test]
+    fn any_selector_text_parses_or_errs(text in "[a-z =!(),<>\\\\.\\-/\\t\\x00é]{0,24}") {
+        let _ = LabelSelector::parse(&text);
+        let _ = FieldSelector::parse(&text);
+    }
+}

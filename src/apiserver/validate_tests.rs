@@ -454,3 +454,31 @@ fn bad_quantities_get_kubes_messages() {
         "unable to parse quantity's suffix"
     );
 }
+
+proptest::proptest! {
+    /// Whatever the text, quantity parsing answers a value or an error, never a panic, and a
+    /// value's milli-value is a thousand times its value or saturated.
+    #[test]
+    fn any_quantity_text_parses_or_errs(text in "[-+0-9.eEinumkKMGTP ]{0,12}") {
+        if let Ok(quantity) = parse_quantity(&text) {
+            let (value, milli) = (quantity.value(), quantity.milli_value());
+            proptest::prop_assert!(
+                milli.unsigned_abs() <= value.unsigned_abs().saturating_mul(1000),
+                "{text}: {value} {milli}"
+            );
+        }
+    }
+
+    /// Validation of any object shape answers a list, never a panic.
+    #[test]
+    fn validating_odd_shapes_never_panics(spec in proptest::prelude::any::<u8>()) {
+        let shapes = [json!(null), json!([]), json!("x"), json!({"containers": "x"}),
+            json!({"containers": [1, null, {"ports": "x", "resources": {"requests": [1]}}]}),
+            json!({"selector": [], "template": 3, "ports": [{"port": "x", "targetPort": null}]})];
+        let shape = &shapes[usize::from(spec) % shapes.len()];
+        for kind in ["Pod", "Deployment", "Service", "ConfigMap", "Secret", "Namespace", "Node"] {
+            let object = json!({"metadata": shape, "spec": shape, "data": shape});
+            let _ = validate(kind, &object);
+        }
+    }
+}
