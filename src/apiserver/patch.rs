@@ -31,9 +31,10 @@ use serde_json::{Map, Value};
 /// the work one request can ask for.
 pub const JSON_PATCH_OPERATIONS_MAX: usize = 10_000;
 
-/// How deep a strategic merge patch may nest. A JSON body within the request-size limit can
-/// nest far deeper than any Kubernetes object; the bound keeps the recursion off the end of
-/// the stack.
+/// How deep a strategic merge may recurse. Bodies parsed here already stop at serde_json's
+/// nesting limit (128), but `original` comes from the caller; the bound keeps the merge's
+/// recursion off the end of the stack whatever it is handed, and sits far above any
+/// Kubernetes object's depth.
 pub const STRATEGIC_PATCH_DEPTH_MAX: usize = 100;
 
 /// The key of a `$patch: replace|delete|merge` directive.
