@@ -35,7 +35,7 @@ const DISK_DURATION_BUCKETS_COUNT: usize = 14;
 /// the most a batch can hold, so a saturated writer shows in the top bucket.
 const WAL_BATCH_ENTRIES_BUCKETS_COUNT: usize = 11;
 
-/// Every handle, registered once in [`struct@REGISTRY`].
+/// Every handle, registered once in the private `REGISTRY`.
 pub struct Metrics {
     /// `etcd_server_has_leader` (sampled).
     has_leader: IntGauge,

@@ -2,7 +2,7 @@
 //! as etcd runs it.
 //!
 //! Owns the schedule and the choice of revision; nothing else. Every member samples its current
-//! revision, but only the leader proposes a compaction (through [`CompactTarget::compact`], a
+//! revision, but only the leader proposes a compaction (through `CompactTarget::compact`, a
 //! normal replicated Compact), so followers never race it and a new leader picks up at once.
 //! - `periodic`, retention P (a duration; a bare number means hours, as in etcd): every
 //!   min(P, 1 h)/10 the current revision is sampled; once P has passed since the compactor
