@@ -381,8 +381,12 @@ impl Writer {
                         batch_entries += entries.len();
                         self.write_entries(&entries)
                     }
+                    // A hint only: written now, made durable by the next batch that needs
+                    // a sync. Syncing for it alone would double the fsyncs of every write
+                    // (append, then commit). Losing it in a crash only means replaying from
+                    // an older committed position; it never names an entry that is not
+                    // durable, since every entry before it in the file was synced already.
                     Job::Committed(position) => {
-                        dirty = true;
                         self.write_record(&committed_body(position), None)
                     }
                     Job::TruncateAfter { last_kept, done } => {
