@@ -21,7 +21,9 @@
 //! MVCC) → `snapshot` (the snapshot file) → `raft` (consensus, WAL) → `lease` (the lease table
 //! and the leader's timers), `alarm` (the raised alarms), `auth` (users, roles, permissions,
 //! tokens) → `apply` (the only post-commit mutation) → `watch` (events to watchers) →
-//! `server` (request lifecycle, gRPC, HTTP) → `client` → `embed` (composition).
+//! `server` (request lifecycle, gRPC, HTTP) → `client` → `embed` (composition); `apiserver`
+//! (the Kubernetes-style API server) sits on `client` alone, and `scheduler` on the API
+//! server's REST API alone.
 
 // The KV entry points nest several async layers (gRPC handler, lock recipes, the slow-request
 // timer, proposal, Raft forwarding); computing their futures' layouts needs more than the

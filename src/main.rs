@@ -1,6 +1,7 @@
 //! The `mnemo` binary: one member, configured with etcd's flag names (and `MNEMO_*`
 //! environment variables in place of `ETCD_*`).
 
+mod apiserver_cli;
 mod scheduler_cli;
 
 use std::path::PathBuf;
@@ -23,7 +24,9 @@ use mnemo::tls::TlsInfo;
 #[command(
     name = "mnemo",
     version = concat!(env!("CARGO_PKG_VERSION"), " (etcd API ", "3.6", ")"),
-    after_help = "Snapshot files (from `etcdctl snapshot save`): mnemo snapshot status|restore --help"
+    after_help = "Snapshot files (from `etcdctl snapshot save`): mnemo snapshot status|restore --help\n\
+                  Kubernetes-style API server: mnemo apiserver --help\n\
+                  Pod scheduler for it: mnemo scheduler --help"
 )]
 struct Flags {
     /// Human-readable name for this member.
@@ -451,6 +454,12 @@ fn main() -> ExitCode {
         .is_some_and(|arg| arg == "scheduler")
     {
         return scheduler_cli::main(std::env::args_os().skip(1));
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "apiserver")
+    {
+        return apiserver_cli::main(std::env::args_os().skip(1));
     }
     let flags = Flags::parse();
     init_logging(&flags);

@@ -386,9 +386,7 @@ impl Writer {
                     // (append, then commit). Losing it in a crash only means replaying from
                     // an older committed position; it never names an entry that is not
                     // durable, since every entry before it in the file was synced already.
-                    Job::Committed(position) => {
-                        self.write_record(&committed_body(position), None)
-                    }
+                    Job::Committed(position) => self.write_record(&committed_body(position), None),
                     Job::TruncateAfter { last_kept, done } => {
                         self.reply(&mut waiting, &mut dirty, &done, |writer| {
                             writer.truncate_after(last_kept)

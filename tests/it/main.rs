@@ -2,6 +2,9 @@
 //! against one) from the outside, on loopback ports picked at run time.
 //!
 //! One binary keeps link time down; each module covers one area:
+//! - `apiserver`: `mnemo apiserver` driven by the real kubectl 1.32 (every served kind, errors,
+//!   watch, paging, scale, binding, compaction), on the embedded member and on etcd 3.4, and 20
+//!   concurrent read-modify-write clients;
 //! - `bench`: the `mnemo-bench` load tool, each subcommand with a tiny total, its JSON line
 //!   checked and the store read back;
 //! - `apiserver_patch`: the API server's PATCH semantics against kubectl 1.32's own patch code
@@ -44,6 +47,7 @@
 
 mod support;
 
+mod apiserver;
 mod apiserver_patch;
 mod auth;
 mod auto_compaction;

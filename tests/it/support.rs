@@ -642,6 +642,43 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpRespo
     }
 }
 
+/// Sends `<method> <path> HTTP/1.1` with `Connection: close` and, when given, a body with
+/// its Content-Type, and parses the answer. Bounded by [`HTTP_TIMEOUT`].
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+) -> std::io::Result<HttpResponse> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n"
+        );
+        if let Some((content_type, bytes)) = body {
+            request.push_str(&format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+                bytes.len()
+            ));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        if let Some((_, bytes)) = body {
+            stream.write_all(bytes).await?;
+        }
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        parse_http_response(&raw)
+    };
+    match tokio::time::timeout(HTTP_TIMEOUT, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{method} {path} took over {HTTP_TIMEOUT:?}"),
+        )),
+    }
+}
+
 fn parse_http_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
     let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned());
     let head_end = raw

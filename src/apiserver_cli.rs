@@ -1,0 +1,167 @@
+//! `mnemo apiserver`: flags and startup of the Kubernetes-style API server, on an embedded
+//! member (the default) or on an etcd v3 cluster (`--etcd-endpoints`). Part of the binary,
+//! not the library: it composes `embed` and `apiserver`, which must not know each other.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use mnemo::apiserver::{self, COMPACTION_INTERVAL_DEFAULT, Options};
+use mnemo::client::{ClientError, GrpcClient, KvClient};
+use mnemo::embed::{Config, Node, parse_urls};
+use mnemo::limits::SHUTDOWN_DRAIN;
+
+/// A thin Kubernetes-style API server (kubectl 1.32 works against it) over mnemo or etcd.
+#[derive(Parser, Debug)]
+#[command(bin_name = "mnemo apiserver")]
+struct ApiserverFlags {
+    /// Address to serve the Kubernetes API on (plain HTTP/1.1).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// etcd v3 endpoints (URL[,URL]) to store objects in; the first that answers is used.
+    /// Without it, an embedded member runs in this process.
+    #[arg(long)]
+    etcd_endpoints: Option<String>,
+    /// Data directory of the embedded member.
+    #[arg(long, default_value = "default.apiserver")]
+    data_dir: PathBuf,
+    /// Client URLs of the embedded member (etcdctl can read the objects there).
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    listen_client_urls: String,
+    /// Peer URLs of the embedded member.
+    #[arg(long, default_value = "http://127.0.0.1:2380")]
+    listen_peer_urls: String,
+    /// How often to compact history, as kube-apiserver's --etcd-compaction-interval
+    /// (e.g. 5m; 0s turns compaction off).
+    #[arg(long, default_value_t = humantime::Duration::from(COMPACTION_INTERVAL_DEFAULT))]
+    compaction_interval: humantime::Duration,
+}
+
+/// Runs `mnemo apiserver ...` (`args` starts after the binary name).
+pub fn main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
+    let flags = ApiserverFlags::parse_from(args);
+    mnemo::logging::init(
+        mnemo::logging::LogFormat::Text,
+        mnemo::logging::LogLevel::Info,
+        "apiserver",
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mnemo apiserver: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(flags))
+}
+
+async fn run(flags: ApiserverFlags) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(&flags.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("mnemo apiserver: cannot listen on {}: {err}", flags.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let interval: Duration = flags.compaction_interval.into();
+    let options = Options {
+        compaction_interval: Some(interval).filter(|i| !i.is_zero()),
+    };
+    match &flags.etcd_endpoints {
+        Some(endpoints) => match connect_any(endpoints).await {
+            Ok(client) => serve(client, listener, options).await,
+            Err(err) => {
+                eprintln!("mnemo apiserver: no etcd endpoint of {endpoints:?} answered: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            let config = match embedded_config(&flags) {
+                Ok(config) => config,
+                Err(message) => {
+                    eprintln!("mnemo apiserver: {message}");
+                    return ExitCode::from(2);
+                }
+            };
+            let node = match Node::start(config).await {
+                Ok(node) => node,
+                Err(err) => {
+                    eprintln!("mnemo apiserver: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let code = serve(node.client(), listener, options).await;
+            node.shutdown().await;
+            code
+        }
+    }
+}
+
+fn embedded_config(flags: &ApiserverFlags) -> Result<Config, String> {
+    let client_urls =
+        parse_urls("--listen-client-urls", &flags.listen_client_urls).map_err(|e| e.to_string())?;
+    let peer_urls =
+        parse_urls("--listen-peer-urls", &flags.listen_peer_urls).map_err(|e| e.to_string())?;
+    Ok(Config {
+        data_dir: flags.data_dir.clone(),
+        advertise_client_urls: client_urls.clone(),
+        listen_client_urls: client_urls,
+        initial_advertise_peer_urls: peer_urls.clone(),
+        listen_peer_urls: peer_urls,
+        ..Config::default()
+    })
+}
+
+async fn connect_any(endpoints: &str) -> Result<GrpcClient, ClientError> {
+    let mut last = ClientError::Transport("no endpoint given".into());
+    for endpoint in endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        match GrpcClient::connect(endpoint).await {
+            Ok(client) => return Ok(client),
+            Err(err) => last = err,
+        }
+    }
+    Err(last)
+}
+
+async fn serve<C: KvClient + Clone + 'static>(
+    client: C,
+    listener: tokio::net::TcpListener,
+    options: Options,
+) -> ExitCode {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(apiserver::serve(client, listener, options, async move {
+        let _ = stopped.await;
+    }));
+    tracing::info!("apiserver ready to serve requests");
+    tokio::pin!(server);
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = crate::wait_for_signal() => {
+            let _ = stop.send(());
+            // Open watches would hold a graceful shutdown for their whole timeout.
+            match tokio::time::timeout(SHUTDOWN_DRAIN, &mut server).await {
+                Ok(served) => served,
+                Err(_) => return ExitCode::SUCCESS,
+            }
+        }
+    };
+    match served {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => {
+            eprintln!("mnemo apiserver: {err}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("mnemo apiserver: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1343 @@
+//! `mnemo apiserver` driven from the outside by the real kubectl 1.32 (the `kubectl.1.32`
+//! binary beside the gcloud kubectl dispatcher, with a fresh `--cache-dir` per server so no
+//! discovery leaks between tests), and by raw HTTP where kubectl has no command.
+//!
+//! Expected texts are kubectl's against kube-apiserver (apiserver.md §10b): whitespace is
+//! collapsed and ages read as `<age>` before comparing.
+//!
+//! The server runs as a real process: on its embedded member by default, on a real etcd 3.4
+//! with `--etcd-endpoints` in `objects_land_in_kubes_key_layout_on_real_etcd`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::support::cluster::Cluster;
+use crate::support::{self, Member, free_port, http_get, http_request};
+
+/// How long the API server may take to answer `/version` after spawning.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two polls of a condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Longest a `kubectl get -w` child is left running.
+const WATCH_WAIT: Duration = Duration::from_secs(15);
+
+/// The kubectl 1.32 binary: beside the real file behind the `kubectl` dispatcher on PATH.
+/// Fails the test, never skips it, when it is missing.
+fn kubectl_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("kubectl"))
+        .find(|candidate| candidate.is_file());
+    let hint = "install the `kubectl` apt package (google-cloud-cli repository; scripts/setup \
+                installs it), which ships kubectl.1.27 ... kubectl.1.33 beside its dispatcher";
+    let dispatcher = on_path.unwrap_or_else(|| panic!("kubectl is not on PATH: {hint}"));
+    let real = std::fs::canonicalize(&dispatcher).expect("resolve the kubectl symlink");
+    let binary = real
+        .parent()
+        .expect("kubectl has a parent directory")
+        .join("kubectl.1.32");
+    assert!(binary.is_file(), "{} is missing: {hint}", binary.display());
+    binary
+}
+
+/// A running `mnemo apiserver` and a kubeconfig pointing at it.
+struct ApiServer {
+    /// Holds the kubeconfig, the kubectl cache, fixtures, the server log and its data dir.
+    dir: TempDir,
+    addr: SocketAddr,
+    /// The embedded member's client URL (None with `--etcd-endpoints`).
+    etcd_endpoint: Option<String>,
+    child: Option<Child>,
+}
+
+impl ApiServer {
+    /// Starts the API server on its own embedded member.
+    async fn start() -> ApiServer {
+        ApiServer::start_with(&[]).await
+    }
+
+    /// Starts the API server with `extra` flags (e.g. `--etcd-endpoints=...`).
+    async fn start_with(extra: &[&str]) -> ApiServer {
+        let dir = tempfile::Builder::new()
+            .prefix("mnemo-apiserver-it-")
+            .tempdir()
+            .expect("create a temp dir");
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let embedded = !extra
+            .iter()
+            .any(|flag| flag.starts_with("--etcd-endpoints"));
+        let mut args = vec![
+            "apiserver".to_string(),
+            format!("--listen={addr}"),
+            format!("--data-dir={}", dir.path().join("data").display()),
+        ];
+        let etcd_endpoint = embedded.then(|| {
+            let client = format!("http://127.0.0.1:{}", free_port());
+            args.push(format!("--listen-client-urls={client}"));
+            args.push(format!(
+                "--listen-peer-urls=http://127.0.0.1:{}",
+                free_port()
+            ));
+            client
+        });
+        args.extend(extra.iter().map(|flag| (*flag).to_string()));
+        let log = std::fs::File::create(dir.path().join("apiserver.log")).expect("create the log");
+        let child = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn mnemo apiserver");
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: it\n  cluster:\n    server: http://{addr}\n\
+             users:\n- name: it\n  user: {{}}\ncontexts:\n- name: it\n  context:\n    cluster: it\n    \
+             user: it\n    namespace: default\ncurrent-context: it\n"
+        );
+        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("write the kubeconfig");
+        let mut server = ApiServer {
+            dir,
+            addr,
+            etcd_endpoint,
+            child: Some(child),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let attempts_max = READY_TIMEOUT.as_millis() / POLL_INTERVAL.as_millis() + 1;
+        for _ in 0..attempts_max {
+            let child = self.child.as_mut().expect("server started");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("mnemo apiserver exited with {status}\n{}", self.log());
+            }
+            if let Ok(response) = http_get(self.addr, "/api/v1/namespaces/default").await
+                && response.status == 200
+            {
+                return;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        panic!(
+            "mnemo apiserver did not serve within {READY_TIMEOUT:?}\n{}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+    }
+
+    /// Writes a fixture file into the server's directory and returns its path.
+    fn fixture(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write a fixture");
+        path
+    }
+
+    fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(kubectl_binary());
+        command
+            .current_dir(self.dir.path())
+            .env_remove("KUBECONFIG")
+            .arg(format!(
+                "--kubeconfig={}",
+                self.dir.path().join("kubeconfig").display()
+            ))
+            .arg(format!(
+                "--cache-dir={}",
+                self.dir.path().join("cache").display()
+            ))
+            .arg("--request-timeout=20s")
+            .args(args);
+        command
+    }
+
+    /// Runs kubectl and returns its output.
+    fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubectl.1.32")
+    }
+
+    /// Runs kubectl, requires success, and returns stdout.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed ({}):\nstdout: {}\nstderr: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.log_tail()
+        );
+        String::from_utf8(output.stdout).expect("kubectl prints UTF-8")
+    }
+
+    /// Runs kubectl, requires exit code 1, and returns stderr.
+    #[track_caller]
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "kubectl {args:?} should fail:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stderr).expect("kubectl prints UTF-8")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// One raw HTTP request; returns the status and the JSON body.
+    async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let bytes = body.map(|value| value.to_string().into_bytes());
+        let response = http_request(
+            self.addr,
+            method,
+            path,
+            bytes.as_deref().map(|b| ("application/json", b)),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{method} {path}: {err}"));
+        let value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+        (response.status, value)
+    }
+}
+
+impl ApiServer {
+    /// Sends SIGTERM to the server (by its PID) and waits for it to exit; returns its exit code.
+    async fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("server running");
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let status =
+            support::poll_until("the apiserver exits after SIGTERM", READY_TIMEOUT, || {
+                let exited = child.try_wait().expect("try_wait");
+                async move { exited }
+            })
+            .await;
+        status.code()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether `token` is a kube age (`5s`, `3m20s`, `2d`).
+fn is_age(token: &str) -> bool {
+    let mut digits = false;
+    let mut ok = !token.is_empty();
+    for c in token.chars() {
+        if c.is_ascii_digit() {
+            digits = true;
+        } else if "smhdy".contains(c) && digits {
+            digits = false;
+        } else {
+            ok = false;
+        }
+    }
+    ok && !digits
+}
+
+/// `text` with whitespace collapsed per line and ages replaced by `<age>`.
+fn normalized(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            line.split_whitespace()
+                .map(|token| if is_age(token) { "<age>" } else { token })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const NAMESPACE_DEMO: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n";
+
+const POD_WEB: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  containers:
+  - name: main
+    image: nginx:1.27
+";
+
+#[test]
+fn ages_normalize() {
+    assert!(is_age("5s") && is_age("3m20s") && is_age("2d") && is_age("10m"));
+    assert!(!is_age("web") && !is_age("0/1") && !is_age("5") && !is_age("s"));
+    assert_eq!(normalized("NAME  AGE\nweb   5s\n"), "NAME AGE\nweb <age>");
+}
+
+/// Discovery, version, short names and the errors of unknown types and protobuf bodies.
+#[tokio::test]
+async fn discovery_and_version_match_kubectls_expectations() {
+    let server = ApiServer::start().await;
+    let version = server.ok(&["version"]);
+    assert!(version.contains("Server Version: v1.32."), "{version}");
+    let resources = normalized(&server.ok(&["api-resources"]));
+    for row in [
+        "NAME SHORTNAMES APIVERSION NAMESPACED KIND",
+        "pods po v1 true Pod",
+        "namespaces ns v1 false Namespace",
+        "nodes no v1 false Node",
+        "services svc v1 true Service",
+        "configmaps cm v1 true ConfigMap",
+        "secrets v1 true Secret",
+        "events ev v1 true Event",
+        "deployments deploy apps/v1 true Deployment",
+    ] {
+        assert!(
+            resources.lines().any(|line| line == row),
+            "no {row:?} in\n{resources}"
+        );
+    }
+    assert_eq!(
+        normalized(&server.ok(&["get", "ns"])),
+        "NAME STATUS AGE\ndefault Active <age>\nkube-node-lease Active <age>\n\
+         kube-public Active <age>\nkube-system Active <age>"
+    );
+    assert_eq!(
+        server.fails(&["get", "foos"]).trim(),
+        "error: the server doesn't have a resource type \"foos\""
+    );
+    // kubectl 1.32 posts protobuf from `create namespace`: refused with kube's exact 415 text.
+    assert_eq!(
+        server.fails(&["create", "namespace", "proto"]).trim(),
+        "Error from server (UnsupportedMediaType): the body of the request was in an unknown \
+         format - accepted media types include: application/json, application/yaml"
+    );
+    let openapi_v2 = http_get(server.addr, "/openapi/v2").await.unwrap();
+    assert_eq!(openapi_v2.status, 404, "kubectl must fall back from v2");
+}
+
+/// Every served kind: create from a YAML file, get (table and JSON), delete.
+#[tokio::test]
+async fn every_kind_creates_gets_and_deletes() {
+    let server = ApiServer::start().await;
+    server.fixture("ns.yaml", NAMESPACE_DEMO);
+    assert_eq!(
+        server.ok(&["create", "-f", "ns.yaml"]).trim(),
+        "namespace/demo created"
+    );
+    let kinds: &[(&str, &str, &str, &str)] = &[
+        (
+            "pod",
+            "web",
+            POD_WEB,
+            "NAME READY STATUS RESTARTS AGE\nweb 0/1 Pending 0 <age>",
+        ),
+        (
+            "node",
+            "node1",
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: node1\nstatus:\n  conditions:\n  - type: Ready\n    status: \"True\"\n  nodeInfo:\n    kubeletVersion: v1.32.0\n",
+            "NAME STATUS ROLES AGE VERSION\nnode1 Ready <none> <age> v1.32.0",
+        ),
+        (
+            "service",
+            "svc",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n    protocol: TCP\n",
+            "NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE\nsvc ClusterIP <none> <none> 80/TCP <age>",
+        ),
+        (
+            "configmap",
+            "cfg",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"1\"\n  b: \"2\"\n",
+            "NAME DATA AGE\ncfg 2 <age>",
+        ),
+        (
+            "secret",
+            "sec",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: sec\ndata:\n  token: c2VjcmV0\n",
+            "NAME TYPE DATA AGE\nsec Opaque 1 <age>",
+        ),
+        (
+            "event",
+            "ev1",
+            "apiVersion: v1\nkind: Event\nmetadata:\n  name: ev1\ninvolvedObject:\n  kind: Pod\n  name: web\n  namespace: demo\nreason: Tested\nmessage: hello\ntype: Normal\n",
+            "LAST SEEN TYPE REASON OBJECT MESSAGE\n<age> Normal Tested pod/web hello",
+        ),
+        (
+            "deployment",
+            "d",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: d\n  template:\n    metadata:\n      labels:\n        app: d\n    spec:\n      containers:\n      - name: main\n        image: nginx\n",
+            "NAME READY UP-TO-DATE AVAILABLE AGE\nd 0/2 0 0 <age>",
+        ),
+    ];
+    for (kind, name, yaml, table) in kinds {
+        let file = format!("{kind}.yaml");
+        server.fixture(&file, yaml);
+        let shown = if *kind == "deployment" {
+            format!("deployment.apps/{name} created")
+        } else {
+            format!("{kind}/{name} created")
+        };
+        assert_eq!(
+            server.ok(&["-n", "demo", "create", "-f", &file]).trim(),
+            shown
+        );
+        assert_eq!(
+            normalized(&server.ok(&["-n", "demo", "get", kind])),
+            *table,
+            "{kind}"
+        );
+        let object: Value =
+            serde_json::from_str(&server.ok(&["-n", "demo", "get", kind, name, "-o", "json"]))
+                .unwrap();
+        assert_eq!(object["metadata"]["name"], *name);
+        let rv = object["metadata"]["resourceVersion"].as_str().unwrap();
+        assert!(rv.parse::<i64>().unwrap() > 0, "{kind}: {object}");
+        assert_eq!(object["metadata"]["uid"].as_str().unwrap().len(), 36);
+        assert!(
+            object["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+        let namespaced = *kind != "node";
+        assert_eq!(
+            object["metadata"].get("namespace").and_then(Value::as_str),
+            namespaced.then_some("demo"),
+            "{kind}"
+        );
+        let deleted = if *kind == "deployment" {
+            format!("deployment.apps \"{name}\" deleted")
+        } else {
+            format!("{kind} \"{name}\" deleted")
+        };
+        assert_eq!(
+            server.ok(&["-n", "demo", "delete", kind, name]).trim(),
+            deleted
+        );
+        let missing = server.fails(&["-n", "demo", "get", kind, name]);
+        let plural = match *kind {
+            "deployment" => "deployments.apps".to_string(),
+            other => format!("{other}s"),
+        };
+        assert_eq!(
+            missing.trim(),
+            format!("Error from server (NotFound): {plural} \"{name}\" not found")
+        );
+    }
+    // A deployment tracks its generation; kube starts it at 1.
+    server.ok(&["-n", "demo", "create", "-f", "deployment.yaml"]);
+    assert_eq!(
+        server.ok(&[
+            "-n",
+            "demo",
+            "get",
+            "deploy",
+            "d",
+            "-o",
+            "jsonpath={.metadata.generation}"
+        ]),
+        "1"
+    );
+    assert_eq!(
+        server
+            .ok(&["-n", "demo", "scale", "deploy", "d", "--replicas=3"])
+            .trim(),
+        "deployment.apps/d scaled"
+    );
+    assert_eq!(
+        server.ok(&[
+            "-n",
+            "demo",
+            "get",
+            "deploy",
+            "d",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}"
+        ]),
+        "3 2"
+    );
+}
+
+/// The pod flows of apiserver.md §10b: errors, labels, selectors, annotate, replace, generate
+/// names, validation, binding, describe, delete, namespace cascade.
+#[tokio::test]
+async fn pod_flows_print_kubes_texts() {
+    let server = ApiServer::start().await;
+    server.fixture("ns.yaml", NAMESPACE_DEMO);
+    server.fixture("pod.yaml", POD_WEB);
+    server.ok(&["create", "-f", "ns.yaml"]);
+    assert_eq!(
+        server
+            .ok(&["-n", "demo", "create", "-f", "pod.yaml"])
+            .trim(),
+        "pod/web created"
+    );
+    assert_eq!(
+        server
+            .fails(&["-n", "demo", "create", "-f", "pod.yaml"])
+            .trim(),
+        "Error from server (AlreadyExists): error when creating \"pod.yaml\": pods \"web\" already exists"
+    );
+    assert_eq!(
+        normalized(&server.ok(&["-n", "demo", "get", "pods", "-o", "wide"])),
+        "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES\n\
+         web 0/1 Pending 0 <age> <none> <none> <none> <none>"
+    );
+    assert_eq!(
+        server.ok(&[
+            "-n",
+            "demo",
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={.items[*].metadata.name}"
+        ]),
+        "web"
+    );
+    // A pod in a namespace that does not exist.
+    assert_eq!(
+        server
+            .fails(&["-n", "nowhere", "create", "-f", "pod.yaml"])
+            .trim(),
+        "Error from server (NotFound): error when creating \"pod.yaml\": namespaces \"nowhere\" not found"
+    );
+    assert_eq!(
+        server
+            .ok(&["-n", "demo", "label", "pod", "web", "tier=fe"])
+            .trim(),
+        "pod/web labeled"
+    );
+    assert_eq!(
+        server
+            .ok(&["-n", "demo", "get", "pods", "-l", "tier=fe", "-o", "name"])
+            .trim(),
+        "pod/web"
+    );
+    let none = server.kubectl(&["-n", "demo", "get", "pods", "-l", "tier=be"]);
+    assert!(none.status.success());
+    assert!(none.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&none.stderr).trim(),
+        "No resources found in demo namespace."
+    );
+    assert_eq!(
+        normalized(&server.ok(&["-n", "demo", "get", "pods", "--show-labels"])),
+        "NAME READY STATUS RESTARTS AGE LABELS\nweb 0/1 Pending 0 <age> app=web,tier=fe"
+    );
+    assert_eq!(
+        normalized(&server.ok(&["get", "pods", "-A"])),
+        "NAMESPACE NAME READY STATUS RESTARTS AGE\ndemo web 0/1 Pending 0 <age>"
+    );
+    assert_eq!(
+        server
+            .ok(&[
+                "-n",
+                "demo",
+                "get",
+                "pods",
+                "--field-selector=metadata.name=web",
+                "-o",
+                "name"
+            ])
+            .trim(),
+        "pod/web"
+    );
+    assert_eq!(
+        server
+            .ok(&[
+                "-n",
+                "demo",
+                "get",
+                "pods",
+                "--field-selector=status.phase=Pending",
+                "-o",
+                "name"
+            ])
+            .trim(),
+        "pod/web"
+    );
+    let unsupported = server.fails(&["-n", "demo", "get", "pods", "--field-selector=spec.foo=x"]);
+    assert!(
+        unsupported.starts_with("Error from server (BadRequest): ")
+            && unsupported
+                .trim_end()
+                .ends_with("field label not supported: spec.foo"),
+        "{unsupported}"
+    );
+    let stale = server.fails(&[
+        "-n",
+        "demo",
+        "label",
+        "pod",
+        "web",
+        "tier=be",
+        "--overwrite",
+        "--resource-version=1",
+    ]);
+    assert_eq!(
+        stale.trim(),
+        "Error from server (Conflict): Operation cannot be fulfilled on pods \"web\": the object \
+         has been modified; please apply your changes to the latest version and try again"
+    );
+    assert_eq!(
+        server
+            .ok(&["-n", "demo", "annotate", "pod", "web", "note=x"])
+            .trim(),
+        "pod/web annotated"
+    );
+    assert_eq!(
+        server.ok(&[
+            "-n",
+            "demo",
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.metadata.annotations.note}"
+        ]),
+        "x"
+    );
+    // replace with a stale resourceVersion: kube's conflict text.
+    let current = server.ok(&["-n", "demo", "get", "pod", "web", "-o", "json"]);
+    server.fixture("stale.json", &current);
+    server.ok(&["-n", "demo", "label", "pod", "web", "moved=yes"]);
+    assert_eq!(
+        server
+            .fails(&["-n", "demo", "replace", "-f", "stale.json"])
+            .trim(),
+        "Error from server (Conflict): error when replacing \"stale.json\": Operation cannot be \
+         fulfilled on pods \"web\": the object has been modified; please apply your changes to \
+         the latest version and try again"
+    );
+    // replace with the current resourceVersion succeeds.
+    let fresh = server.ok(&["-n", "demo", "get", "pod", "web", "-o", "json"]);
+    server.fixture("fresh.json", &fresh);
+    assert_eq!(
+        server
+            .ok(&["-n", "demo", "replace", "-f", "fresh.json"])
+            .trim(),
+        "pod/web replaced"
+    );
+    // generateName.
+    server.fixture(
+        "gen.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  generateName: gen-\nspec:\n  containers:\n  - name: main\n    image: nginx\n",
+    );
+    let generated = server.ok(&["-n", "demo", "create", "-f", "gen.yaml"]);
+    let generated = generated.trim();
+    let suffix = generated
+        .strip_prefix("pod/gen-")
+        .and_then(|rest| rest.strip_suffix(" created"))
+        .unwrap_or_else(|| panic!("{generated}"));
+    assert_eq!(suffix.len(), 5);
+    assert!(
+        suffix
+            .chars()
+            .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
+        "{suffix}"
+    );
+    assert_eq!(
+        server
+            .fails(&["-n", "demo", "apply", "-f", "gen.yaml"])
+            .trim(),
+        "error: from gen-: cannot use generate name with apply"
+    );
+    // Validation: 422 Invalid with kube's cause text.
+    server.fixture(
+        "bad.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: main\n",
+    );
+    assert_eq!(
+        server
+            .fails(&["-n", "demo", "create", "-f", "bad.yaml"])
+            .trim(),
+        "The Pod \"bad\" is invalid: spec.containers[0].image: Required value"
+    );
+    // Binding, once.
+    server.fixture(
+        "binding.json",
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"web"},"target":{"kind":"Node","name":"node1"}}"#,
+    );
+    server.ok(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/demo/pods/web/binding",
+        "-f",
+        "binding.json",
+    ]);
+    assert_eq!(
+        server.ok(&[
+            "-n",
+            "demo",
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.spec.nodeName}"
+        ]),
+        "node1"
+    );
+    let rebind = server.fails(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/demo/pods/web/binding",
+        "-f",
+        "binding.json",
+    ]);
+    assert!(
+        rebind.contains("pod web is already assigned to node \"node1\""),
+        "{rebind}"
+    );
+    let described = server.ok(&["-n", "demo", "describe", "pod", "web"]);
+    let described = normalized(&described);
+    for line in [
+        "Name: web",
+        "Namespace: demo",
+        "Status: Pending",
+        "Events: <none>",
+    ] {
+        assert!(
+            described.lines().any(|l| l == line),
+            "no {line:?} in\n{described}"
+        );
+    }
+    assert_eq!(
+        server.ok(&["-n", "demo", "delete", "pod", "web"]).trim(),
+        "pod \"web\" deleted"
+    );
+    assert_eq!(
+        server.fails(&["-n", "demo", "get", "pod", "web"]).trim(),
+        "Error from server (NotFound): pods \"web\" not found"
+    );
+    server.ok(&[
+        "-n",
+        "demo",
+        "wait",
+        "--for=delete",
+        "pod/nope",
+        "--timeout=2s",
+    ]);
+    // Deleting a namespace takes its objects with it, and returns.
+    assert_eq!(
+        server.ok(&["delete", "ns", "demo"]).trim(),
+        "namespace \"demo\" deleted"
+    );
+    assert_eq!(
+        server.fails(&["get", "ns", "demo"]).trim(),
+        "Error from server (NotFound): namespaces \"demo\" not found"
+    );
+    let empty = server.kubectl(&["get", "pods", "-n", "demo"]);
+    assert_eq!(
+        String::from_utf8_lossy(&empty.stderr).trim(),
+        "No resources found in demo namespace."
+    );
+}
+
+/// `kubectl get -w` prints the current pod, then one row per change: a label (MODIFIED), a
+/// create (ADDED) and a delete (DELETED).
+#[tokio::test]
+async fn get_watch_sees_added_modified_deleted() {
+    let server = ApiServer::start().await;
+    server.fixture("pod.yaml", POD_WEB);
+    server.ok(&["create", "-f", "pod.yaml"]);
+    let out_path = server.dir.path().join("watch.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut watcher = server
+        .kubectl_command(&["get", "pods", "-w", "--output-watch-events"])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kubectl get -w");
+    let rows = |path: &Path| normalized(&std::fs::read_to_string(path).unwrap_or_default());
+    support::poll_until("the watch prints the current pod", WATCH_WAIT, || async {
+        rows(&out_path).contains("web").then_some(())
+    })
+    .await;
+    server.ok(&["label", "pod", "web", "tier=fe"]);
+    server.fixture("other.yaml", &POD_WEB.replace("name: web", "name: other"));
+    server.ok(&["create", "-f", "other.yaml"]);
+    server.ok(&["delete", "pod", "other"]);
+    let seen = support::poll_until("the watch prints three changes", WATCH_WAIT, || async {
+        let text = rows(&out_path);
+        (text.lines().count() >= 5).then_some(text)
+    })
+    .await;
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert_eq!(
+        seen,
+        "EVENT NAME READY STATUS RESTARTS AGE\nADDED web 0/1 Pending 0 <age>\n\
+         MODIFIED web 0/1 Pending 0 <age>\nADDED other 0/1 Pending 0 <age>\n\
+         DELETED other 0/1 Pending 0 <age>"
+    );
+}
+
+/// Raw watch semantics: events strictly after `resourceVersion`, DELETED carrying the last
+/// state at the delete revision, selectors turning leave/enter into DELETED/ADDED, and a
+/// compacted start answered with a 410 ERROR event by the compactor's doing.
+#[tokio::test]
+async fn watch_protocol_and_compaction() {
+    let server = ApiServer::start_with(&["--compaction-interval=1s"]).await;
+    let (code, created) = server
+        .request(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"a": "1"}}})),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let rv: i64 = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let patch = |labels: Value| json!({"metadata": {"labels": labels}});
+    let patch_path = "/api/v1/namespaces/default/configmaps/c";
+    for labels in [json!({"a": "2"}), json!({"a": "1"})] {
+        let body = patch(labels).to_string().into_bytes();
+        let response = http_request(
+            server.addr,
+            "PATCH",
+            patch_path,
+            Some(("application/merge-patch+json", &body)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status, 200, "{}", response.body_text());
+    }
+    let (code, _) = server.request("DELETE", patch_path, None).await;
+    assert_eq!(code, 200);
+    // The history since creation, through a selector on a=1: leaving the selector is a
+    // DELETED, entering it again an ADDED.
+    let path = format!(
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&labelSelector=a%3D1&timeoutSeconds=1"
+    );
+    let response = http_get(server.addr, &path).await.unwrap();
+    assert_eq!(response.status, 200);
+    let events: Vec<Value> = response
+        .body_text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["DELETED", "ADDED", "DELETED"], "{events:?}");
+    let rvs: Vec<i64> = events
+        .iter()
+        .map(|e| {
+            e["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        rvs.windows(2).all(|w| w[0] < w[1]) && rvs[0] > rv,
+        "{rvs:?}"
+    );
+    assert_eq!(
+        events[2]["object"]["metadata"]["labels"]["a"], "1",
+        "last state"
+    );
+    // The compactor (1s interval) compacts to the revision it saw one round earlier; poll until
+    // the creation revision is gone, then a watch from it is one 410 ERROR event.
+    let expired = support::poll_until("the compactor compacts", Duration::from_secs(20), || async {
+        let path = format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1");
+        let text = http_get(server.addr, &path).await.ok()?.body_text();
+        text.contains("\"ERROR\"").then_some(text)
+    })
+    .await;
+    let lines: Vec<&str> = expired.lines().collect();
+    assert_eq!(lines.len(), 1, "{expired}");
+    let error: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(error["object"]["code"], 410);
+    assert_eq!(error["object"]["reason"], "Expired");
+    // The election key kube-apiserver uses sits at the keyspace root.
+    let endpoint = server.etcd_endpoint.clone().unwrap();
+    let keys = support::ok_stdout(&support::etcdctl(
+        &endpoint,
+        &["get", "compact_rev_key", "-w", "json"],
+        None,
+    ));
+    assert!(keys.contains("\"version\""), "{keys}");
+    // kubectl prints an expired watch as a Status and exits 0.
+    let raw = server.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}"),
+    ]);
+    assert!(raw.contains("\"code\":410"), "{raw}");
+}
+
+/// `--chunk-size` pages through a list at one revision, following `continue`.
+#[tokio::test]
+async fn chunked_lists_page_at_one_revision() {
+    let server = ApiServer::start().await;
+    for i in 1..=5 {
+        let (code, body) = server
+            .request(
+                "POST",
+                "/api/v1/namespaces/default/configmaps",
+                Some(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm{i}")}})),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let output = server.kubectl(&["get", "cm", "--chunk-size=2", "-o", "name", "-v=6"]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "configmap/cm1\nconfigmap/cm2\nconfigmap/cm3\nconfigmap/cm4\nconfigmap/cm5"
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    let lists: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("GET") && l.contains("/configmaps?"))
+        .collect();
+    assert_eq!(lists.len(), 3, "{log}");
+    assert_eq!(
+        lists.iter().filter(|l| l.contains("continue=")).count(),
+        2,
+        "{log}"
+    );
+    // Raw: page one at revision R; a write between pages does not show on page two.
+    let (_, first) = server
+        .request("GET", "/api/v1/namespaces/default/configmaps?limit=3", None)
+        .await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 3);
+    assert_eq!(first["metadata"]["remainingItemCount"], 2);
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    let (code, _) = server
+        .request(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm9"}})),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (_, second) = server
+        .request(
+            "GET",
+            &format!("/api/v1/namespaces/default/configmaps?limit=3&continue={token}"),
+            None,
+        )
+        .await;
+    let names: Vec<&str> = second["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cm4", "cm5"]);
+    assert_eq!(
+        second["metadata"]["resourceVersion"],
+        first["metadata"]["resourceVersion"]
+    );
+    assert!(second["metadata"].get("continue").is_none());
+    // resourceVersion together with continue is a 400.
+    let (code, status) = server
+        .request(
+            "GET",
+            &format!(
+                "/api/v1/namespaces/default/configmaps?limit=3&continue={token}&resourceVersion=5"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
+}
+
+/// 20 clients increment one configmap with read-modify-write PUTs, retrying on 409: exactly
+/// 20 increments land, and the conflicts they met were kube's Conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_with_retries_count_exactly() {
+    const CLIENTS: usize = 20;
+    const ATTEMPTS_MAX: usize = 200;
+    let server = ApiServer::start().await;
+    let path = "/api/v1/namespaces/default/configmaps/counter";
+    let (code, _) = server
+        .request(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "counter"}, "data": {"n": "0"}})),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let addr = server.addr;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for _ in 0..ATTEMPTS_MAX {
+                let current = http_request(addr, "GET", path, None).await.unwrap();
+                let mut object: Value = serde_json::from_slice(&current.body).unwrap();
+                let n: i64 = object["data"]["n"].as_str().unwrap().parse().unwrap();
+                object["data"]["n"] = json!((n + 1).to_string());
+                let body = object.to_string().into_bytes();
+                let put = http_request(addr, "PUT", path, Some(("application/json", &body)))
+                    .await
+                    .unwrap();
+                match put.status {
+                    200 => return conflicts,
+                    409 => {
+                        let status: Value = serde_json::from_slice(&put.body).unwrap();
+                        assert_eq!(status["reason"], "Conflict");
+                        conflicts += 1;
+                    }
+                    other => panic!("PUT answered {other}: {}", put.body_text()),
+                }
+            }
+            panic!("no update landed in {ATTEMPTS_MAX} attempts");
+        }));
+    }
+    let mut conflicts = 0;
+    for task in tasks {
+        conflicts += task.await.unwrap();
+    }
+    let (_, object) = server.request("GET", path, None).await;
+    assert_eq!(
+        object["data"]["n"],
+        CLIENTS.to_string(),
+        "conflicts met: {conflicts}"
+    );
+    eprintln!("{CLIENTS} clients: {conflicts} conflicts before every increment landed");
+}
+
+/// The same API server on a real etcd 3.4 (`--etcd-endpoints`): kubectl flows work, and the
+/// objects sit under kube-apiserver's key layout.
+#[tokio::test]
+async fn objects_land_in_kubes_key_layout_on_real_etcd() {
+    let etcd_binary = PathBuf::from("/usr/bin/etcd");
+    assert!(
+        etcd_binary.is_file(),
+        "/usr/bin/etcd is missing: run scripts/setup (installs Debian's etcd-server)"
+    );
+    let etcd = Member::start_with_binary("etcd0", etcd_binary).await;
+    let server = ApiServer::start_with(&[&format!("--etcd-endpoints={}", etcd.endpoint())]).await;
+    portable_flow(&server, &etcd.endpoint()).await;
+}
+
+/// The same API server on a 3-member mnemo cluster (`--etcd-endpoints` listing all three).
+#[tokio::test]
+async fn objects_land_in_kubes_key_layout_on_a_mnemo_cluster() {
+    let cluster = Cluster::start(3).await;
+    let endpoints = cluster.endpoints(&[0, 1, 2]);
+    let server = ApiServer::start_with(&[&format!("--etcd-endpoints={endpoints}")]).await;
+    // Read the keys through another member than the first, which the API server talks to.
+    portable_flow(&server, &cluster.member(2).endpoint()).await;
+}
+
+/// kubectl flows and the key layout, on whatever store `server` runs on; `endpoint` is one
+/// of the store's client URLs, for etcdctl.
+async fn portable_flow(server: &ApiServer, endpoint: &str) {
+    server.fixture("ns.yaml", NAMESPACE_DEMO);
+    server.fixture("pod.yaml", POD_WEB);
+    server.fixture(
+        "node.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: node1\n",
+    );
+    server.fixture(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc\nspec:\n  ports:\n  - port: 80\n",
+    );
+    server.ok(&["create", "-f", "ns.yaml"]);
+    server.ok(&["-n", "demo", "create", "-f", "pod.yaml"]);
+    server.ok(&["create", "-f", "node.yaml"]);
+    server.ok(&["-n", "demo", "create", "-f", "svc.yaml"]);
+    assert_eq!(
+        server
+            .fails(&["-n", "demo", "create", "-f", "pod.yaml"])
+            .trim(),
+        "Error from server (AlreadyExists): error when creating \"pod.yaml\": pods \"web\" already exists"
+    );
+    let before = server.ok(&[
+        "-n",
+        "demo",
+        "get",
+        "pod",
+        "web",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    server.ok(&["-n", "demo", "label", "pod", "web", "tier=fe"]);
+    // A watch from before the label sees it as one MODIFIED event (the gRPC watch path).
+    let watched = http_get(
+        server.addr,
+        &format!("/api/v1/namespaces/demo/pods?watch=1&resourceVersion={before}&timeoutSeconds=1"),
+    )
+    .await
+    .unwrap()
+    .body_text();
+    let events: Vec<Value> = watched
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{watched}");
+    assert_eq!(events[0]["type"], "MODIFIED");
+    assert_eq!(events[0]["object"]["metadata"]["labels"]["tier"], "fe");
+    assert_eq!(
+        server
+            .ok(&["-n", "demo", "get", "pods", "-l", "tier=fe", "-o", "name"])
+            .trim(),
+        "pod/web"
+    );
+    let stale = server.fails(&[
+        "-n",
+        "demo",
+        "label",
+        "pod",
+        "web",
+        "tier=be",
+        "--overwrite",
+        "--resource-version=1",
+    ]);
+    assert!(stale.contains("the object has been modified"), "{stale}");
+    let keys = support::ok_stdout(&support::etcdctl(
+        endpoint,
+        &["get", "/registry/", "--prefix", "--keys-only"],
+        None,
+    ));
+    let keys: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+    for key in [
+        "/registry/namespaces/demo",
+        "/registry/namespaces/default",
+        "/registry/pods/demo/web",
+        "/registry/minions/node1",
+        "/registry/services/specs/demo/svc",
+    ] {
+        assert!(keys.contains(&key), "no {key} in {keys:?}");
+    }
+    // RV = mod_revision of the key.
+    let rv = server.ok(&[
+        "-n",
+        "demo",
+        "get",
+        "pod",
+        "web",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    let kv = support::ok_stdout(&support::etcdctl(
+        endpoint,
+        &["get", "/registry/pods/demo/web", "-w", "json"],
+        None,
+    ));
+    let kv: Value = serde_json::from_str(&kv).unwrap();
+    assert_eq!(
+        kv["kvs"][0]["mod_revision"].as_i64().unwrap().to_string(),
+        rv
+    );
+    server.ok(&["delete", "ns", "demo"]);
+    let left = support::ok_stdout(&support::etcdctl(
+        endpoint,
+        &["get", "/registry/pods/", "--prefix", "--keys-only"],
+        None,
+    ));
+    assert!(left.trim().is_empty(), "{left}");
+}
+
+/// Client-side apply (create, unchanged, configured with the last-applied annotation),
+/// server-side apply (a repeat writes nothing), `describe` listing the pod's events through
+/// their field selector, and a clean exit on SIGTERM.
+#[tokio::test]
+async fn apply_describe_events_and_sigterm() {
+    let mut server = ApiServer::start().await;
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: two\nspec:\n  containers:\n  - name: a\n    image: nginx:1\n";
+    server.fixture("two.yaml", pod);
+    assert_eq!(
+        server.ok(&["apply", "-f", "two.yaml"]).trim(),
+        "pod/two created"
+    );
+    assert_eq!(
+        server.ok(&["apply", "-f", "two.yaml"]).trim(),
+        "pod/two unchanged"
+    );
+    server.fixture("two.yaml", &pod.replace("nginx:1", "nginx:2"));
+    assert_eq!(
+        server.ok(&["apply", "-f", "two.yaml"]).trim(),
+        "pod/two configured"
+    );
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "pod",
+            "two",
+            "-o",
+            "jsonpath={.spec.containers[*].image}"
+        ]),
+        "nginx:2"
+    );
+    let annotation = server.ok(&[
+        "get",
+        "pod",
+        "two",
+        "-o",
+        "jsonpath={.metadata.annotations.kubectl\\.kubernetes\\.io/last-applied-configuration}",
+    ]);
+    assert!(annotation.contains("nginx:2"), "{annotation}");
+    server.fixture(
+        "ssa.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"1\"\n",
+    );
+    assert_eq!(
+        server
+            .ok(&["apply", "--server-side", "-f", "ssa.yaml"])
+            .trim(),
+        "configmap/ssa serverside-applied"
+    );
+    let rv = |server: &ApiServer| {
+        server.ok(&[
+            "get",
+            "cm",
+            "ssa",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+    };
+    let first = rv(&server);
+    assert_eq!(
+        server
+            .ok(&["apply", "--server-side", "-f", "ssa.yaml"])
+            .trim(),
+        "configmap/ssa serverside-applied"
+    );
+    assert_eq!(rv(&server), first, "a no-op apply must not write");
+    // An event about the pod, and one about another object: describe shows the first only.
+    let uid = server.ok(&["get", "pod", "two", "-o", "jsonpath={.metadata.uid}"]);
+    for (name, object_name, object_uid, reason) in [
+        ("two.1", "two", uid.as_str(), "Scheduled"),
+        ("other.1", "other", "0000", "Elsewhere"),
+    ] {
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "name": object_name, "namespace": "default", "uid": object_uid},
+            "reason": reason, "message": "assigned to node1", "type": "Normal",
+            "source": {"component": "scheduler"}, "count": 1,
+        });
+        server.fixture(&format!("{name}.json"), &event.to_string());
+        server.ok(&["create", "-f", &format!("{name}.json")]);
+    }
+    let described = normalized(&server.ok(&["describe", "pod", "two"]));
+    let events: Vec<&str> = described
+        .lines()
+        .skip_while(|line| *line != "Events:")
+        .collect();
+    assert_eq!(events.len(), 4, "{described}");
+    assert!(events[3].starts_with("Normal Scheduled"), "{described}");
+    assert!(
+        events[3].ends_with("scheduler assigned to node1"),
+        "{described}"
+    );
+    assert_eq!(server.terminate().await, Some(0), "{}", server.log_tail());
+}
+
+/// Client-side apply of a two-container pod: an image bump keeps both containers (strategic
+/// merge by name under `$setElementOrder`), a repeat is `unchanged`, dropping a container
+/// removes it; JSON patch adds a label and a failing `test` op is refused.
+#[tokio::test]
+async fn apply_keeps_containers_merged_by_name() {
+    let server = ApiServer::start().await;
+    let two = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: two\nspec:\n  containers:\n  - name: a\n    image: nginx:1\n  - name: b\n    image: redis:1\n";
+    server.fixture("two.yaml", two);
+    assert_eq!(
+        server.ok(&["apply", "-f", "two.yaml"]).trim(),
+        "pod/two created"
+    );
+    server.fixture("two.yaml", &two.replace("nginx:1", "nginx:2"));
+    assert_eq!(
+        server.ok(&["apply", "-f", "two.yaml"]).trim(),
+        "pod/two configured"
+    );
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "pod",
+            "two",
+            "-o",
+            "jsonpath={.spec.containers[*].name} {.spec.containers[*].image}"
+        ]),
+        "a b nginx:2 redis:1"
+    );
+    assert_eq!(
+        server.ok(&["apply", "-f", "two.yaml"]).trim(),
+        "pod/two unchanged"
+    );
+    server.fixture(
+        "two.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: two\nspec:\n  containers:\n  - name: a\n    image: nginx:2\n",
+    );
+    assert_eq!(
+        server.ok(&["apply", "-f", "two.yaml"]).trim(),
+        "pod/two configured"
+    );
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "pod",
+            "two",
+            "-o",
+            "jsonpath={.spec.containers[*].name}"
+        ]),
+        "a"
+    );
+    assert_eq!(
+        server
+            .ok(&[
+                "patch",
+                "pod",
+                "two",
+                "--type=json",
+                "-p",
+                r#"[{"op":"add","path":"/metadata/labels","value":{"j":"1"}}]"#
+            ])
+            .trim(),
+        "pod/two patched"
+    );
+    assert_eq!(
+        server.ok(&["get", "pod", "two", "-o", "jsonpath={.metadata.labels.j}"]),
+        "1"
+    );
+    let refused = server.fails(&[
+        "patch",
+        "pod",
+        "two",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/metadata/name","value":"x"}]"#,
+    ]);
+    assert_eq!(
+        refused.trim(),
+        "The request is invalid: the server rejected our request due to an error in our request"
+    );
+}
