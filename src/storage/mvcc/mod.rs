@@ -48,3 +48,14 @@ pub use store::{
     COMPACT_REVISION_KEY, Committed, HashKv, LeaseLookup, MvccStore, RESERVED_META_PREFIX,
 };
 pub use write::WriteTxn;
+
+/// The in-memory key index and the index half of a committed range, re-exported for the
+/// micro-benchmarks in `benches/` only: a bench is a separate crate and cannot reach the
+/// private modules. Not part of the API; nothing in the crate may use it.
+#[doc(hidden)]
+pub mod index_for_benches {
+    pub use super::index::{Index, PendingIndex, layered_range};
+    pub use super::key_index::{KeyIndex, VisibleVersion};
+    pub use super::read::{Collected, collect, plan_range};
+    pub use super::revision::RevisionPair;
+}
