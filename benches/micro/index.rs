@@ -26,20 +26,23 @@ const SPAN_KEYS: usize = 100;
 /// Step between the keys successive iterations look up (a prime, to spread them).
 const KEY_STRIDE: usize = 7919;
 
-fn key(index: usize) -> Bytes {
-    Bytes::from(format!("key/{index:08}"))
+/// The keys, made once so that formatting them is not part of what is timed.
+fn make_keys(count: usize) -> Vec<Bytes> {
+    (0..count)
+        .map(|index| Bytes::from(format!("key/{index:08}")))
+        .collect()
 }
 
-/// An index of `keys` keys, each put `versions` times in rounds over every key, with
-/// revisions numbered as a store would (its first revision is 1). Returns the last revision.
-fn build(keys: usize, versions: usize) -> (Index, Revision) {
+/// An index of `keys`, each put `versions` times in rounds over every key, with revisions
+/// numbered as a store would (its first revision is 1). Returns the last revision.
+fn build(keys: &[Bytes], versions: usize) -> (Index, Revision) {
     let mut index = Index::new();
     let mut revision: Revision = 1;
     for _ in 0..versions {
-        for position in 0..keys {
+        for key in keys {
             revision += 1;
             index
-                .entry(key(position))
+                .entry(key.clone())
                 .or_default()
                 .put(RevisionPair::new(revision, 0));
         }
@@ -48,18 +51,19 @@ fn build(keys: usize, versions: usize) -> (Index, Revision) {
 }
 
 pub fn benches(criterion: &mut Criterion) {
-    let keys = scaled(INDEX_KEYS, INDEX_KEYS_QUICK);
+    let key = make_keys(scaled(INDEX_KEYS, INDEX_KEYS_QUICK));
+    let keys = key.len();
     let no_pending = PendingIndex::new();
     let mut group = criterion.benchmark_group("index");
     budget(&mut group, 30, Duration::from_secs(2));
     for versions in [1, HISTORY_VERSIONS] {
-        let (index, current) = build(keys, versions);
+        let (index, current) = build(&key, versions);
         // The revision that ends the first round: every key at its first version.
         let first_round = 1 + keys as Revision;
         let shape = format!("keys={keys}/versions={versions}");
         let lookup = |position: usize, at: Revision| {
             index
-                .get(key(position).as_ref())
+                .get(key[position].as_ref())
                 .and_then(|key_index| key_index.visible_at(at))
         };
         assert_eq!(
@@ -87,7 +91,7 @@ pub fn benches(criterion: &mut Criterion) {
 
         let span = |start: usize| {
             let start = start % (keys - SPAN_KEYS);
-            RangeRequest::range(key(start), key(start + SPAN_KEYS))
+            RangeRequest::range(key[start].clone(), key[start + SPAN_KEYS].clone())
         };
         let scan = |request: &RangeRequest| {
             let plan = plan_range(request, current, 0).expect("readable revision");
