@@ -52,12 +52,15 @@ impl Requests {
 }
 
 /// A quantity field in millicores (`milli`) or whole units; absent or malformed counts as
-/// zero (the API server validated what it stored).
+/// zero (the API server validated what it stored). A bare JSON number (`cpu: 2` in YAML
+/// arrives as one) is read as its decimal text, as kube reads it.
 fn quantity(field: &Value, milli: bool) -> i64 {
-    let Some(text) = field.as_str() else {
-        return 0;
+    let text = match field {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        _ => return 0,
     };
-    match parse_quantity(text) {
+    match parse_quantity(&text) {
         Ok(quantity) if milli => quantity.milli_value().max(0),
         Ok(quantity) => quantity.value().max(0),
         Err(_) => 0,
@@ -100,9 +103,10 @@ impl Node {
                 (text("key"), text("value"), text("effect"))
             })
             .collect();
-        let pods_max = match allocatable["pods"].as_str() {
-            Some(_) => quantity(&allocatable["pods"], false),
-            None => NODE_PODS_DEFAULT,
+        let pods_max = if allocatable["pods"].is_null() {
+            NODE_PODS_DEFAULT
+        } else {
+            quantity(&allocatable["pods"], false)
         };
         Node {
             name: node["metadata"]["name"]
@@ -397,6 +401,17 @@ mod tests {
             }
         );
         assert_eq!(Requests::of_pod(&json!({})), Requests::default());
+        // `cpu: 2` in YAML is a JSON number.
+        let numeric = json!({"spec": {"containers": [
+            {"resources": {"requests": {"cpu": 2, "memory": 1.5e9}}},
+        ]}});
+        assert_eq!(
+            Requests::of_pod(&numeric),
+            Requests {
+                cpu_milli: 2000,
+                memory: 1_500_000_000
+            }
+        );
     }
 
     #[test]

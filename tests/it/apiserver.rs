@@ -1341,3 +1341,158 @@ async fn apply_keeps_containers_merged_by_name() {
         "The request is invalid: the server rejected our request due to an error in our request"
     );
 }
+
+/// A node YAML with `cpu` and `memory` allocatable and a True Ready condition.
+fn node_yaml(name: &str, cpu: &str, memory: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    kubernetes.io/hostname: {name}\n\
+         status:\n  allocatable:\n    cpu: \"{cpu}\"\n    memory: {memory}\n    pods: \"110\"\n  \
+         capacity:\n    cpu: \"{cpu}\"\n    memory: {memory}\n    pods: \"110\"\n  \
+         conditions:\n  - type: Ready\n    status: \"True\"\n    reason: KubeletReady\n    message: ready\n"
+    )
+}
+
+/// A pod YAML requesting `cpu` and `memory`.
+fn pod_yaml(name: &str, cpu: &str, memory: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels:\n    app: sched\nspec:\n  containers:\n  \
+         - name: c\n    image: nginx:1\n    resources:\n      requests:\n        cpu: {cpu}\n        memory: {memory}\n"
+    )
+}
+
+/// Pods by name, as `kubectl get pods -o json` lists them.
+fn pods_by_name(server: &ApiServer) -> std::collections::BTreeMap<String, Value> {
+    let list: Value =
+        serde_json::from_str(&server.ok(&["get", "pods", "-o", "json"])).expect("pod list JSON");
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|pod| {
+            (
+                pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                pod.clone(),
+            )
+        })
+        .collect()
+}
+
+/// `mnemo scheduler` against `mnemo apiserver`: three nodes created by kubectl take 30 pods
+/// with requests, every one bound, none over a node's capacity, spread within one pod of
+/// even; a pod too big for any node stays Pending with `PodScheduled=False`, kube-scheduler's
+/// message and a `FailedScheduling` event; a bigger node added later takes it.
+#[tokio::test]
+async fn scheduler_binds_pods_evenly_within_capacity_and_waits_for_room() {
+    let server = ApiServer::start().await;
+    let nodes: String = ["n1", "n2", "n3"]
+        .iter()
+        .map(|name| node_yaml(name, "2", "4Gi"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let nodes = server.fixture("nodes.yaml", &nodes);
+    server.ok(&["create", "-f", &nodes.display().to_string()]);
+
+    let log = std::fs::File::create(server.dir.path().join("scheduler.log")).expect("log");
+    let scheduler = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .args(["scheduler", &format!("--server=http://{}", server.addr)])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn mnemo scheduler");
+    // Killed (by PID, as a Child) when the test ends, pass or fail.
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _scheduler = Kill(scheduler);
+    let scheduler_log =
+        || std::fs::read_to_string(server.dir.path().join("scheduler.log")).unwrap_or_default();
+
+    const PODS: usize = 30;
+    let pods: String = (0..PODS)
+        .map(|index| pod_yaml(&format!("p{index:02}"), "100m", "128Mi"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let pods = server.fixture("pods.yaml", &pods);
+    server.ok(&["create", "-f", &pods.display().to_string()]);
+    let bound = support::poll_until("every pod is bound", Duration::from_secs(60), || {
+        let pods = pods_by_name(&server);
+        let all_bound = pods.len() == PODS
+            && pods.values().all(|pod| {
+                pod["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+            });
+        async move { all_bound.then_some(pods) }
+    })
+    .await;
+    let mut per_node: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for pod in bound.values() {
+        *per_node
+            .entry(pod["spec"]["nodeName"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 3, "{per_node:?}\n{}", scheduler_log());
+    let (fewest, most) = (
+        per_node.values().min().copied().unwrap(),
+        per_node.values().max().copied().unwrap(),
+    );
+    assert!(most - fewest <= 1, "uneven spread {per_node:?}");
+    // 10 pods of 100m and 128Mi on a node of 2 CPUs and 4Gi: within capacity.
+    assert!(most * 100 <= 2000 && most * 128 <= 4096, "{per_node:?}");
+
+    let big = server.fixture("big.yaml", &pod_yaml("big", "8", "1Gi"));
+    server.ok(&["create", "-f", &big.display().to_string()]);
+    let message = support::poll_until(
+        "big is marked unschedulable",
+        Duration::from_secs(30),
+        || {
+            let pod = pods_by_name(&server).remove("big");
+            async move {
+                let pod = pod?;
+                let conditions = pod["status"]["conditions"].as_array()?.clone();
+                conditions
+                    .into_iter()
+                    .find(|condition| {
+                        condition["type"] == "PodScheduled"
+                            && condition["status"] == "False"
+                            && condition["reason"] == "Unschedulable"
+                    })
+                    .and_then(|condition| condition["message"].as_str().map(str::to_owned))
+            }
+        },
+    )
+    .await;
+    assert_eq!(message, "0/3 nodes are available: 3 Insufficient cpu.");
+    assert!(pods_by_name(&server)["big"]["spec"]["nodeName"].is_null());
+    let events = server.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=big,reason=FailedScheduling",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        events.contains("0/3 nodes are available: 3 Insufficient cpu."),
+        "{events}"
+    );
+
+    let roomy = server.fixture("roomy.yaml", &node_yaml("n4", "16", "32Gi"));
+    server.ok(&["create", "-f", &roomy.display().to_string()]);
+    let node = support::poll_until("big lands on the new node", Duration::from_secs(30), || {
+        let node = pods_by_name(&server)["big"]["spec"]["nodeName"]
+            .as_str()
+            .map(str::to_owned);
+        async move { node }
+    })
+    .await;
+    assert_eq!(node, "n4", "{}", scheduler_log());
+}
