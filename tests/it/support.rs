@@ -623,23 +623,7 @@ impl HttpResponse {
 /// Sends `GET <path> HTTP/1.1` with `Connection: close` over a plain TCP stream and parses the
 /// answer (content-length, chunked, or read-to-close bodies). Bounded by [`HTTP_TIMEOUT`].
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        parse_http_response(&raw)
-    };
-    match tokio::time::timeout(HTTP_TIMEOUT, exchange).await {
-        Ok(result) => result,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("GET {path} took over {HTTP_TIMEOUT:?}"),
-        )),
-    }
+    http_exchange(addr, "GET", path, "*/*", None).await
 }
 
 /// Sends `<method> <path> HTTP/1.1` with `Connection: close` and, when given, a body with
@@ -650,10 +634,20 @@ pub async fn http_request(
     path: &str,
     body: Option<(&str, &[u8])>,
 ) -> std::io::Result<HttpResponse> {
+    http_exchange(addr, method, path, "application/json", body).await
+}
+
+async fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    accept: &str,
+    body: Option<(&str, &[u8])>,
+) -> std::io::Result<HttpResponse> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n"
         );
         if let Some((content_type, bytes)) = body {
             request.push_str(&format!(
