@@ -4,9 +4,11 @@
 //! etcdctl 3.4 (`endpoint status`) and clientv3 3.5.x put a whole URL, or a string like
 //! `#initially=[http://host:2379]`, in `:authority`. Go's gRPC server ignores it; the `h2`
 //! crate resets the stream with PROTOCOL_ERROR, so those clients could not talk to us.
-//! [`AuthorityFix`] wraps a client connection: when the connection speaks HTTP/2, every header
-//! block the client sends is decoded, an invalid `:authority` is replaced by the `host:port` it
-//! names (or dropped when it names none), and the block is encoded again for `h2`. The
+//! [`AuthorityFix`] wraps a client connection: when the connection speaks HTTP/2, the first
+//! header block is decoded; if its `:authority` is valid, the connection is passed through from
+//! there on (clients set it once per connection). Otherwise that block and every later one are
+//! decoded, an invalid `:authority` is replaced by the `host:port` it names (or dropped when it
+//! names none), and the block is encoded again for `h2`. The
 //! re-encoding uses one encoder per connection, so `h2`'s decoder sees a consistent stream.
 //! HTTP/1.1 connections and every frame other than HEADERS/CONTINUATION pass through as they
 //! are; bytes the server writes are never touched.
@@ -223,6 +225,31 @@ impl<S> AuthorityFix<S> {
         self.mode = Mode::Passthrough;
     }
 
+    /// Sends `block` as the client encoded it (one HEADERS frame, its priority kept), and
+    /// everything after it unchanged.
+    fn pass_through_from(&mut self, block: PendingBlock) {
+        let mut payload = BytesMut::new();
+        let mut flags = FLAG_END_HEADERS | if block.end_stream { FLAG_END_STREAM } else { 0 };
+        if let Some(priority) = block.priority {
+            payload.put_slice(&priority);
+            flags |= FLAG_PRIORITY;
+        }
+        payload.put_slice(&block.fragment);
+        if payload.len() > H2_FRAME_BYTES_MAX {
+            // Too big for one frame once gathered: the general path splits it.
+            self.pending = Some(block);
+            return self.give_up(BytesMut::new());
+        }
+        write_frame(
+            &mut self.ready,
+            FRAME_HEADERS,
+            flags,
+            block.stream_id,
+            &payload,
+        );
+        self.mode = Mode::Passthrough;
+    }
+
     /// Decodes the complete pending block, repairs it, and frames it again.
     fn finish_block(&mut self) {
         let block = self.pending.take().expect("a block is pending");
@@ -234,7 +261,15 @@ impl<S> AuthorityFix<S> {
                 return self.give_up(BytesMut::new());
             }
         };
-        let headers = repair_authority(headers);
+        let repaired = repair_authority(headers.clone());
+        if !self.reencoded && repaired == headers {
+            // The first block needs no repair: clients set `:authority` once per connection,
+            // so the rest of it is passed through undecoded. Decoding every block costs a
+            // new Huffman table per string in the HPACK library (14% of a member's CPU
+            // under a read load), and most clients never need it.
+            return self.pass_through_from(block);
+        }
+        let headers = repaired;
         self.reencoded = true;
         let encoded = self.encoder.encode(
             headers
@@ -588,6 +623,36 @@ mod tests {
                 .iter()
                 .all(|block| block[1].1 == b"/etcdserverpb.Maintenance/Status")
         );
+    }
+
+    /// A connection whose first block carries a valid `:authority` is passed through as the
+    /// client sent it, its later blocks undecoded: a single unpadded HEADERS frame comes out
+    /// byte for byte, and a block split into CONTINUATIONs comes out as one HEADERS frame with
+    /// the same header block, so h2's table keeps following the client's encoder.
+    #[tokio::test]
+    async fn a_valid_first_authority_passes_the_connection_through() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let request = [
+            (&b":method"[..], &b"POST"[..]),
+            (b":path", b"/etcdserverpb.KV/Range"),
+            (b":authority", b"127.0.0.1:2379"),
+        ];
+        let mut single = H2_PREFACE.to_vec();
+        single.extend(client_block(&mut encoder, &request, 1000, false));
+        single.extend(client_block(&mut encoder, &request, 1000, false));
+        assert_eq!(through_shim(single.clone()).await, single);
+
+        let mut encoder = loona_hpack::Encoder::new();
+        let mut split = H2_PREFACE.to_vec();
+        split.extend(client_block(&mut encoder, &request, 4, true));
+        split.extend(client_block(&mut encoder, &request, 1000, false));
+        let (blocks, others) = server_view(&through_shim(split).await);
+        assert!(others.is_empty());
+        assert_eq!(blocks.len(), 2);
+        for block in blocks {
+            assert_eq!(authority(&block).as_deref(), Some("127.0.0.1:2379"));
+            assert_eq!(block[1].1, b"/etcdserverpb.KV/Range");
+        }
     }
 
     #[tokio::test]
