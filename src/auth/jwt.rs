@@ -361,12 +361,13 @@ mod tests {
         assert_eq!(tokens.ttl(), Duration::from_secs(1));
         let token = tokens.issue("bob", 3).unwrap();
         assert_eq!(tokens.resolve(&token).unwrap(), ("bob".to_owned(), 3));
-        // `exp` has one-second resolution: past two seconds the token is surely expired.
-        std::thread::sleep(Duration::from_millis(2100));
-        assert!(matches!(
-            tokens.resolve(&token),
-            Err(AuthError::InvalidAuthToken)
-        ));
+        // `exp` has one-second resolution, so the token ends within two seconds; asked
+        // every 50 ms, for at most 3 s.
+        let expired = (0..60).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            matches!(tokens.resolve(&token), Err(AuthError::InvalidAuthToken))
+        });
+        assert!(expired, "the token outlived its 1 s TTL by 2 s");
     }
 
     #[test]

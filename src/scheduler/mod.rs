@@ -159,7 +159,8 @@ async fn session(api: &KubeApi, name: &str, cache: &mut Cache) -> Result<(), Api
                         let waiting = waiting_for(&pod, name);
                         cache.pods.insert(key.clone(), pod);
                         if waiting {
-                            schedule_one(api, name, cache, &key).await;
+                            let mut state = cluster_state(cache);
+                            schedule_one(api, name, cache, &mut state, &key).await;
                         } else {
                             cache.unschedulable.remove(&key);
                         }
@@ -260,13 +261,18 @@ async fn schedule_all(api: &KubeApi, name: &str, cache: &mut Cache) {
         .filter(|(_, pod)| waiting_for(pod, name))
         .map(|(key, _)| key.clone())
         .collect();
+    if waiting.is_empty() {
+        return;
+    }
+    // Built once for the whole pass; each binding updates it.
+    let mut state = cluster_state(cache);
     for key in waiting {
-        schedule_one(api, name, cache, &key).await;
+        schedule_one(api, name, cache, &mut state, &key).await;
     }
 }
 
 /// The nodes and what is placed on each, from the cache.
-fn cluster_state(cache: &Cache) -> (Vec<Node>, BTreeMap<String, Usage>) {
+fn cluster_state(cache: &Cache) -> ClusterState {
     let nodes: Vec<Node> = cache.nodes.values().map(Node::from_object).collect();
     let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
     for pod in cache.pods.values() {
@@ -279,22 +285,30 @@ fn cluster_state(cache: &Cache) -> (Vec<Node>, BTreeMap<String, Usage>) {
         if finished(pod) {
             continue;
         }
-        let wants = Requests::of_pod(pod);
-        let used = usage.entry(node.to_owned()).or_default();
-        used.pods += 1;
-        used.requested.cpu_milli = used.requested.cpu_milli.saturating_add(wants.cpu_milli);
-        used.requested.memory = used.requested.memory.saturating_add(wants.memory);
+        usage
+            .entry(node.to_owned())
+            .or_default()
+            .add(Requests::of_pod(pod));
     }
     (nodes, usage)
 }
 
-async fn schedule_one(api: &KubeApi, name: &str, cache: &mut Cache, key: &PodKey) {
+/// The nodes, and what is placed on each.
+type ClusterState = (Vec<Node>, BTreeMap<String, Usage>);
+
+async fn schedule_one(
+    api: &KubeApi,
+    name: &str,
+    cache: &mut Cache,
+    state: &mut ClusterState,
+    key: &PodKey,
+) {
     let Some(pod) = cache.pods.get(key).cloned() else {
         return;
     };
-    let (nodes, usage) = cluster_state(cache);
+    let (nodes, usage) = state;
     let (namespace, pod_name) = key;
-    match placement::choose(&nodes, &usage, &pod) {
+    match placement::choose(nodes, usage, &pod) {
         Ok(node) => {
             let binding = json!({
                 "apiVersion": "v1",
@@ -310,6 +324,10 @@ async fn schedule_one(api: &KubeApi, name: &str, cache: &mut Cache, key: &PodKey
                     if let Some(cached) = cache.pods.get_mut(key) {
                         cached["spec"]["nodeName"] = Value::String(node.clone());
                     }
+                    usage
+                        .entry(node.clone())
+                        .or_default()
+                        .add(Requests::of_pod(&pod));
                     cache.unschedulable.remove(key);
                     tracing::info!(pod = %format!("{namespace}/{pod_name}"), %node, "bound");
                     let message = format!("Successfully assigned {namespace}/{pod_name} to {node}");

@@ -141,6 +141,15 @@ const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 /// The taint kube-scheduler treats a cordoned node as having, for tolerations.
 const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
+impl Usage {
+    /// Counts one more pod asking `wants` on the node.
+    pub fn add(&mut self, wants: Requests) {
+        self.pods += 1;
+        self.requested.cpu_milli = self.requested.cpu_milli.saturating_add(wants.cpu_milli);
+        self.requested.memory = self.requested.memory.saturating_add(wants.memory);
+    }
+}
+
 /// Why one node does not take a pod, in kube-scheduler's words.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Misfit {
@@ -306,11 +315,10 @@ mod tests {
         pod: &Value,
     ) -> Result<String, String> {
         let chosen = choose(nodes, usage, pod)?;
-        let wants = Requests::of_pod(pod);
-        let entry = usage.entry(chosen.clone()).or_default();
-        entry.pods += 1;
-        entry.requested.cpu_milli += wants.cpu_milli;
-        entry.requested.memory += wants.memory;
+        usage
+            .entry(chosen.clone())
+            .or_default()
+            .add(Requests::of_pod(pod));
         Ok(chosen)
     }
 
