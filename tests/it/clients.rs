@@ -90,11 +90,17 @@ async fn script(client: &impl KvClient) -> Observed {
     observed
 }
 
-/// A member embedded in this process, in `dir`, on a free client port.
+/// A member embedded in this process, in `dir`, on a free client port and a free peer port
+/// (the default 2380 may be taken by another test's member).
 async fn embedded(dir: &tempfile::TempDir) -> Node {
+    let peer: url::Url = format!("http://127.0.0.1:{}", crate::support::free_port())
+        .parse()
+        .expect("url");
     let config = Config {
         data_dir: dir.path().join("embedded"),
         listen_client_urls: vec!["http://127.0.0.1:0".parse().expect("url")],
+        listen_peer_urls: vec![peer.clone()],
+        initial_advertise_peer_urls: vec![peer],
         ..Config::default()
     };
     Node::start(config).await.expect("embedded member")
