@@ -107,7 +107,15 @@ for members in $members_list; do
       [[ -z $case ]] && continue
       for system in "${order[@]}"; do
         # shellcheck disable=SC2086 # the case's arguments are words
+        cpu_before=$(cpu_ms "$system")
         line=$(run_bench "${load_endpoints[$system]}" $args)
+        cpu_after=$(cpu_ms "$system")
+        line=$(python3 -c '
+import json, sys
+result = json.loads(sys.argv[1])
+ops = result.get("ops") or 0
+result["server_cpu_us_per_op"] = (int(sys.argv[3]) - int(sys.argv[2])) * 1000 / ops if ops else None
+print(json.dumps(result))' "$line" "$cpu_before" "$cpu_after")
         record case "$members" "$system" "$case" "$round" "$line"
         echo "members=$members round=$round case=$case system=$system $(summary "$line")" >&2
       done
@@ -197,7 +205,7 @@ def table(title, metrics, kind):
         for label, field, scale, digits in metrics:
             medians = {}
             for system in systems:
-                text, median = stat([r[field] for r in runs[(members, case, system)] if field in r], scale, digits)
+                text, median = stat([r[field] for r in runs[(members, case, system)] if r.get(field) is not None], scale, digits)
                 cells.append(text)
                 medians[system] = median
             cells.append(ratio(medians))
@@ -213,10 +221,13 @@ def table(title, metrics, kind):
 
 rounds = max((row["round"] for row in rows), default=0)
 print("Medians over %d round(s), min–max in parentheses; latencies are p99 in ms (watch: send-to-delivery of events)." % rounds)
-print("A ratio above 1 is better for mnemo in ops/s, worse in latency, memory, disk and restart time.")
+print("A ratio above 1 is better for mnemo in ops/s, worse in latency, CPU, memory, disk and restart time.")
+print("CPU µs/op is the CPU time all members of the cluster used during the run, per op.")
 print()
 table("Throughput and p99 latency",
       [("ops/s", "ops_per_sec", 1.0, 0), ("p99 ms", "p99_us", 0.001, 2)], "case")
+table("Server CPU per op",
+      [("CPU µs/op", "server_cpu_us_per_op", 1.0, 0)], "case")
 table("Memory and disk after %d keys of 1 KiB (largest member)" % memory_keys,
       [("RSS MiB", "rss_kib", 1 / 1024, 1), ("disk MiB", "disk_kib", 1 / 1024, 1)], "memory")
 table("Restart to ready with %d keys" % restart_keys,

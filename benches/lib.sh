@@ -154,6 +154,21 @@ rss_kib() {
   echo "$largest"
 }
 
+# cpu_ms SYSTEM: the CPU time (user + system, ms) SYSTEM's running members have used so far.
+# The difference across a run, divided by its ops, is a cost per op that depends far less on
+# what else the shared machine runs than ops/s does.
+cpu_ms() {
+  local pid ticks=0 fields
+  for pid in ${cluster_pids[$1]}; do
+    # Fields 14 and 15 of /proc/PID/stat (utime, stime), counted after the ")" that ends the
+    # command name, which may itself hold spaces.
+    fields=$(sed 's/.*) //' "/proc/$pid/stat")
+    read -r -a stat <<<"$fields"
+    ticks=$((ticks + stat[11] + stat[12]))
+  done
+  echo $((ticks * 1000 / $(getconf CLK_TCK)))
+}
+
 # disk_kib SYSTEM: the largest data dir (KiB) among SYSTEM's members.
 disk_kib() {
   local name largest=0 size

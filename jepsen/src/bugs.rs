@@ -36,12 +36,16 @@ pub const BUGS: &[BugCase] = &[
         name: "stale-local-read",
         about: "linearizable reads skip the read barrier and answer from local state",
         workload: WorkloadName::Register,
-        // A cut-off follower answers stale reads at once while the others keep writing.
-        faults: &[Fault::Partition, Fault::Pause],
+        // A cut-off follower answers stale reads at once while the others keep writing. Only
+        // a partition makes that happen: a paused member answers nothing at all, so a run
+        // whose faults were all pauses (it happened) could not catch the bug.
+        faults: &[Fault::Partition],
         leader_percent: 0,
         time_limit_secs: 14,
-        nemesis_interval_secs: 5.0,
-        partition_shapes: &[],
+        nemesis_interval_secs: 4.0,
+        // One follower cut from both others: its reads are stale for the whole fault. Other
+        // shapes may leave it a path to the leader.
+        partition_shapes: &[PartitionShape::Isolate],
     },
     BugCase {
         name: "ack-before-commit",

@@ -5,8 +5,9 @@
 //! Expected texts are kubectl's against kube-apiserver (apiserver.md §10b): whitespace is
 //! collapsed and ages read as `<age>` before comparing.
 //!
-//! The server runs as a real process: on its embedded member by default, on a real etcd 3.4
-//! with `--etcd-endpoints` in `objects_land_in_kubes_key_layout_on_real_etcd`.
+//! The server runs as a real process. Every kubectl flow runs three times (the
+//! `on_every_store!` macro): on the server's embedded member, through `--etcd-endpoints` on a
+//! 3-member mnemo cluster, and through `--etcd-endpoints` on a real etcd 3.4.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,39 +47,85 @@ fn kubectl_binary() -> PathBuf {
     binary
 }
 
+/// The store under the API server.
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    /// The member `mnemo apiserver` embeds when given no `--etcd-endpoints`.
+    Embedded,
+    /// A 3-member mnemo cluster, all three listed in `--etcd-endpoints`.
+    MnemoCluster,
+    /// A real etcd 3.4 (Debian's etcd-server) in `--etcd-endpoints`.
+    Etcd,
+}
+
+/// Keeps an external store running for as long as the API server on it.
+enum Backing {
+    None,
+    Cluster { _members: Cluster },
+    Etcd { _member: Member },
+}
+
 /// A running `mnemo apiserver` and a kubeconfig pointing at it.
 struct ApiServer {
     /// Holds the kubeconfig, the kubectl cache, fixtures, the server log and its data dir.
     dir: TempDir,
     addr: SocketAddr,
-    /// The embedded member's client URL (None with `--etcd-endpoints`).
-    etcd_endpoint: Option<String>,
+    /// A client URL of the store, for etcdctl: the embedded member's, or the last member of a
+    /// cluster (not the one the API server talks to first).
+    etcd_endpoint: String,
     child: Option<Child>,
+    /// Dropped after the server (fields drop in order), so the store outlives it.
+    _backing: Backing,
 }
 
 impl ApiServer {
-    /// Starts the API server on its own embedded member.
-    async fn start() -> ApiServer {
-        ApiServer::start_with(&[]).await
+    /// Starts the store, then the API server on it with `extra` flags.
+    async fn start_on(store: Store, extra: &[&str]) -> ApiServer {
+        match store {
+            Store::Embedded => ApiServer::start_with(&[], Backing::None, extra).await,
+            Store::MnemoCluster => {
+                let cluster = Cluster::start(3).await;
+                let flag = format!("--etcd-endpoints={}", cluster.endpoints(&[0, 1, 2]));
+                let endpoint = cluster.member(2).endpoint();
+                let mut server =
+                    ApiServer::start_with(&[&flag], Backing::Cluster { _members: cluster }, extra)
+                        .await;
+                server.etcd_endpoint = endpoint;
+                server
+            }
+            Store::Etcd => {
+                let binary = PathBuf::from("/usr/bin/etcd");
+                assert!(
+                    binary.is_file(),
+                    "/usr/bin/etcd is missing: run scripts/setup (installs Debian's etcd-server)"
+                );
+                let etcd = Member::start_with_binary("etcd0", binary).await;
+                let endpoint = etcd.endpoint();
+                let flag = format!("--etcd-endpoints={endpoint}");
+                let mut server =
+                    ApiServer::start_with(&[&flag], Backing::Etcd { _member: etcd }, extra).await;
+                server.etcd_endpoint = endpoint;
+                server
+            }
+        }
     }
 
-    /// Starts the API server with `extra` flags (e.g. `--etcd-endpoints=...`).
-    async fn start_with(extra: &[&str]) -> ApiServer {
+    /// Starts the API server with `store_flags` (none, or `--etcd-endpoints=...` for the store
+    /// `backing` holds) and `extra` flags.
+    async fn start_with(store_flags: &[&str], backing: Backing, extra: &[&str]) -> ApiServer {
         let dir = tempfile::Builder::new()
             .prefix("mnemo-apiserver-it-")
             .tempdir()
             .expect("create a temp dir");
         let port = free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let embedded = !extra
-            .iter()
-            .any(|flag| flag.starts_with("--etcd-endpoints"));
+        let embedded = store_flags.is_empty();
         let mut args = vec![
             "apiserver".to_string(),
             format!("--listen={addr}"),
             format!("--data-dir={}", dir.path().join("data").display()),
         ];
-        let etcd_endpoint = embedded.then(|| {
+        let etcd_endpoint = if embedded {
             let client = format!("http://127.0.0.1:{}", free_port());
             args.push(format!("--listen-client-urls={client}"));
             args.push(format!(
@@ -86,7 +133,10 @@ impl ApiServer {
                 free_port()
             ));
             client
-        });
+        } else {
+            String::new()
+        };
+        args.extend(store_flags.iter().map(|flag| (*flag).to_string()));
         args.extend(extra.iter().map(|flag| (*flag).to_string()));
         let log = std::fs::File::create(dir.path().join("apiserver.log")).expect("create the log");
         let child = Command::new(env!("CARGO_BIN_EXE_mnemo"))
@@ -107,6 +157,7 @@ impl ApiServer {
             addr,
             etcd_endpoint,
             child: Some(child),
+            _backing: backing,
         };
         server.wait_ready().await;
         server
@@ -304,10 +355,48 @@ fn ages_normalize() {
     assert_eq!(normalized("NAME  AGE\nweb   5s\n"), "NAME AGE\nweb <age>");
 }
 
+/// Runs each kubectl flow `$flow(store)` as three tests in a module of its name: `embedded`,
+/// `mnemo_cluster` and `etcd` (see [`Store`]).
+macro_rules! on_every_store {
+    ($($flow:ident),* $(,)?) => {$(
+        mod $flow {
+            use super::Store;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                super::$flow(Store::Embedded).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn mnemo_cluster() {
+                super::$flow(Store::MnemoCluster).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn etcd() {
+                super::$flow(Store::Etcd).await;
+            }
+        }
+    )*};
+}
+
+on_every_store!(
+    discovery_and_version_match_kubectls_expectations,
+    every_kind_creates_gets_and_deletes,
+    pod_flows_print_kubes_texts,
+    get_watch_sees_added_modified_deleted,
+    watch_protocol_and_compaction,
+    chunked_lists_page_at_one_revision,
+    concurrent_updates_with_retries_count_exactly,
+    objects_land_in_kubes_key_layout,
+    apply_describe_events_and_sigterm,
+    apply_keeps_containers_merged_by_name,
+    scheduler_binds_pods_evenly_within_capacity_and_waits_for_room,
+);
+
 /// Discovery, version, short names and the errors of unknown types and protobuf bodies.
-#[tokio::test]
-async fn discovery_and_version_match_kubectls_expectations() {
-    let server = ApiServer::start().await;
+async fn discovery_and_version_match_kubectls_expectations(store: Store) {
+    let server = ApiServer::start_on(store, &[]).await;
     let version = server.ok(&["version"]);
     assert!(version.contains("Server Version: v1.32."), "{version}");
     let resources = normalized(&server.ok(&["api-resources"]));
@@ -347,9 +436,8 @@ async fn discovery_and_version_match_kubectls_expectations() {
 }
 
 /// Every served kind: create from a YAML file, get (table and JSON), delete.
-#[tokio::test]
-async fn every_kind_creates_gets_and_deletes() {
-    let server = ApiServer::start().await;
+async fn every_kind_creates_gets_and_deletes(store: Store) {
+    let server = ApiServer::start_on(store, &[]).await;
     server.fixture("ns.yaml", NAMESPACE_DEMO);
     assert_eq!(
         server.ok(&["create", "-f", "ns.yaml"]).trim(),
@@ -490,9 +578,8 @@ async fn every_kind_creates_gets_and_deletes() {
 
 /// The pod flows of apiserver.md §10b: errors, labels, selectors, annotate, replace, generate
 /// names, validation, binding, describe, delete, namespace cascade.
-#[tokio::test]
-async fn pod_flows_print_kubes_texts() {
-    let server = ApiServer::start().await;
+async fn pod_flows_print_kubes_texts(store: Store) {
+    let server = ApiServer::start_on(store, &[]).await;
     server.fixture("ns.yaml", NAMESPACE_DEMO);
     server.fixture("pod.yaml", POD_WEB);
     server.ok(&["create", "-f", "ns.yaml"]);
@@ -765,9 +852,8 @@ async fn pod_flows_print_kubes_texts() {
 
 /// `kubectl get -w` prints the current pod, then one row per change: a label (MODIFIED), a
 /// create (ADDED) and a delete (DELETED).
-#[tokio::test]
-async fn get_watch_sees_added_modified_deleted() {
-    let server = ApiServer::start().await;
+async fn get_watch_sees_added_modified_deleted(store: Store) {
+    let server = ApiServer::start_on(store, &[]).await;
     server.fixture("pod.yaml", POD_WEB);
     server.ok(&["create", "-f", "pod.yaml"]);
     let out_path = server.dir.path().join("watch.out");
@@ -806,9 +892,8 @@ async fn get_watch_sees_added_modified_deleted() {
 /// Raw watch semantics: events strictly after `resourceVersion`, DELETED carrying the last
 /// state at the delete revision, selectors turning leave/enter into DELETED/ADDED, and a
 /// compacted start answered with a 410 ERROR event by the compactor's doing.
-#[tokio::test]
-async fn watch_protocol_and_compaction() {
-    let server = ApiServer::start_with(&["--compaction-interval=1s"]).await;
+async fn watch_protocol_and_compaction(store: Store) {
+    let server = ApiServer::start_on(store, &["--compaction-interval=1s"]).await;
     let (code, created) = server
         .request(
             "POST",
@@ -884,7 +969,7 @@ async fn watch_protocol_and_compaction() {
     assert_eq!(error["object"]["code"], 410);
     assert_eq!(error["object"]["reason"], "Expired");
     // The election key kube-apiserver uses sits at the keyspace root.
-    let endpoint = server.etcd_endpoint.clone().unwrap();
+    let endpoint = server.etcd_endpoint.clone();
     let keys = support::ok_stdout(&support::etcdctl(
         &endpoint,
         &["get", "compact_rev_key", "-w", "json"],
@@ -901,9 +986,8 @@ async fn watch_protocol_and_compaction() {
 }
 
 /// `--chunk-size` pages through a list at one revision, following `continue`.
-#[tokio::test]
-async fn chunked_lists_page_at_one_revision() {
-    let server = ApiServer::start().await;
+async fn chunked_lists_page_at_one_revision(store: Store) {
+    let server = ApiServer::start_on(store, &[]).await;
     for i in 1..=5 {
         let (code, body) = server
             .request(
@@ -980,11 +1064,10 @@ async fn chunked_lists_page_at_one_revision() {
 
 /// 20 clients increment one configmap with read-modify-write PUTs, retrying on 409: exactly
 /// 20 increments land, and the conflicts they met were kube's Conflict.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_updates_with_retries_count_exactly() {
+async fn concurrent_updates_with_retries_count_exactly(store: Store) {
     const CLIENTS: usize = 20;
     const ATTEMPTS_MAX: usize = 200;
-    let server = ApiServer::start().await;
+    let server = ApiServer::start_on(store, &[]).await;
     let path = "/api/v1/namespaces/default/configmaps/counter";
     let (code, _) = server
         .request(
@@ -1034,33 +1117,12 @@ async fn concurrent_updates_with_retries_count_exactly() {
     eprintln!("{CLIENTS} clients: {conflicts} conflicts before every increment landed");
 }
 
-/// The same API server on a real etcd 3.4 (`--etcd-endpoints`): kubectl flows work, and the
-/// objects sit under kube-apiserver's key layout.
-#[tokio::test]
-async fn objects_land_in_kubes_key_layout_on_real_etcd() {
-    let etcd_binary = PathBuf::from("/usr/bin/etcd");
-    assert!(
-        etcd_binary.is_file(),
-        "/usr/bin/etcd is missing: run scripts/setup (installs Debian's etcd-server)"
-    );
-    let etcd = Member::start_with_binary("etcd0", etcd_binary).await;
-    let server = ApiServer::start_with(&[&format!("--etcd-endpoints={}", etcd.endpoint())]).await;
-    portable_flow(&server, &etcd.endpoint()).await;
-}
-
-/// The same API server on a 3-member mnemo cluster (`--etcd-endpoints` listing all three).
-#[tokio::test]
-async fn objects_land_in_kubes_key_layout_on_a_mnemo_cluster() {
-    let cluster = Cluster::start(3).await;
-    let endpoints = cluster.endpoints(&[0, 1, 2]);
-    let server = ApiServer::start_with(&[&format!("--etcd-endpoints={endpoints}")]).await;
-    // Read the keys through another member than the first, which the API server talks to.
-    portable_flow(&server, &cluster.member(2).endpoint()).await;
-}
-
-/// kubectl flows and the key layout, on whatever store `server` runs on; `endpoint` is one
-/// of the store's client URLs, for etcdctl.
-async fn portable_flow(server: &ApiServer, endpoint: &str) {
+/// The objects sit under kube-apiserver's key layout with RV = mod_revision, as etcdctl
+/// sees them through another member than the one the API server talks to first; a watch
+/// from before a change sees it; a namespace delete empties its keys.
+async fn objects_land_in_kubes_key_layout(store: Store) {
+    let server = ApiServer::start_on(store, &[]).await;
+    let endpoint = server.etcd_endpoint.as_str();
     server.fixture("ns.yaml", NAMESPACE_DEMO);
     server.fixture("pod.yaml", POD_WEB);
     server.fixture(
@@ -1170,9 +1232,8 @@ async fn portable_flow(server: &ApiServer, endpoint: &str) {
 /// Client-side apply (create, unchanged, configured with the last-applied annotation),
 /// server-side apply (a repeat writes nothing), `describe` listing the pod's events through
 /// their field selector, and a clean exit on SIGTERM.
-#[tokio::test]
-async fn apply_describe_events_and_sigterm() {
-    let mut server = ApiServer::start().await;
+async fn apply_describe_events_and_sigterm(store: Store) {
+    let mut server = ApiServer::start_on(store, &[]).await;
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: two\nspec:\n  containers:\n  - name: a\n    image: nginx:1\n";
     server.fixture("two.yaml", pod);
     assert_eq!(
@@ -1265,9 +1326,8 @@ async fn apply_describe_events_and_sigterm() {
 /// Client-side apply of a two-container pod: an image bump keeps both containers (strategic
 /// merge by name under `$setElementOrder`), a repeat is `unchanged`, dropping a container
 /// removes it; JSON patch adds a label and a failing `test` op is refused.
-#[tokio::test]
-async fn apply_keeps_containers_merged_by_name() {
-    let server = ApiServer::start().await;
+async fn apply_keeps_containers_merged_by_name(store: Store) {
+    let server = ApiServer::start_on(store, &[]).await;
     let two = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: two\nspec:\n  containers:\n  - name: a\n    image: nginx:1\n  - name: b\n    image: redis:1\n";
     server.fixture("two.yaml", two);
     assert_eq!(
@@ -1384,9 +1444,8 @@ fn pods_by_name(server: &ApiServer) -> std::collections::BTreeMap<String, Value>
 /// with requests, every one bound, none over a node's capacity, spread within one pod of
 /// even; a pod too big for any node stays Pending with `PodScheduled=False`, kube-scheduler's
 /// message and a `FailedScheduling` event; a bigger node added later takes it.
-#[tokio::test]
-async fn scheduler_binds_pods_evenly_within_capacity_and_waits_for_room() {
-    let server = ApiServer::start().await;
+async fn scheduler_binds_pods_evenly_within_capacity_and_waits_for_room(store: Store) {
+    let server = ApiServer::start_on(store, &[]).await;
     let nodes: String = ["n1", "n2", "n3"]
         .iter()
         .map(|name| node_yaml(name, "2", "4Gi"))
