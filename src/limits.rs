@@ -118,6 +118,12 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 160 * 1024 * 1024;
 /// batching a busy leader's writes.
 pub const PEER_APPEND_ENTRIES_MAX: u64 = 64;
 
+/// Least time a leader waits for a follower's answer to the oldest unanswered append of a
+/// pipelined replication stream before it drops the stream and starts another. openraft's
+/// per-request budget (one heartbeat interval) is meant for one request at a time; a request
+/// queued behind others in a follower's pipeline may fairly take a few fsyncs longer.
+pub const PEER_STREAM_REPLY_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+
 /// How long a member waits for a TCP connection to a peer.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -8,7 +8,7 @@
 //! with a capped exponential backoff. Must not touch the log or the state machine; snapshot
 //! files are only read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::OptionalSend;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -39,7 +40,7 @@ use super::{MemberNode, RaftError, TypeConfig};
 use crate::limits::{
     PEER_BACKOFF_INITIAL, PEER_BACKOFF_MAX, PEER_CONNECT_TIMEOUT, PEER_MESSAGE_BYTES_MAX,
     PEER_REFUSAL_LOG_INTERVAL, PEER_SNAPSHOT_CHUNK_BYTES, PEER_SNAPSHOT_CHUNK_TIMEOUT,
-    PEER_SNAPSHOT_INSTALL_TIMEOUT,
+    PEER_SNAPSHOT_INSTALL_TIMEOUT, PEER_STREAM_REPLY_TIMEOUT_MIN,
 };
 use crate::pb::internal::peer_client::PeerClient as GrpcPeer;
 use crate::pb::internal::{MembershipRequest, PeerMessage, SnapshotChunk};
@@ -328,15 +329,74 @@ impl PeerLink {
         match reply {
             Ok(reply) => wire::open(reply.get_ref())
                 .map_err(|reason| RPCError::Network(NetworkError::from_string(reason))),
-            Err(status) => {
-                self.ctx.note_refusal(self.target, &status);
-                Err(RPCError::Unreachable(unreachable(format!(
-                    "member {:x} at {}: {}",
-                    self.target,
-                    self.url,
-                    status_text(&status)
-                ))))
+            Err(status) => Err(self.refused(&status)),
+        }
+    }
+
+    /// The error openraft gets for a call the peer (or the transport) refused with `status`.
+    fn refused(&self, status: &tonic::Status) -> RPCError<TypeConfig> {
+        self.ctx.note_refusal(self.target, status);
+        RPCError::Unreachable(unreachable(format!(
+            "member {:x} at {}: {}",
+            self.target,
+            self.url,
+            status_text(status)
+        )))
+    }
+}
+
+/// The answers of one pipelined replication stream, with the deadline of the oldest request.
+struct Replies<'a> {
+    link: &'a PeerLink,
+    answers: tonic::Streaming<PeerMessage>,
+    unanswered: Arc<Mutex<VecDeque<Instant>>>,
+    patience: Duration,
+    ended: bool,
+}
+
+impl Replies<'_> {
+    /// The next answer; `None` once the follower ended the stream or after an error.
+    async fn next(
+        &mut self,
+    ) -> Option<Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            let oldest = self.unanswered.lock().front().copied();
+            // With nothing unanswered there is no deadline; look again after a while in case a
+            // request went out meanwhile.
+            let wait = oldest.map_or(self.patience, |sent| {
+                (sent + self.patience).saturating_duration_since(Instant::now())
+            });
+            let answer = match tokio::time::timeout(wait, self.answers.message()).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    if oldest.is_some_and(|sent| sent.elapsed() >= self.patience) {
+                        self.ended = true;
+                        return Some(Err(RPCError::Timeout(
+                            self.link.timeout(RPCTypes::AppendEntries, self.patience),
+                        )));
+                    }
+                    continue;
+                }
+            };
+            let item = match answer {
+                Ok(Some(message)) => {
+                    self.unanswered.lock().pop_front();
+                    wire::open(&message)
+                        .map_err(|reason| RPCError::Network(NetworkError::from_string(reason)))
+                }
+                Ok(None) => {
+                    self.ended = true;
+                    return None;
+                }
+                Err(status) => Err(self.link.refused(&status)),
+            };
+            if item.is_err() {
+                self.ended = true;
             }
+            return Some(item);
         }
     }
 }
@@ -356,6 +416,75 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
             |mut client, message| async move { client.append_entries(message).await },
         )
         .await
+    }
+
+    /// Pipelined replication over one `AppendStream` call: requests go out as openraft makes
+    /// them, without waiting for the answers to the earlier ones, and the follower answers each
+    /// in order. The stream fails when the oldest unanswered request has waited longer than
+    /// the option's hard limit (at least [`PEER_STREAM_REPLY_TIMEOUT_MIN`]), so a follower
+    /// that stopped answering, or a link that drops traffic, ends it and openraft starts
+    /// another.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self
+                .ctx
+                .client(&self.url)
+                .map_err(|reason| RPCError::Unreachable(unreachable(reason)))?;
+            let route = self.ctx.route(self.target);
+            // When each unanswered request was handed to the transport, oldest first.
+            let unanswered = Arc::new(Mutex::new(VecDeque::<Instant>::new()));
+            let requests = {
+                let unanswered = Arc::clone(&unanswered);
+                let target = self.target;
+                tokio_stream::StreamExt::map_while(input, move |request| {
+                    match wire::envelope(route, &request) {
+                        Ok(message) => {
+                            unanswered.lock().push_back(Instant::now());
+                            Some(message)
+                        }
+                        Err(reason) => {
+                            // Ends the requests; the answers stop short and openraft resends.
+                            tracing::error!(peer = %format!("{target:x}"), %reason, "cannot encode an append");
+                            None
+                        }
+                    }
+                })
+            };
+            let deadline = option.hard_ttl();
+            let answers = tokio::time::timeout(deadline, client.append_stream(requests))
+                .await
+                .map_err(|_| RPCError::Timeout(self.timeout(RPCTypes::AppendEntries, deadline)))?
+                .map_err(|status| self.refused(&status))?
+                .into_inner();
+            let replies = Replies {
+                link: self,
+                answers,
+                unanswered,
+                patience: deadline.max(PEER_STREAM_REPLY_TIMEOUT_MIN),
+                ended: false,
+            };
+            let stream = futures::stream::unfold(replies, |mut replies| async move {
+                let item = replies.next().await?;
+                Some((item, replies))
+            });
+            Ok(Box::pin(stream) as BoxStream<'s, _>)
+        })
     }
 
     async fn vote(

@@ -26,6 +26,10 @@ use crate::pb::internal::{
 };
 
 type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+type AppendRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
+/// The answers of [`Peer::append_stream`], one per request, in order.
+pub(super) type AppendReplies =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<PeerMessage, Status>> + Send + 'static>>;
 type Meta = openraft::storage::SnapshotMeta<
     openraft::type_config::alias::CommittedLeaderIdOf<TypeConfig>,
     u64,
@@ -62,25 +66,7 @@ impl PeerService {
     }
 
     fn admit(&self, message: &PeerMessage) -> Result<(), Status> {
-        let refusal = wire::check(message, self.ctx.cluster_id, self.ctx.member_id)
-            .err()
-            .or_else(|| {
-                self.removed
-                    .lock()
-                    .contains(&message.from)
-                    .then_some(Refusal::SenderRemoved { from: message.from })
-            });
-        let Some(refusal) = refusal else {
-            return Ok(());
-        };
-        let status = match &refusal {
-            Refusal::ClusterMismatch { .. } | Refusal::WrongReceiver { .. } => {
-                Status::failed_precondition(refusal.to_string())
-            }
-            Refusal::SenderRemoved { .. } => Status::permission_denied(refusal.to_string()),
-        };
-        self.ctx.log_refusal(message.from, "refused", &status);
-        Err(status)
+        admit(&self.ctx, &self.removed, message)
     }
 
     /// Admits `request`, decodes its body, hands it (with the sender) to `handle`, and wraps
@@ -119,6 +105,33 @@ impl PeerService {
     }
 }
 
+/// Refuses a message meant for another cluster or member, or sent by a removed member.
+fn admit(
+    ctx: &PeerContext,
+    removed: &Mutex<HashSet<u64>>,
+    message: &PeerMessage,
+) -> Result<(), Status> {
+    let refusal = wire::check(message, ctx.cluster_id, ctx.member_id)
+        .err()
+        .or_else(|| {
+            removed
+                .lock()
+                .contains(&message.from)
+                .then_some(Refusal::SenderRemoved { from: message.from })
+        });
+    let Some(refusal) = refusal else {
+        return Ok(());
+    };
+    let status = match &refusal {
+        Refusal::ClusterMismatch { .. } | Refusal::WrongReceiver { .. } => {
+            Status::failed_precondition(refusal.to_string())
+        }
+        Refusal::SenderRemoved { .. } => Status::permission_denied(refusal.to_string()),
+    };
+    ctx.log_refusal(message.from, "refused", &status);
+    Err(status)
+}
+
 fn bad_body(reason: String) -> Status {
     Status::invalid_argument(reason)
 }
@@ -139,6 +152,63 @@ impl Peer for PeerService {
             engine.append_entries(rpc)
         })
         .await
+    }
+
+    type AppendStreamStream = AppendReplies;
+
+    /// Feeds the leader's requests to the engine as they arrive and sends back its answers in
+    /// order; the engine appends a request's entries without waiting for the earlier ones to
+    /// be flushed. A message that may not be admitted, or does not decode, ends the requests:
+    /// the answers to those before it still go back, then the refusal as the stream's status.
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<PeerMessage>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        let inbound = request.into_inner();
+        let ctx = Arc::clone(&self.ctx);
+        let removed = Arc::clone(&self.removed);
+        // The sender (learned from its first message) and the reason the requests ended early.
+        let shared = Arc::new(Mutex::new((None::<u64>, None::<Status>)));
+        let requests = {
+            let shared = Arc::clone(&shared);
+            inbound.map_while(move |item| {
+                // The leader went away (or reset the stream): no more requests.
+                let message = item.ok()?;
+                let opened = admit(&ctx, &removed, &message)
+                    .and_then(|()| wire::open::<AppendRequest>(&message).map_err(bad_body));
+                let mut shared = shared.lock();
+                match opened {
+                    Ok(rpc) => {
+                        ctx.heard_from(message.from);
+                        shared.0 = Some(message.from);
+                        Some(rpc)
+                    }
+                    Err(status) => {
+                        shared.1 = Some(status);
+                        None
+                    }
+                }
+            })
+        };
+        let answers = Box::pin(self.core.engine.stream_append(requests));
+        let (cluster_id, member_id) = (self.ctx.cluster_id, self.ctx.member_id);
+        let replies = {
+            let shared = Arc::clone(&shared);
+            answers.map(move |answer| {
+                let answer = answer.map_err(engine_failure)?;
+                let to = shared.lock().0.unwrap_or_default();
+                let route = wire::Route {
+                    cluster_id,
+                    from: member_id,
+                    to,
+                };
+                wire::envelope(route, &answer).map_err(Status::internal)
+            })
+        };
+        // Polled only after the last answer, so it sees why the requests ended, if early.
+        let refusal = futures::stream::once(async move { shared.lock().1.take() })
+            .filter_map(|refusal| refusal.map(Err));
+        Ok(Response::new(Box::pin(replies.chain(refusal))))
     }
 
     async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
