@@ -63,6 +63,15 @@ pub const WAL_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Largest single WAL record; a bigger length prefix is treated as corruption.
 pub const WAL_RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// How old a reading of the backend's size the quota check may use. Writes landing within
+/// one interval can take the backend that much past the quota before the alarm, as writes
+/// already proposed can in etcd.
+pub const BACKEND_SIZE_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Bytes of WAL records buffered before they are written to the segment file; a group commit
+/// normally writes its whole batch at once, well under this.
+pub const WAL_WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
 /// Most queued jobs (each an append of one or more entries) one group commit takes before it
 /// fsyncs.
 pub const WAL_GROUP_COMMIT_JOBS_MAX: usize = 4096;

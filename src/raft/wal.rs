@@ -34,7 +34,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -43,7 +43,9 @@ use bytes::Bytes;
 
 #[cfg(doc)]
 use crate::limits::WAL_SEGMENT_BYTES_MAX;
-use crate::limits::{WAL_GROUP_COMMIT_JOBS_MAX, WAL_QUEUE_DEPTH, WAL_RECORD_BYTES_MAX};
+use crate::limits::{
+    WAL_GROUP_COMMIT_JOBS_MAX, WAL_QUEUE_DEPTH, WAL_RECORD_BYTES_MAX, WAL_WRITE_BUFFER_BYTES,
+};
 
 /// Bytes of the record frame before the body: length and checksum.
 const FRAME_HEADER_BYTES: usize = 8;
@@ -349,8 +351,10 @@ struct Writer {
     segments: Vec<Segment>,
     /// Start of every live entry's record, in index order.
     locations: VecDeque<Location>,
-    /// Open handle on the last segment, opened lazily.
-    current: Option<File>,
+    /// Open handle on the last segment, opened lazily. Records of a batch collect in its
+    /// buffer and reach the file in one write at the end of the batch (or before a sync, a
+    /// segment switch or a truncation), not one write per record.
+    current: Option<BufWriter<File>>,
     /// Size at which the last segment rolls over.
     segment_bytes_max: u64,
 }
@@ -402,11 +406,16 @@ impl Writer {
                     failed = Some(reason);
                 }
             }
-            if dirty
-                && failed.is_none()
-                && let Err(err) = self.sync_current()
-            {
-                failed = Some(err.to_string());
+            if failed.is_none() {
+                // A batch of hints only is written without a sync (see `Job::Committed`).
+                let written = if dirty {
+                    self.sync_current()
+                } else {
+                    self.flush_current()
+                };
+                if let Err(err) = written {
+                    failed = Some(err.to_string());
+                }
             }
             if batch_entries > 0 {
                 crate::metrics::get()
@@ -502,7 +511,7 @@ impl Writer {
                     .append(true)
                     .open(&path)
                     .map_err(io_err(&path))?;
-                slot.insert(file)
+                slot.insert(BufWriter::with_capacity(WAL_WRITE_BUFFER_BYTES, file))
             }
         };
         file.write_all(&frame).map_err(io_err(&path))?;
@@ -534,14 +543,23 @@ impl Writer {
             path,
             len: 0,
         });
-        self.current = Some(file);
+        self.current = Some(BufWriter::with_capacity(WAL_WRITE_BUFFER_BYTES, file));
+        Ok(())
+    }
+
+    /// Writes the buffered records of the last segment to its file (no sync).
+    fn flush_current(&mut self) -> Result<(), WalError> {
+        if let (Some(file), Some(segment)) = (&mut self.current, self.segments.last()) {
+            file.flush().map_err(io_err(&segment.path))?;
+        }
         Ok(())
     }
 
     fn sync_current(&mut self) -> Result<(), WalError> {
+        self.flush_current()?;
         if let (Some(file), Some(segment)) = (&self.current, self.segments.last()) {
             let started = std::time::Instant::now();
-            file.sync_data().map_err(io_err(&segment.path))?;
+            file.get_ref().sync_data().map_err(io_err(&segment.path))?;
             crate::metrics::get()
                 .wal_fsync
                 .observe(started.elapsed().as_secs_f64());
@@ -556,6 +574,8 @@ impl Writer {
         };
         let cut_at = self.locations[cut];
         self.locations.truncate(cut);
+        // Buffered records go to the file first, so the cut below applies to all of them.
+        self.flush_current()?;
         self.current = None;
         // Drop whole segments that start after the cut, newest first, then shorten the one
         // holding the cut.

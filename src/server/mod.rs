@@ -711,7 +711,7 @@ impl Server {
         if cost == 0 {
             return Ok(());
         }
-        let size = self.store.backend().size_bytes();
+        let size = self.store.backend().size_bytes_recent();
         if size.saturating_add(cost) < self.quota_bytes {
             return Ok(());
         }

@@ -24,12 +24,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use rocksdb::{
     BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DB, DBCompressionType,
     DBRawIteratorWithThreadMode, Options, ReadOptions, SnapshotWithThreadMode, WriteBatch,
     WriteOptions, checkpoint::Checkpoint, properties,
 };
+
+use crate::limits::BACKEND_SIZE_REFRESH_INTERVAL;
 
 /// Size of the LRU block cache shared by every column family. Hot MVCC rows are also
 /// served from memtables, so a modest cache is enough on the small machines we target.
@@ -221,6 +224,9 @@ impl BackendBatch {
 pub struct Backend {
     db: DB,
     path: PathBuf,
+    /// The last [`Backend::size_bytes`] reading and when it was taken, for
+    /// [`Backend::size_bytes_recent`].
+    size_seen: parking_lot::Mutex<Option<(Instant, u64)>>,
     /// Declared after `db`: fields drop in order, so the directory is removed only after
     /// RocksDB has closed every file in it.
     removal: RemoveOnClose,
@@ -338,6 +344,7 @@ impl Backend {
         let backend = Backend {
             db,
             path: dir.to_path_buf(),
+            size_seen: parking_lot::Mutex::new(None),
             removal: RemoveOnClose {
                 path: dir.to_path_buf(),
                 armed: AtomicBool::new(false),
@@ -491,6 +498,8 @@ impl Backend {
             self.db
                 .compact_range_cf(&self.handle(cf), None::<&[u8]>, None::<&[u8]>);
         }
+        // The size just shrank: the quota check must not go on with the old reading.
+        *self.size_seen.lock() = None;
         Ok(())
     }
 
@@ -500,6 +509,22 @@ impl Backend {
     pub fn size_bytes(&self) -> u64 {
         self.sum_property(properties::TOTAL_SST_FILES_SIZE)
             + self.sum_property(properties::SIZE_ALL_MEM_TABLES)
+    }
+
+    /// [`Backend::size_bytes`] as read at most [`BACKEND_SIZE_REFRESH_INTERVAL`] ago. The
+    /// quota check asks before every write; reading RocksDB's properties takes its mutex and
+    /// walks every column family, which is worth doing a few times a second, not per write.
+    #[must_use]
+    pub fn size_bytes_recent(&self) -> u64 {
+        let mut seen = self.size_seen.lock();
+        match *seen {
+            Some((at, size)) if at.elapsed() < BACKEND_SIZE_REFRESH_INTERVAL => size,
+            _ => {
+                let size = self.size_bytes();
+                *seen = Some((Instant::now(), size));
+                size
+            }
+        }
     }
 
     /// Bytes holding live data: RocksDB's estimate of live table data plus the memtables in
