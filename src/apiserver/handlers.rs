@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -36,6 +36,8 @@ const PATCH_MEDIA_TYPES: &str = "application/json-patch+json, application/merge-
      application/apply-patch+yaml, application/strategic-merge-patch+json";
 /// The continue token's version tag, as kube's.
 const CONTINUE_VERSION: &str = "meta.k8s.io/v1";
+/// Pods read per page while looking for those whose grace period is over.
+const REAP_PAGE_KEYS: i64 = 500;
 
 /// The shared state of every request.
 pub struct Api<C> {
@@ -253,11 +255,20 @@ async fn resource_route<C: KvClient + Clone + 'static>(
             .await
         }
         (Some(name), None, Method::DELETE) => {
-            let options = if body.is_empty() {
+            let mut options = if body.is_empty() {
                 json!({})
             } else {
                 decode_body(headers, &body)?
             };
+            // kube reads DeleteOptions from the query too; the body wins.
+            if options.get("gracePeriodSeconds").is_none()
+                && let Some(text) = params.get("gracePeriodSeconds")
+            {
+                let seconds: i64 = text.parse().map_err(|_| {
+                    ApiError::BadRequest(format!("invalid gracePeriodSeconds {text:?}"))
+                })?;
+                options["gracePeriodSeconds"] = json!(seconds);
+            }
             delete(client, resource, namespace, name, &options).await
         }
         (Some(name), Some("scale"), Method::GET) => {
@@ -1257,6 +1268,32 @@ async fn delete<C: KvClient>(
             object::set_resource_version(&mut last, revision);
             return Ok(json_response(StatusCode::OK, &last));
         }
+        let grace = (resource.kind == "Pod")
+            .then(|| pod_grace_seconds(&current.object, options))
+            .transpose()?
+            .unwrap_or(0);
+        if grace > 0 {
+            let deadline = SystemTime::now() + Duration::from_secs(grace.unsigned_abs());
+            let marked_until = meta_str(&current.object, "deletionTimestamp")
+                .and_then(|text| humantime::parse_rfc3339(text).ok());
+            // A pod already terminating keeps the earlier of its deadline and the new one.
+            if marked_until.is_some_and(|until| until <= deadline) {
+                return Ok(json_response(StatusCode::OK, &current.object));
+            }
+            let mut marked = current.object.clone();
+            let meta = metadata_mut(&mut marked);
+            meta.insert(
+                "deletionTimestamp".into(),
+                json!(object::timestamp(deadline)),
+            );
+            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            let Some(revision) = store::put_if(client, &key, current.mod_revision, &marked).await?
+            else {
+                continue;
+            };
+            object::set_resource_version(&mut marked, revision);
+            return Ok(json_response(StatusCode::OK, &marked));
+        }
         if let Some(revision) = store::delete_if(client, &key, current.mod_revision).await? {
             let mut last = current.object;
             object::set_resource_version(&mut last, revision);
@@ -1264,6 +1301,80 @@ async fn delete<C: KvClient>(
         }
     }
     Err(ApiError::stale(resource, name))
+}
+
+/// The grace period of a pod's deletion, in seconds. As in kube's pod strategy, a pod that
+/// never reached a node, or has finished, has nothing to stop and goes at once (0), and
+/// otherwise the request's `gracePeriodSeconds` counts (kubectl: `--grace-period=N`, 1 for
+/// `--now`, 0 with `--force`).
+///
+/// etcd-compat (kube): without one, kube takes the pod's `terminationGracePeriodSeconds`
+/// (default 30), the time its kubelet gives the containers to stop, and the kubelet deletes
+/// the pod once they have. No kubelet runs here and no container either, so such a pod goes at
+/// once: `kubectl delete pod` returns promptly, as it does against a cluster whose containers
+/// stop quickly, instead of after 30 s.
+fn pod_grace_seconds(pod: &Value, options: &Value) -> Result<i64, ApiError> {
+    let requested =
+        match options.get("gracePeriodSeconds") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(value.as_i64().ok_or_else(|| {
+                ApiError::BadRequest(format!("invalid gracePeriodSeconds {value}"))
+            })?),
+        };
+    let scheduled = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|node| !node.is_empty());
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !scheduled || finished {
+        return Ok(0);
+    }
+    Ok(requested.unwrap_or(0).max(0))
+}
+
+/// Deletes the pods whose graceful deletion deadline has passed. A kubelet would confirm
+/// each once its containers stopped; no kubelet runs here, so the deadline stands for that.
+/// Pods with finalizers wait for them, as for any object. Guarded by `mod_revision`, so API
+/// servers sharing a store never delete a pod that changed meanwhile.
+///
+/// # Errors
+/// [`ApiError`] when the store cannot be read or written.
+pub async fn reap_terminated_pods<C: KvClient>(client: &C) -> Result<usize, ApiError> {
+    let pods = registry::find("", "v1", "pods").expect("pods are served");
+    let now = SystemTime::now();
+    let mut reaped = 0;
+    let mut start = pods.list_prefix(None).into_bytes();
+    let end = store::prefix_end(&start);
+    loop {
+        let page = store::range_page(client, start.clone(), end.clone(), 0, REAP_PAGE_KEYS).await?;
+        for (key, pod) in &page.items {
+            let due = meta_str(pod, "deletionTimestamp")
+                .and_then(|text| humantime::parse_rfc3339(text).ok())
+                .is_some_and(|deadline| deadline <= now);
+            let finalizers = pod
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+            let revision = meta_str(pod, "resourceVersion").and_then(|rv| rv.parse().ok());
+            if let (true, false, Some(revision)) = (due, finalizers, revision)
+                && store::delete_if(client, &String::from_utf8_lossy(key), revision)
+                    .await?
+                    .is_some()
+            {
+                reaped += 1;
+            }
+        }
+        match page.items.last() {
+            Some((last, _)) if page.more => {
+                start = last.to_vec();
+                start.push(0);
+            }
+            _ => return Ok(reaped),
+        }
+    }
 }
 
 /// Creates the namespaces every cluster has, when missing.
@@ -1282,6 +1393,28 @@ pub async fn seed_namespaces<C: KvClient>(client: &C) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_grace_periods_follow_kubes_pod_strategy() {
+        let bound = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30}});
+        let grace = |pod: &Value, options: Value| pod_grace_seconds(pod, &options).unwrap();
+        assert_eq!(grace(&bound, json!({"gracePeriodSeconds": 7})), 7);
+        assert_eq!(grace(&bound, json!({"gracePeriodSeconds": 0})), 0);
+        assert_eq!(grace(&bound, json!({"gracePeriodSeconds": -3})), 0);
+        // No kubelet would honour the pod's own period: without a request, at once.
+        assert_eq!(grace(&bound, json!({})), 0);
+        // Nothing runs for a pod that never reached a node, or has finished.
+        assert_eq!(
+            grace(&json!({"spec": {}}), json!({"gracePeriodSeconds": 9})),
+            0
+        );
+        let done = json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Succeeded"}});
+        assert_eq!(grace(&done, json!({"gracePeriodSeconds": 9})), 0);
+        assert!(matches!(
+            pod_grace_seconds(&bound, &json!({"gracePeriodSeconds": "soon"})),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
 
     #[test]
     fn continue_tokens_round_trip_and_refuse_escapes() {

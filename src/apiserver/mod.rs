@@ -10,7 +10,7 @@
 //! Map: `registry` (served resources and their keys), `discovery` (documents), `handlers`
 //! (routing and verbs), `store` (objects in etcd, guarded writes), `watch` (event streams),
 //! `table` (server-side printing), `object` (metadata helpers), `error` (kube Status bodies),
-//! `compactor`; `patch`, `selector`, `validate` are pure building blocks.
+//! `compactor`, and the reaper of pods whose graceful deletion is over (`serve`); `patch`, `selector`, `validate` are pure building blocks.
 
 pub mod compactor;
 mod discovery;
@@ -52,6 +52,8 @@ pub const WATCH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30 * 60);
 pub const WATCH_TIMEOUT_MAX: Duration = Duration::from_secs(60 * 60);
 /// kube-apiserver's default `--etcd-compaction-interval`.
 pub const COMPACTION_INTERVAL_DEFAULT: Duration = Duration::from_secs(5 * 60);
+/// How often the API server looks for pods whose graceful deletion deadline has passed.
+pub const POD_REAP_INTERVAL: Duration = Duration::from_secs(1);
 /// Namespaces every cluster starts with.
 pub const NAMESPACES_SEEDED: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -92,6 +94,7 @@ pub async fn serve<C: KvClient + Clone + 'static>(
     let compaction = options
         .compaction_interval
         .map(|interval| tokio::spawn(compactor::run(client.clone(), interval)));
+    let reaper = tokio::spawn(reap_pods(client.clone()));
     let app = router(client, address.to_string());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -100,7 +103,21 @@ pub async fn serve<C: KvClient + Clone + 'static>(
     if let Some(task) = compaction {
         task.abort();
     }
+    reaper.abort();
     served
+}
+
+/// Every [`POD_REAP_INTERVAL`], deletes the pods whose graceful deletion is over (see
+/// [`handlers::reap_terminated_pods`]); a failed pass is logged and the next one tries again.
+async fn reap_pods<C: KvClient>(client: C) {
+    let mut ticks = tokio::time::interval(POD_REAP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = handlers::reap_terminated_pods(&client).await {
+            tracing::warn!(%error, "deleting pods whose grace period is over failed");
+        }
+    }
 }
 
 #[cfg(test)]

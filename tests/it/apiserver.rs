@@ -818,10 +818,36 @@ async fn pod_flows_print_kubes_texts(store: Store) {
             "no {line:?} in\n{described}"
         );
     }
+    // Graceful deletion of a pod on a node: marked with its deadline, still there and shown
+    // as Terminating, until the grace period is over.
+    let (code, marked) = server
+        .request(
+            "DELETE",
+            "/api/v1/namespaces/demo/pods/web",
+            Some(&json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 60})),
+        )
+        .await;
+    assert_eq!(code, 200, "{marked}");
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 60);
+    let deadline = marked["metadata"]["deletionTimestamp"].as_str().unwrap();
+    let deadline = humantime::parse_rfc3339(deadline).unwrap();
+    let ahead = deadline
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(ahead > Duration::from_secs(50), "{marked}");
     assert_eq!(
-        server.ok(&["-n", "demo", "delete", "pod", "web"]).trim(),
+        normalized(&server.ok(&["-n", "demo", "get", "pod", "web"])),
+        "NAME READY STATUS RESTARTS AGE\nweb 0/1 Terminating 0 <age>"
+    );
+    // A shorter grace period moves the deadline closer; kubectl waits until the pod is gone.
+    let started = Instant::now();
+    assert_eq!(
+        server
+            .ok(&["-n", "demo", "delete", "pod", "web", "--grace-period=1"])
+            .trim(),
         "pod \"web\" deleted"
     );
+    assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(
         server.fails(&["-n", "demo", "get", "pod", "web"]).trim(),
         "Error from server (NotFound): pods \"web\" not found"
