@@ -184,7 +184,7 @@ def ratio(figures):
         return "%.2f" % (figures["mnemo"] / figures["etcd"])
     return "–"
 
-def table(title, metrics, kind, errors=True):
+def table(title, metrics, kind, with_errors=True):
     members_cases = []
     for row in rows:
         key = (row["members"], row["case"])
@@ -196,7 +196,7 @@ def table(title, metrics, kind, errors=True):
     columns = ["members", "case"]
     for label, _, _, _ in metrics:
         columns += ["%s %s" % (system, label) for system in systems] + ["%s mnemo/etcd" % label]
-    if kind == "case" and errors:
+    if kind == "case" and with_errors:
         columns.append("errors (watch: errors / missing), " + ", ".join(systems))
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -209,7 +209,7 @@ def table(title, metrics, kind, errors=True):
                 cells.append(text)
                 medians[system] = median
             cells.append(ratio(medians))
-        if kind == "case" and errors:
+        if kind == "case" and with_errors:
             bad = []
             for system in systems:
                 errors = sum(r["errors"] for r in runs[(members, case, system)])
@@ -227,7 +227,7 @@ print()
 table("Throughput and p99 latency",
       [("ops/s", "ops_per_sec", 1.0, 0), ("p99 ms", "p99_us", 0.001, 2)], "case")
 table("Server CPU per op",
-      [("CPU µs/op", "server_cpu_us_per_op", 1.0, 0)], "case", errors=False)
+      [("CPU µs/op", "server_cpu_us_per_op", 1.0, 0)], "case", with_errors=False)
 table("Memory and disk after %d keys of 1 KiB (largest member)" % memory_keys,
       [("RSS MiB", "rss_kib", 1 / 1024, 1), ("disk MiB", "disk_kib", 1 / 1024, 1)], "memory")
 table("Restart to ready with %d keys" % restart_keys,
