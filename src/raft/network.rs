@@ -22,8 +22,8 @@ use openraft::error::{
 };
 use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
-    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError,
+    StreamAppendResult, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -404,18 +404,27 @@ impl Replies<'_> {
 impl RaftNetworkV2<TypeConfig> for PeerLink {
     type SnapshotData = SnapshotDir;
 
+    /// One append on a stream of its own. openraft sends every append through
+    /// [`Self::stream_append`]; the trait still asks for this single-request form.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.exchange(
-            RPCTypes::AppendEntries,
-            &rpc,
-            &option,
-            |mut client, message| async move { client.append_entries(message).await },
-        )
-        .await
+        use futures::StreamExt as _;
+        let target = self.target;
+        let single = futures::stream::iter([rpc]);
+        let mut answers = self.stream_append(single, option).await?;
+        let answer = answers.next().await.ok_or_else(|| {
+            RPCError::Network(NetworkError::from_string(format!(
+                "member {target:x} ended the append stream without an answer"
+            )))
+        })??;
+        Ok(match answer {
+            Ok(_) => AppendEntriesResponse::Success,
+            Err(StreamAppendError::Conflict(_)) => AppendEntriesResponse::Conflict,
+            Err(StreamAppendError::HigherVote(vote)) => AppendEntriesResponse::HigherVote(vote),
+        })
     }
 
     /// Pipelined replication over one `AppendStream` call: requests go out as openraft makes

@@ -142,18 +142,6 @@ fn engine_failure(error: impl std::fmt::Display) -> Status {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn append_entries(
-        &self,
-        request: Request<PeerMessage>,
-    ) -> Result<Response<PeerMessage>, Status> {
-        let engine = &self.core.engine;
-        self.exchange(request, |from, rpc| {
-            self.ctx.heard_from(from);
-            engine.append_entries(rpc)
-        })
-        .await
-    }
-
     type AppendStreamStream = AppendReplies;
 
     /// Feeds the leader's requests to the engine as they arrive and sends back its answers in
