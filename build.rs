@@ -21,6 +21,9 @@ const PROTOS: &[&str] = &[
     "proto/internal/peer.proto",
 ];
 
+/// Kubernetes' object messages, compiled to a descriptor set only (see `src/apiserver/protobuf.rs`).
+const KUBE_PROTOS: &[&str] = &["proto/kube/objects.proto"];
+
 /// The packages the JSON gateway serves; mnemo's internal ones never leave the peer port.
 const JSON_PACKAGES: &[&str] = &[
     ".etcdserverpb",
@@ -47,5 +50,19 @@ fn main() -> Result<(), Box<dyn Error>> {
         // etcd's gateway ignores fields it does not know, so clients of a newer etcd still work.
         .ignore_unknown_fields()
         .build(JSON_PACKAGES)?;
+    // Kubernetes' object messages get no Rust types: the apiserver decodes kubectl's protobuf
+    // bodies dynamically (prost-reflect) against this descriptor set.
+    // Encoded from protox's own pool: prost-types descriptors would drop the custom
+    // `kube.pointer` field option the decoder reads.
+    let mut kube = protox::Compiler::new(["proto"])?;
+    kube.include_imports(true);
+    for file in KUBE_PROTOS {
+        kube.open_file(file)?;
+    }
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("kube_descriptors.bin"),
+        kube.encode_file_descriptor_set(),
+    )?;
     Ok(())
 }

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::object::{self, meta_str, metadata_mut};
 use super::patch::{PatchType, apply_patch};
+use super::protobuf;
 use super::registry::{self, Resource};
 use super::selector::{FieldSelector, LabelSelector, field_value};
 use super::store::{self, Stored};
@@ -30,7 +31,8 @@ use super::{
 use crate::client::KvClient;
 
 /// Media types a create or update body may have, as kube lists them in its 415.
-const BODY_MEDIA_TYPES: &str = "application/json, application/yaml";
+const BODY_MEDIA_TYPES: &str =
+    "application/json, application/yaml, application/vnd.kubernetes.protobuf";
 /// Media types a PATCH body may have, as kube lists them in its 415.
 const PATCH_MEDIA_TYPES: &str = "application/json-patch+json, application/merge-patch+json, \
      application/apply-patch+yaml, application/strategic-merge-patch+json";
@@ -291,14 +293,17 @@ async fn resource_route<C: KvClient + Clone + 'static>(
     }
 }
 
-/// The JSON object of a create or update body; protobuf (kubectl 1.32's typed clients) is
-/// refused with kube's 415, which kubectl prints as it is.
+/// The JSON object of a create or update body: JSON (or YAML's media type), or the protobuf
+/// kubectl 1.32's typed clients send, decoded into the same JSON form.
 fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let media = content_type.split(';').next().unwrap_or("").trim();
+    if protobuf::is_protobuf(media) {
+        return protobuf::decode(body).map_err(|err| ApiError::BadRequest(err.to_string()));
+    }
     // JSON is YAML, and every kubectl command that sends YAML's media type sends JSON text.
     if !matches!(media, "application/json" | "application/yaml" | "") {
         return Err(ApiError::UnsupportedMediaType(BODY_MEDIA_TYPES));

@@ -10,7 +10,8 @@
 //! Map: `registry` (served resources and their keys), `discovery` (documents), `handlers`
 //! (routing and verbs), `store` (objects in etcd, guarded writes), `watch` (event streams),
 //! `table` (server-side printing), `object` (metadata helpers), `error` (kube Status bodies),
-//! `compactor`, and the reaper of pods whose graceful deletion is over (`serve`); `patch`, `selector`, `validate` are pure building blocks.
+//! `compactor`, and the reaper of pods whose graceful deletion is over (`serve`); `patch`, `selector`, `validate` and `protobuf` (kubectl's protobuf bodies) are pure building
+//! blocks.
 
 pub mod compactor;
 mod discovery;
@@ -18,6 +19,7 @@ mod error;
 mod handlers;
 mod object;
 pub mod patch;
+mod protobuf;
 pub mod registry;
 pub mod selector;
 mod store;
