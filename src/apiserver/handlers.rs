@@ -21,6 +21,7 @@ use super::object::{self, meta_str, metadata_mut};
 use super::patch::{PatchType, apply_patch};
 use super::protobuf;
 use super::registry::{self, Resource};
+use super::schema;
 use super::selector::{FieldSelector, LabelSelector, field_value};
 use super::store::{self, Stored};
 use super::table::{self, TableOptions};
@@ -230,18 +231,26 @@ async fn resource_route<C: KvClient + Clone + 'static>(
         }
         (None, None, Method::GET) => list(client, resource, target.namespace, params, render).await,
         (None, None, Method::POST) => {
-            let object = decode_body(headers, &body)?;
+            let mut object = decode_body(headers, &body)?;
+            let warnings = check_fields(resource, &mut object, FieldValidation::of(params)?)?;
             let created = create(client, resource, namespace, object).await?;
-            Ok(json_response(StatusCode::CREATED, &created))
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &created),
+                &warnings,
+            ))
         }
         (Some(name), None | Some("status"), Method::GET) => {
             let stored = get_existing(client, resource, namespace, name).await?;
             Ok(render_one(resource, &stored.object, render))
         }
         (Some(name), sub @ (None | Some("status")), Method::PUT) => {
-            let object = decode_body(headers, &body)?;
+            let mut object = decode_body(headers, &body)?;
+            let warnings = check_fields(resource, &mut object, FieldValidation::of(params)?)?;
             let updated = update(client, resource, namespace, name, object, sub.is_some()).await?;
-            Ok(json_response(StatusCode::OK, &updated))
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &updated),
+                &warnings,
+            ))
         }
         (Some(name), sub @ (None | Some("status")), Method::PATCH) => {
             patch(
@@ -319,6 +328,73 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         ));
     }
     Ok(value)
+}
+
+/// kube's `fieldValidation` levels: what a create, update or patch does with fields the kind's
+/// schema does not have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FieldValidation {
+    /// Refuse the request (400), listing every unknown field.
+    Strict,
+    /// Drop them, and say so in a `Warning` header each (kube's default).
+    Warn,
+    /// Drop them silently.
+    Ignore,
+}
+
+impl FieldValidation {
+    fn of(params: &Params) -> Result<FieldValidation, ApiError> {
+        match params.get("fieldValidation").unwrap_or("") {
+            "" | "Warn" => Ok(FieldValidation::Warn),
+            "Strict" => Ok(FieldValidation::Strict),
+            "Ignore" => Ok(FieldValidation::Ignore),
+            other => Err(ApiError::BadRequest(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            ))),
+        }
+    }
+}
+
+/// Applies `level` to `object` of `resource`, a decoded body or a patched object: under
+/// Strict unknown fields fail the request with kube's strict decoding error; otherwise they
+/// are dropped, as kube's decoder drops them, and Warn returns one warning per field.
+fn check_fields(
+    resource: &Resource,
+    object: &mut Value,
+    level: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    let strict = level == FieldValidation::Strict;
+    let found = schema::unknown_fields(resource.kind, object, !strict).unwrap_or_default();
+    let listed: Vec<String> = found
+        .iter()
+        .map(|field| format!("unknown field {field:?}"))
+        .collect();
+    match level {
+        _ if listed.is_empty() => Ok(Vec::new()),
+        FieldValidation::Strict => Err(ApiError::BadRequest(format!(
+            "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+            listed.join(", "),
+            kind = resource.kind,
+            version = resource.version,
+        ))),
+        FieldValidation::Warn => Ok(listed),
+        FieldValidation::Ignore => Ok(Vec::new()),
+    }
+}
+
+/// Adds one `Warning` header (RFC 7234's code 299, agent `-`) per warning, which kubectl
+/// prints as `Warning: <text>`.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        let quoted = format!(
+            "299 - \"{}\"",
+            warning.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&quoted) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 /// Checks the body's apiVersion and kind against the URL's resource, filling them in when
@@ -981,6 +1057,7 @@ async fn patch<C: KvClient>(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
+    let validation = FieldValidation::of(params)?;
     let patch_type = if media == "application/apply-patch+yaml" {
         // Server-side apply, first version: create or merge, no field ownership.
         if params.get("fieldManager").is_none() {
@@ -994,18 +1071,25 @@ async fn patch<C: KvClient>(
             .await?
             .is_some();
         if !exists && !status {
-            let object = decode_body(&HeaderMap::new(), body)?;
+            let mut object = decode_body(&HeaderMap::new(), body)?;
+            let warnings = check_fields(resource, &mut object, validation)?;
             let created = create(client, resource, namespace, object).await?;
-            return Ok(json_response(StatusCode::CREATED, &created));
+            return Ok(with_warnings(
+                json_response(StatusCode::CREATED, &created),
+                &warnings,
+            ));
         }
         PatchType::Merge
     } else {
         PatchType::from_content_type(media)
             .ok_or(ApiError::UnsupportedMediaType(PATCH_MEDIA_TYPES))?
     };
+    let mut warnings = Vec::new();
     let updated = guaranteed_update(client, resource, namespace, name, None, |current| {
-        let patched =
+        let mut patched =
             apply_patch(patch_type, resource.kind, current, body).map_err(ApiError::from)?;
+        // kube decodes the patched object as it would a body, so the same field rules hold.
+        warnings = check_fields(resource, &mut patched, validation)?;
         check_patched_version(resource, name, current, &patched)?;
         if status {
             return Ok(status_only(current, &patched));
@@ -1017,7 +1101,10 @@ async fn patch<C: KvClient>(
         Ok(updated)
     })
     .await?;
-    Ok(json_response(StatusCode::OK, &updated))
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &updated),
+        &warnings,
+    ))
 }
 
 /// The `autoscaling/v1 Scale` of a deployment.

@@ -10,8 +10,8 @@
 //! Map: `registry` (served resources and their keys), `discovery` (documents), `handlers`
 //! (routing and verbs), `store` (objects in etcd, guarded writes), `watch` (event streams),
 //! `table` (server-side printing), `object` (metadata helpers), `error` (kube Status bodies),
-//! `compactor`, and the reaper of pods whose graceful deletion is over (`serve`); `patch`, `selector`, `validate` and `protobuf` (kubectl's protobuf bodies) are pure building
-//! blocks.
+//! `compactor`, and the reaper of pods whose graceful deletion is over (`serve`); `patch`, `selector`, `validate`, `schema` (the kinds' fields, from `proto/kube`) and `protobuf`
+//! (kubectl's protobuf bodies) are pure building blocks.
 
 pub mod compactor;
 mod discovery;
@@ -21,6 +21,7 @@ mod object;
 pub mod patch;
 mod protobuf;
 pub mod registry;
+mod schema;
 pub mod selector;
 mod store;
 mod table;

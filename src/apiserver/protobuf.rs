@@ -4,8 +4,8 @@
 //! service`) send `application/vnd.kubernetes.protobuf` with no JSON fallback (apiserver.md
 //! §3). The body is kube's envelope: the magic `k8s\0`, then a `runtime.Unknown` whose
 //! `typeMeta` names the kind and whose `raw` is the object's own message. The messages are
-//! described by `proto/kube/objects.proto`, compiled by `build.rs` into a descriptor set that
-//! `prost-reflect` decodes against, so no Rust types are generated for them.
+//! described by the kube schema (`schema`), which `prost-reflect` decodes against, so no Rust
+//! types are generated for them.
 //!
 //! Kubernetes' proto field names are its JSON names, so each field becomes the JSON key of its
 //! name; the few wrapper messages with their own JSON form (times, quantities, int-or-string,
@@ -15,24 +15,21 @@
 //! Must not touch: the store, validation or defaulting — the object it returns goes through
 //! exactly the path a JSON body goes through.
 
-use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, MapKey,
-    MessageDescriptor, ReflectMessage as _, Value as Field,
+    DynamicMessage, MapKey, MessageDescriptor, ReflectMessage as _, Value as Field,
 };
 use serde_json::{Map, Value};
+
+use super::schema::{is_inline, is_pointer, message_descriptor};
 
 /// The media type of kube's protobuf bodies.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
 /// The first bytes of every kube protobuf body ("k8s" and a zero byte).
 const ENVELOPE_MAGIC: &[u8] = b"k8s\0";
-
-/// The protobuf package of `proto/kube/objects.proto`.
-const PACKAGE: &str = "kube";
 
 /// The kinds whose protobuf bodies are decoded: those kubectl's typed clients create and this
 /// server serves. Other kinds are served as JSON only.
@@ -43,28 +40,6 @@ const DECODED_KINDS: &[(&str, &str)] = &[
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
 ];
-
-/// The compiled `proto/kube/objects.proto`.
-static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
-    DescriptorPool::decode(&include_bytes!(concat!(env!("OUT_DIR"), "/kube_descriptors.bin"))[..])
-        .expect("build.rs compiled proto/kube/objects.proto into a valid descriptor set")
-});
-
-/// The field option `proto/kube/objects.proto` puts on scalars that are pointers in
-/// Kubernetes' Go types.
-static POINTER_OPTION: LazyLock<ExtensionDescriptor> = LazyLock::new(|| {
-    POOL.get_extension_by_name(&format!("{PACKAGE}.pointer"))
-        .expect("proto/kube/objects.proto declares the kube.pointer field option")
-});
-
-/// Whether a scalar field was a pointer in kube's Go type. kube's encoder writes every plain
-/// scalar, set or not, and Go's JSON leaves such zeros out (`omitempty`); a pointer scalar
-/// is written only when set, so its zero is the client's value (`replicas: 0`).
-fn is_pointer(field: &FieldDescriptor) -> bool {
-    let options = field.options();
-    options.has_extension(&POINTER_OPTION)
-        && options.get_extension(&POINTER_OPTION).as_bool() == Some(true)
-}
 
 fn is_zero(value: &Field) -> bool {
     match value {
@@ -178,11 +153,6 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     typed.insert("kind".into(), Value::String(kind));
     typed.append(&mut json);
     Ok(Value::Object(typed))
-}
-
-fn message_descriptor(name: &str) -> MessageDescriptor {
-    POOL.get_message_by_name(&format!("{PACKAGE}.{name}"))
-        .unwrap_or_else(|| panic!("proto/kube/objects.proto declares {PACKAGE}.{name}"))
 }
 
 fn decode_message(desc: &MessageDescriptor, bytes: &[u8]) -> Result<DynamicMessage, ProtobufError> {
@@ -321,6 +291,12 @@ fn to_json(message: &DynamicMessage, path: &str) -> Result<Value, ProtobufError>
                 Value::Object(map)
             }
             scalar if is_zero(scalar) && !is_pointer(&field) => continue,
+            Field::Message(embedded) if is_inline(&field) => {
+                if let Value::Object(fields) = to_json(embedded, path)? {
+                    object.extend(fields);
+                }
+                continue;
+            }
             other => match scalar_or_message(other, &at)? {
                 Value::Null => continue,
                 json => json,
@@ -482,6 +458,38 @@ mod tests {
                    // An empty value inside a map is a value, not an absent field.
                    "data": {"a": "1", "empty": ""}, "binaryData": {"b": "AP8="},
                    "immutable": false})
+        );
+    }
+
+    #[test]
+    fn inlined_messages_spread_into_their_parent() {
+        let mut volume = message("Volume");
+        set(&mut volume, "name", Field::String("cache".into()));
+        let mut source = message("VolumeSource");
+        set(
+            &mut source,
+            "emptyDir",
+            Field::Message(message("EmptyDirVolumeSource")),
+        );
+        set(&mut volume, "volumeSource", Field::Message(source));
+        let mut probe = message("Probe");
+        let mut handler = message("ProbeHandler");
+        let mut exec = message("ExecAction");
+        set(
+            &mut exec,
+            "command",
+            Field::List(vec![Field::String("true".into())]),
+        );
+        set(&mut handler, "exec", Field::Message(exec));
+        set(&mut probe, "handler", Field::Message(handler));
+        set(&mut probe, "periodSeconds", Field::I32(5));
+        assert_eq!(
+            to_json(&volume, "").unwrap(),
+            json!({"name": "cache", "emptyDir": {}})
+        );
+        assert_eq!(
+            to_json(&probe, "").unwrap(),
+            json!({"exec": {"command": ["true"]}, "periodSeconds": 5})
         );
     }
 

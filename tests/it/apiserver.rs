@@ -410,6 +410,7 @@ on_every_store!(
     apply_describe_events_and_sigterm,
     apply_keeps_containers_merged_by_name,
     generators_send_protobuf_bodies,
+    unknown_fields_follow_field_validation,
     scheduler_binds_pods_evenly_within_capacity_and_waits_for_room,
 );
 
@@ -1773,4 +1774,90 @@ async fn generators_send_protobuf_bodies(store: Store) {
     );
     let missing = server.fails(&["get", "ns", "odd"]);
     assert!(missing.contains("NotFound"), "{missing}");
+}
+
+/// Fields a kind does not have (a typo in a manifest): kubectl's default `--validate=strict`
+/// gets kube's strict decoding error listing each, `--validate=warn` a warning each and
+/// `--validate=false` nothing; in both of those the field is dropped, as kube drops it.
+async fn unknown_fields_follow_field_validation(store: Store) {
+    let server = ApiServer::start_on(store, &[]).await;
+    server.fixture(
+        "typo.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: typo\n  labelz: {a: b}\nspec:\n  \
+         containers:\n  - name: c\n    image: nginx\n    imagee: nginx:1.27\n",
+    );
+    // kubectl runs in the fixtures' directory and names the file as given.
+    let typo = "typo.yaml";
+    assert_eq!(
+        server.fails(&["create", "-f", typo]).trim(),
+        "Error from server (BadRequest): error when creating \"typo.yaml\": Pod in version \"v1\" \
+         cannot be handled as a Pod: strict decoding error: unknown field \"metadata.labelz\", \
+         unknown field \"spec.containers[0].imagee\""
+    );
+    assert!(server.fails(&["get", "pod", "typo"]).contains("NotFound"));
+
+    let warned = server.kubectl(&["create", "-f", typo, "--validate=warn"]);
+    assert!(warned.status.success(), "{warned:?}");
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert!(
+        stderr.contains("Warning: unknown field \"metadata.labelz\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Warning: unknown field \"spec.containers[0].imagee\""),
+        "{stderr}"
+    );
+    let pod = server.get_json(&["get", "pod", "typo"]);
+    assert!(pod["metadata"].get("labelz").is_none(), "{pod}");
+    assert_eq!(pod["spec"]["containers"][0]["image"], "nginx", "{pod}");
+    assert!(
+        pod["spec"]["containers"][0].get("imagee").is_none(),
+        "{pod}"
+    );
+
+    server.fixture(
+        "config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: quiet\ndata: {a: b}\ndta: {x: z}\n",
+    );
+    let quiet = server.kubectl(&["create", "-f", "config.yaml", "--validate=false"]);
+    assert!(quiet.status.success(), "{quiet:?}");
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("Warning"),
+        "{quiet:?}"
+    );
+    let stored = server.get_json(&["get", "cm", "quiet"]);
+    assert_eq!(stored["data"], json!({"a": "b"}), "{stored}");
+    assert!(stored.get("dta").is_none(), "{stored}");
+
+    // A patch is held to the same rules as the object it produces; `kubectl patch` sends no
+    // level, so kube's default (Warn) applies.
+    let patched = server.kubectl(&[
+        "patch",
+        "cm",
+        "quiet",
+        "-p",
+        r#"{"dta":{"x":"y"},"data":{"b":"c"}}"#,
+    ]);
+    assert!(patched.status.success(), "{patched:?}");
+    let stderr = String::from_utf8_lossy(&patched.stderr);
+    assert!(
+        stderr.contains("Warning: unknown field \"dta\""),
+        "{stderr}"
+    );
+    let stored = server.get_json(&["get", "cm", "quiet"]);
+    assert_eq!(stored["data"], json!({"a": "b", "b": "c"}), "{stored}");
+    assert!(stored.get("dta").is_none(), "{stored}");
+
+    let (status, body) = server
+        .request_with(
+            "POST",
+            "/api/v1/namespaces/default/configmaps?fieldValidation=Sometimes",
+            ("application/json", br#"{"metadata":{"name":"x"}}"#),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("\"Sometimes\""),
+        "{body}"
+    );
 }
