@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::registry::{self, GROUP_VERSIONS, RESOURCE_VERBS, Resource};
+use super::registry::{self, GROUP_VERSIONS, Resource};
 
 /// The Kubernetes minor version reported; the gcloud kubectl dispatcher picks its kubectl by it.
 pub const KUBE_MINOR_VERSION: &str = "32";
@@ -92,7 +92,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "singularName": resource.singular,
             "namespaced": resource.namespaced,
             "kind": resource.kind,
-            "verbs": RESOURCE_VERBS,
+            "verbs": resource.verbs(),
         });
         if !resource.short_names.is_empty() {
             entry["shortNames"] = json!(resource.short_names);

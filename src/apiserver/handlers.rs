@@ -266,21 +266,15 @@ async fn resource_route<C: KvClient + Clone + 'static>(
             .await
         }
         (Some(name), None, Method::DELETE) => {
-            let mut options = if body.is_empty() {
-                json!({})
-            } else {
-                decode_body(headers, &body)?
-            };
-            // kube reads DeleteOptions from the query too; the body wins.
-            if options.get("gracePeriodSeconds").is_none()
-                && let Some(text) = params.get("gracePeriodSeconds")
-            {
-                let seconds: i64 = text.parse().map_err(|_| {
-                    ApiError::BadRequest(format!("invalid gracePeriodSeconds {text:?}"))
-                })?;
-                options["gracePeriodSeconds"] = json!(seconds);
-            }
-            delete(client, resource, namespace, name, &options).await
+            let options = delete_options(headers, &body, params)?;
+            let last = delete(client, resource, namespace, name, &options).await?;
+            Ok(json_response(StatusCode::OK, &last))
+        }
+        (None, None, Method::DELETE) if resource.kind != "Namespace" => {
+            let options = delete_options(headers, &body, params)?;
+            let deleted =
+                delete_collection(client, resource, target.namespace, params, &options).await?;
+            Ok(json_response(StatusCode::OK, &deleted))
         }
         (Some(name), Some("scale"), Method::GET) => {
             let stored = get_existing(client, resource, namespace, name).await?;
@@ -364,7 +358,7 @@ fn check_fields(
     level: FieldValidation,
 ) -> Result<Vec<String>, ApiError> {
     let strict = level == FieldValidation::Strict;
-    let found = schema::unknown_fields(resource.kind, object, !strict).unwrap_or_default();
+    let found = schema::conform(resource.kind, object, !strict).unwrap_or_default();
     let listed: Vec<String> = found
         .iter()
         .map(|field| format!("unknown field {field:?}"))
@@ -1302,7 +1296,62 @@ fn check_preconditions(
     Ok(())
 }
 
-/// Deletes an object (checking `options.preconditions`): 200 with its last state. An object
+/// The DeleteOptions of a DELETE: its body, with `gracePeriodSeconds` also read from the
+/// query as kube does (the body wins).
+fn delete_options(headers: &HeaderMap, body: &[u8], params: &Params) -> Result<Value, ApiError> {
+    let mut options = if body.is_empty() {
+        json!({})
+    } else {
+        decode_body(headers, body)?
+    };
+    if options.get("gracePeriodSeconds").is_none()
+        && let Some(text) = params.get("gracePeriodSeconds")
+    {
+        let seconds: i64 = text
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("invalid gracePeriodSeconds {text:?}")))?;
+        options["gracePeriodSeconds"] = json!(seconds);
+    }
+    Ok(options)
+}
+
+/// `deletecollection`: deletes every object the list's selectors pick (one namespace's or,
+/// for a cluster-wide request, all), each as a single DELETE with the same options would, and
+/// returns them as a list, as kube does. An object that went meanwhile is skipped.
+async fn delete_collection<C: KvClient>(
+    client: &C,
+    resource: &Resource,
+    namespace: Option<&str>,
+    params: &Params,
+    options: &Value,
+) -> Result<Value, ApiError> {
+    let page = list_page(client, resource, namespace, params).await?;
+    let mut deleted = Vec::with_capacity(page.items.len());
+    for object in &page.items {
+        let object_namespace = meta_str(object, "namespace").unwrap_or("");
+        match delete(
+            client,
+            resource,
+            object_namespace,
+            object::name(object),
+            options,
+        )
+        .await
+        {
+            Ok(last) => deleted.push(last),
+            Err(ApiError::NotFound { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(json!({
+        "kind": resource.list_kind(),
+        "apiVersion": resource.api_version(),
+        "metadata": {"resourceVersion": page.revision.to_string()},
+        "items": deleted,
+    }))
+}
+
+/// Deletes an object (checking `options.preconditions`), returning its last state. An object
 /// with finalizers only gets its deletion marks; a namespace takes its objects with it.
 async fn delete<C: KvClient>(
     client: &C,
@@ -1310,7 +1359,7 @@ async fn delete<C: KvClient>(
     namespace: &str,
     name: &str,
     options: &Value,
-) -> Result<Response, ApiError> {
+) -> Result<Value, ApiError> {
     let key = resource.key(namespace, name);
     let is_namespace = resource.kind == "Namespace";
     for _ in 0..UPDATE_ATTEMPTS_MAX {
@@ -1343,7 +1392,7 @@ async fn delete<C: KvClient>(
                 object::set_resource_version(&mut marked, revision);
             }
             if !is_namespace {
-                return Ok(json_response(StatusCode::OK, &marked));
+                return Ok(marked);
             }
             // No namespace controller runs: empty the namespace here, then remove it, so
             // `kubectl delete ns` returns. New content was refused from the mark on.
@@ -1351,14 +1400,14 @@ async fn delete<C: KvClient>(
                 store::delete_prefix(client, &contained.list_prefix(Some(name))).await?;
             }
             let Some(current) = store::get(client, &key).await? else {
-                return Ok(json_response(StatusCode::OK, &marked));
+                return Ok(marked);
             };
             let Some(revision) = store::delete_if(client, &key, current.mod_revision).await? else {
                 continue;
             };
             let mut last = current.object;
             object::set_resource_version(&mut last, revision);
-            return Ok(json_response(StatusCode::OK, &last));
+            return Ok(last);
         }
         let grace = (resource.kind == "Pod")
             .then(|| pod_grace_seconds(&current.object, options))
@@ -1370,7 +1419,7 @@ async fn delete<C: KvClient>(
                 .and_then(|text| humantime::parse_rfc3339(text).ok());
             // A pod already terminating keeps the earlier of its deadline and the new one.
             if marked_until.is_some_and(|until| until <= deadline) {
-                return Ok(json_response(StatusCode::OK, &current.object));
+                return Ok(current.object);
             }
             let mut marked = current.object.clone();
             let meta = metadata_mut(&mut marked);
@@ -1384,12 +1433,12 @@ async fn delete<C: KvClient>(
                 continue;
             };
             object::set_resource_version(&mut marked, revision);
-            return Ok(json_response(StatusCode::OK, &marked));
+            return Ok(marked);
         }
         if let Some(revision) = store::delete_if(client, &key, current.mod_revision).await? {
             let mut last = current.object;
             object::set_resource_version(&mut last, revision);
-            return Ok(json_response(StatusCode::OK, &last));
+            return Ok(last);
         }
     }
     Err(ApiError::stale(resource, name))

@@ -31,10 +31,14 @@ pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 /// The first bytes of every kube protobuf body ("k8s" and a zero byte).
 const ENVELOPE_MAGIC: &[u8] = b"k8s\0";
 
-/// The kinds whose protobuf bodies are decoded: those kubectl's typed clients create and this
-/// server serves. Other kinds are served as JSON only.
+/// The kinds whose protobuf bodies are decoded: every kind this server takes in a body.
 const DECODED_KINDS: &[(&str, &str)] = &[
     ("v1", "Namespace"),
+    ("v1", "Pod"),
+    ("v1", "Node"),
+    ("v1", "Event"),
+    ("v1", "Binding"),
+    ("autoscaling/v1", "Scale"),
     ("v1", "ConfigMap"),
     ("v1", "Secret"),
     ("v1", "Service"),
@@ -524,12 +528,12 @@ mod tests {
             decode(&garbage),
             Err(ProtobufError::Malformed { .. })
         ));
-        let pod = envelope("v1", "Pod", &message("Namespace"));
+        let pod = envelope("v1", "ServiceAccount", &message("Namespace"));
         assert_eq!(
             decode(&pod),
             Err(ProtobufError::KindNotDecoded {
                 api_version: "v1".into(),
-                kind: "Pod".into()
+                kind: "ServiceAccount".into()
             })
         );
         let mut type_meta = message("TypeMeta");

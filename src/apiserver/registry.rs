@@ -32,9 +32,17 @@ pub struct Resource {
     pub tracks_generation: bool,
 }
 
-/// Verbs of a main resource.
+/// Verbs of a main resource. Namespaces have no `deletecollection` (see
+/// [`Resource::verbs`]), as in kube.
 pub const RESOURCE_VERBS: &[&str] = &[
-    "create", "delete", "get", "list", "patch", "update", "watch",
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
 ];
 
 /// Every served resource. Order is discovery order.
@@ -149,6 +157,15 @@ pub const RESOURCES: &[Resource] = &[
 pub const GROUP_VERSIONS: &[(&str, &str)] = &[("", "v1"), ("apps", "v1")];
 
 impl Resource {
+    /// The verbs discovery lists for this resource.
+    pub fn verbs(&self) -> Vec<&'static str> {
+        RESOURCE_VERBS
+            .iter()
+            .copied()
+            .filter(|verb| *verb != "deletecollection" || self.kind != "Namespace")
+            .collect()
+    }
+
     /// `apiVersion` of the objects: `v1` or `apps/v1`.
     pub fn api_version(&self) -> String {
         group_version(self.group, self.version)

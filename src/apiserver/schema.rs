@@ -32,6 +32,9 @@ const OPAQUE_MESSAGES: &[&str] = &[
     "FieldsV1",
 ];
 
+/// The message of resource quantities (`cpu: 500m`).
+const QUANTITY: &str = "Quantity";
+
 /// Keys every top-level object has beyond its message's fields (Go's inlined TypeMeta).
 const TYPE_KEYS: &[&str] = &["apiVersion", "kind"];
 
@@ -93,11 +96,12 @@ pub fn is_pointer(field: &FieldDescriptor) -> bool {
         && options.get_extension(&POINTER_OPTION).as_bool() == Some(true)
 }
 
-/// The fields of `object`, a `kind` in its JSON form, that the kind's schema does not have,
-/// as kube names them (`spec.containers[0].imagee`), in key order. With `remove`, they are
-/// also taken out of the object, as kube's decoder drops them. `None` when the schema does
-/// not describe the kind, so nothing is checked.
-pub fn unknown_fields(kind: &str, object: &mut Value, remove: bool) -> Option<Vec<String>> {
+/// Conforms `object`, a `kind` in its JSON form, to the kind's schema as kube's decoder
+/// would: returns the fields the schema does not have, as kube names them
+/// (`spec.containers[0].imagee`), in key order, and with `remove` takes them out; quantities
+/// given as bare numbers (`cpu: 2`) become strings. `None` when the schema does not describe
+/// the kind, so nothing is checked.
+pub fn conform(kind: &str, object: &mut Value, remove: bool) -> Option<Vec<String>> {
     let message = POOL.get_message_by_name(&format!("{PACKAGE}.{kind}"))?;
     let mut found = Vec::new();
     walk(&message, object, "", true, remove, &mut found);
@@ -112,6 +116,13 @@ fn walk(
     remove: bool,
     found: &mut Vec<String>,
 ) {
+    if message.name() == QUANTITY {
+        // kube's Quantity decodes a bare JSON number too and is stored as its string form.
+        if let Value::Number(number) = value {
+            *value = Value::String(number.to_string());
+        }
+        return;
+    }
     if message.fields().len() == 0 || OPAQUE_MESSAGES.contains(&message.name()) {
         return;
     }
@@ -195,7 +206,7 @@ mod tests {
             "extra": true
         });
         let original = deployment.clone();
-        let found = unknown_fields("Deployment", &mut deployment, false).unwrap();
+        let found = conform("Deployment", &mut deployment, false).unwrap();
         assert_eq!(
             found,
             [
@@ -207,7 +218,7 @@ mod tests {
             ]
         );
         assert_eq!(deployment, original, "only reported");
-        unknown_fields("Deployment", &mut deployment, true).unwrap();
+        conform("Deployment", &mut deployment, true).unwrap();
         assert!(deployment.get("extra").is_none());
         assert!(deployment["metadata"].get("colour").is_none());
         let second = &deployment["spec"]["template"]["spec"]["containers"][1];
@@ -215,10 +226,7 @@ mod tests {
             second,
             &json!({"name": "b", "ports": [{"containerPort": 80}]})
         );
-        assert_eq!(
-            unknown_fields("Deployment", &mut deployment, false),
-            Some(vec![])
-        );
+        assert_eq!(conform("Deployment", &mut deployment, false), Some(vec![]));
     }
 
     #[test]
@@ -231,16 +239,20 @@ mod tests {
             },
             "data": {"anything": "goes"}
         });
-        assert_eq!(
-            unknown_fields("ConfigMap", &mut config, false),
-            Some(vec![])
-        );
+        assert_eq!(conform("ConfigMap", &mut config, false), Some(vec![]));
         let mut service = json!({"spec": {"ports": [{"port": 80, "targetPort": "web"}]},
                                  "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4", "bogus": 1}]}}});
         assert_eq!(
-            unknown_fields("Service", &mut service, false),
+            conform("Service", &mut service, false),
             Some(vec!["status.loadBalancer.ingress[0].bogus".to_string()])
         );
-        assert_eq!(unknown_fields("NoSuchKind", &mut json!({}), false), None);
+        assert_eq!(conform("NoSuchKind", &mut json!({}), false), None);
+        let mut pod = json!({"spec": {"containers": [{"name": "c", "resources": {
+            "requests": {"cpu": 2, "memory": "64Mi"}, "limits": {"cpu": 2.5}}}]}});
+        assert_eq!(conform("Pod", &mut pod, false), Some(vec![]));
+        assert_eq!(
+            pod["spec"]["containers"][0]["resources"],
+            json!({"requests": {"cpu": "2", "memory": "64Mi"}, "limits": {"cpu": "2.5"}})
+        );
     }
 }

@@ -1110,6 +1110,32 @@ async fn chunked_lists_page_at_one_revision(store: Store) {
         )
         .await;
     assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
+
+    // deletecollection takes what the selector picks and answers with it as a list.
+    server.ok(&["label", "cm", "cm2", "cm4", "batch=old"]);
+    let (code, deleted) = server
+        .request(
+            "DELETE",
+            "/api/v1/namespaces/default/configmaps?labelSelector=batch%3Dold",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{deleted}");
+    assert_eq!(deleted["kind"], "ConfigMapList", "{deleted}");
+    let gone: Vec<&str> = deleted["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(gone, ["cm2", "cm4"]);
+    assert_eq!(
+        server.ok(&["get", "cm", "-o", "name"]).trim(),
+        "configmap/cm1\nconfigmap/cm3\nconfigmap/cm5\nconfigmap/cm9"
+    );
+    // Namespaces have no deletecollection, as in kube.
+    let (code, _) = server.request("DELETE", "/api/v1/namespaces", None).await;
+    assert_eq!(code, 405);
 }
 
 /// 20 clients increment one configmap with read-modify-write PUTs, retrying on 409: exactly
@@ -1742,7 +1768,7 @@ async fn generators_send_protobuf_bodies(store: Store) {
 
     // A kind whose protobuf is not decoded, and a field the schema lacks (number 15 of
     // ObjectMeta is unused): 400 naming the problem, nothing stored.
-    let pod = pb_envelope("Pod", &pb_field(1, &pb_field(1, b"p")));
+    let pod = pb_envelope("ServiceAccount", &pb_field(1, &pb_field(1, b"p")));
     let (status, body) = server
         .request_with(
             "POST",
@@ -1752,7 +1778,10 @@ async fn generators_send_protobuf_bodies(store: Store) {
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("v1 Pod"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("v1 ServiceAccount"),
         "{body}"
     );
     let meta = [pb_field(1, b"odd"), pb_field(15, b"?")].concat();
@@ -1784,7 +1813,8 @@ async fn unknown_fields_follow_field_validation(store: Store) {
     server.fixture(
         "typo.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: typo\n  labelz: {a: b}\nspec:\n  \
-         containers:\n  - name: c\n    image: nginx\n    imagee: nginx:1.27\n",
+         containers:\n  - name: c\n    image: nginx\n    imagee: nginx:1.27\n    \
+         resources: {requests: {cpu: 1}}\n",
     );
     // kubectl runs in the fixtures' directory and names the file as given.
     let typo = "typo.yaml";
@@ -1812,6 +1842,11 @@ async fn unknown_fields_follow_field_validation(store: Store) {
     assert_eq!(pod["spec"]["containers"][0]["image"], "nginx", "{pod}");
     assert!(
         pod["spec"]["containers"][0].get("imagee").is_none(),
+        "{pod}"
+    );
+    // A quantity written as a bare number is kept as kube keeps it, a string.
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["requests"]["cpu"], "1",
         "{pod}"
     );
 
