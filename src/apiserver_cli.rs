@@ -19,8 +19,8 @@ struct ApiserverFlags {
     /// Address to serve the Kubernetes API on (plain HTTP/1.1).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
-    /// etcd v3 endpoints (URL[,URL]) to store objects in; the first that answers is used.
-    /// Without it, an embedded member runs in this process.
+    /// etcd v3 endpoints (URL[,URL]) to store objects in; calls are balanced over all of
+    /// them and skip one that is down. Without it, an embedded member runs in this process.
     #[arg(long)]
     etcd_endpoints: Option<String>,
     /// Data directory of the embedded member.
@@ -75,7 +75,7 @@ async fn run(flags: ApiserverFlags) -> ExitCode {
         Some(endpoints) => match connect_any(endpoints).await {
             Ok(client) => serve(client, listener, options).await,
             Err(err) => {
-                eprintln!("mnemo apiserver: no etcd endpoint of {endpoints:?} answered: {err}");
+                eprintln!("mnemo apiserver: cannot use --etcd-endpoints={endpoints}: {err}");
                 ExitCode::FAILURE
             }
         },
@@ -116,19 +116,16 @@ fn embedded_config(flags: &ApiserverFlags) -> Result<Config, String> {
     })
 }
 
+/// A client balanced over every endpoint in `endpoints` (comma-separated), as kube-apiserver's
+/// etcd client is: calls skip a member that is down. Fails when none can be reached.
 async fn connect_any(endpoints: &str) -> Result<GrpcClient, ClientError> {
-    let mut last = ClientError::Transport("no endpoint given".into());
-    for endpoint in endpoints
+    let endpoints: Vec<String> = endpoints
         .split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
-    {
-        match GrpcClient::connect(endpoint).await {
-            Ok(client) => return Ok(client),
-            Err(err) => last = err,
-        }
-    }
-    Err(last)
+        .map(str::to_string)
+        .collect();
+    GrpcClient::connect_all(&endpoints, None).await
 }
 
 async fn serve<C: KvClient + Clone + 'static>(

@@ -240,6 +240,43 @@ pub const CLIENT_WATCH_BACKOFF_INITIAL: Duration = Duration::from_millis(50);
 /// Longest pause between attempts to re-create a broken watch.
 pub const CLIENT_WATCH_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// Deadline of one unary call of the gRPC client (range, put, txn, lease calls, and the wait
+/// for a watch to be accepted; never a watch's stream), retries to other endpoints included.
+/// Longer than the member's own [`REQUEST_TIMEOUT`] (an election plus a slow apply), so a live
+/// member's `etcdserver: request timed out` arrives first and says more; far under
+/// kube-apiserver's 60 s request timeout, so a stuck or cut-off member costs a request 10 s,
+/// not the whole budget of the caller (clientv3 leaves it to the caller's context, etcdctl's
+/// `--command-timeout` is 5 s).
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const _: () = assert!(CLIENT_REQUEST_TIMEOUT.as_millis() > REQUEST_TIMEOUT.as_millis());
+
+/// How long the gRPC client waits for a TCP (and TLS) connection to one endpoint; a member
+/// slower than this counts as down (etcdctl's `--dial-timeout` default).
+pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Interval of HTTP/2 pings on a gRPC client connection with open streams, so a watch on a
+/// member that froze or was cut off breaks and resumes elsewhere. Not under etcd's
+/// `--grpc-keepalive-min-time` (5 s), or etcd closes the connection for pinging too often.
+pub const CLIENT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const _: () = assert!(CLIENT_KEEPALIVE_INTERVAL.as_secs() >= 5);
+
+/// How long a ping may go unanswered before the connection counts as dead (kube-apiserver's
+/// etcd client uses 10 s).
+pub const CLIENT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Attempts of one unary call across endpoints when a member cannot be reached (refused
+/// connection: the request was never sent, so even a write is safe to resend). tonic's
+/// balancer picks endpoints at random and offers a down one as often as a live one, so with
+/// one of three down, 16 attempts all miss a live member once in 40 million calls.
+pub const CLIENT_CALL_ATTEMPTS_MAX: u32 = 16;
+
+/// First pause before a unary call is resent to another endpoint; doubled per attempt up to
+/// [`CLIENT_CALL_BACKOFF_MAX`], so that every endpoint down does not spin.
+pub const CLIENT_CALL_BACKOFF_INITIAL: Duration = Duration::from_millis(5);
+
+/// Longest pause between two attempts of one unary call.
+pub const CLIENT_CALL_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
 /// Largest lease TTL granted, in seconds (etcd: 9,000,000,000).
 pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
 

@@ -106,6 +106,9 @@ pub enum ApiError {
         /// The store's revision.
         current: i64,
     },
+    /// The store did not answer within the client's deadline.
+    #[error("Timeout: request did not complete within requested timeout - {0}")]
+    Timeout(String),
     /// The store failed.
     #[error("Internal error occurred: {0}")]
     Internal(String),
@@ -127,6 +130,10 @@ impl From<ClientError> for ApiError {
             ClientError::Etcd(EtcdError::Compacted) | ClientError::WatchCompacted { .. } => {
                 ApiError::Expired("The resourceVersion for the provided list is too old.".into())
             }
+            // kube-apiserver answers a request whose storage call outlives its deadline with
+            // 504 Timeout in these words (`finishRequest` in its REST handlers); our deadline
+            // is the etcd client's, but the caller learns the same thing: try again.
+            timeout @ ClientError::Timeout(_) => ApiError::Timeout(timeout.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -189,7 +196,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
             }
-            ApiError::TooLargeResourceVersion { .. } => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
+            ApiError::TooLargeResourceVersion { .. } | ApiError::Timeout(_) => {
+                (StatusCode::GATEWAY_TIMEOUT, "Timeout")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
             ApiError::Patch { code, reason, .. } => (
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -292,6 +301,14 @@ mod tests {
         assert_eq!(status["details"]["group"], "apps");
         assert_eq!(status["details"]["kind"], "deployments");
         assert_eq!(status["code"], 404);
+        let timeout = ApiError::from(ClientError::Timeout(std::time::Duration::from_secs(10)));
+        assert_eq!(
+            timeout.to_string(),
+            "Timeout: request did not complete within requested timeout - context deadline \
+             exceeded: no answer within 10s"
+        );
+        assert_eq!(timeout.status()["code"], 504);
+        assert_eq!(timeout.status()["reason"], "Timeout");
         assert_eq!(
             ApiError::UnsupportedMediaType("application/json, application/yaml").to_string(),
             "the body of the request was in an unknown format - accepted media types include: \

@@ -1,7 +1,15 @@
-//! The gRPC client: talks etcd's wire protocol to a remote member (mnemo or etcd).
+//! The gRPC client: talks etcd's wire protocol to remote members (mnemo or etcd).
 //!
 //! Errors come back as gRPC statuses; like clientv3, it recognises etcd's errors by their
-//! exact message and turns them back into [`EtcdError`].
+//! exact message and turns them back into [`EtcdError`]. Over several endpoints, one tonic
+//! channel balances calls across them; a call that could not reach a member (refused
+//! connection) is resent to another, and every unary call has a deadline
+//! ([`CLIENT_REQUEST_TIMEOUT`]). Watch streams have none: they live for minutes, and HTTP/2
+//! pings break the one on a frozen member so that it resumes on another.
+//! This module owns the transport only; request and response conversion lives in `convert`.
+
+use std::future::Future;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -13,7 +21,10 @@ use super::{
 };
 use crate::convert;
 use crate::limits::{
-    CLIENT_WATCH_BACKOFF_INITIAL, CLIENT_WATCH_BACKOFF_MAX, CLIENT_WATCH_QUEUE, GRPC_RECV_BYTES_MAX,
+    CLIENT_CALL_ATTEMPTS_MAX, CLIENT_CALL_BACKOFF_INITIAL, CLIENT_CALL_BACKOFF_MAX,
+    CLIENT_CONNECT_TIMEOUT, CLIENT_KEEPALIVE_INTERVAL, CLIENT_KEEPALIVE_TIMEOUT,
+    CLIENT_REQUEST_TIMEOUT, CLIENT_WATCH_BACKOFF_INITIAL, CLIENT_WATCH_BACKOFF_MAX,
+    CLIENT_WATCH_QUEUE, GRPC_RECV_BYTES_MAX,
 };
 use crate::pb::etcdserverpb::{
     self as rpc, kv_client::KvClient as KvStub, lease_client::LeaseClient as LeaseStub,
@@ -25,11 +36,13 @@ use crate::types::{
     RangeResponse, Revision, TxnRequest, TxnResponse,
 };
 
-/// A client of a remote member over gRPC.
+/// A client of remote members over gRPC.
 #[derive(Clone)]
 pub struct GrpcClient {
     kv: KvStub<Channel>,
     channel: Channel,
+    /// Deadline of each unary call, retries included.
+    deadline: Duration,
 }
 
 impl GrpcClient {
@@ -52,22 +65,142 @@ impl GrpcClient {
         endpoint: &str,
         tls: Option<&ClientTls>,
     ) -> Result<GrpcClient, ClientError> {
-        let transport = |err: tonic::transport::Error| ClientError::Transport(error_chain(&err));
-        let mut target = Endpoint::from_shared(endpoint.to_string()).map_err(transport)?;
-        if crate::tls::is_https(endpoint) {
-            let tls = tls.ok_or_else(|| {
-                ClientError::Transport(format!(
-                    "{endpoint} is an https endpoint: a CA to verify it is needed"
-                ))
-            })?;
-            target = target.tls_config(tls.tonic_config()).map_err(transport)?;
+        let channel = endpoint_of(endpoint, tls)?
+            .connect()
+            .await
+            .map_err(transport)?;
+        Ok(GrpcClient::on(channel))
+    }
+
+    /// Connects to every one of `endpoints` and spreads calls over them, as clientv3 does
+    /// with several endpoints: a member that is down is skipped (its calls are resent to
+    /// another), and one that comes back is used again. `tls` is for the `https://` ones.
+    ///
+    /// # Errors
+    /// [`ClientError::Transport`] when `endpoints` is empty, one is invalid, or none of them
+    /// can be reached now (each one's reason is given).
+    pub async fn connect_all(
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+    ) -> Result<GrpcClient, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::Transport("no endpoint given".into()));
         }
-        let channel = target.connect().await.map_err(transport)?;
+        let targets = endpoints
+            .iter()
+            .map(|endpoint| endpoint_of(endpoint, tls))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The balanced channel connects lazily; one live member now is what a caller that
+        // fails fast on a wrong address needs to know.
+        let probes = targets.iter().map(|target| async move {
+            match tokio::time::timeout(CLIENT_CONNECT_TIMEOUT, target.connect()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(format!("{}: {}", target.uri(), error_chain(&err))),
+                Err(_) => Err(format!(
+                    "{}: no connection within {CLIENT_CONNECT_TIMEOUT:?}",
+                    target.uri()
+                )),
+            }
+        });
+        let probed = futures::future::join_all(probes).await;
+        if probed.iter().all(Result::is_err) {
+            let reasons: Vec<String> = probed.into_iter().filter_map(Result::err).collect();
+            return Err(ClientError::Transport(format!(
+                "no endpoint could be reached: {}",
+                reasons.join("; ")
+            )));
+        }
+        Ok(GrpcClient::on(Channel::balance_list(targets.into_iter())))
+    }
+
+    /// The same client with another deadline for each unary call (default
+    /// [`CLIENT_REQUEST_TIMEOUT`]).
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Duration) -> GrpcClient {
+        self.deadline = deadline;
+        self
+    }
+
+    fn on(channel: Channel) -> GrpcClient {
         let kv = KvStub::new(channel.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(GRPC_RECV_BYTES_MAX);
-        Ok(GrpcClient { kv, channel })
+        GrpcClient {
+            kv,
+            channel,
+            deadline: CLIENT_REQUEST_TIMEOUT,
+        }
     }
+
+    /// Runs one unary call (`attempt` makes it once) within the deadline, resending it while
+    /// the member it went to could not be reached, or, for a read (`idempotent`), while the
+    /// connection broke under it.
+    async fn call<T, F, Fut>(&self, idempotent: bool, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let attempts = async {
+            let mut backoff = CLIENT_CALL_BACKOFF_INITIAL;
+            let mut tries = 1;
+            loop {
+                match attempt().await {
+                    Ok(response) => return Ok(response),
+                    Err(status)
+                        if tries < CLIENT_CALL_ATTEMPTS_MAX
+                            && (never_sent(&status)
+                                || (idempotent && status.code() == tonic::Code::Unavailable)) =>
+                    {
+                        tracing::debug!(%status, tries, "call failed; resending");
+                    }
+                    Err(status) => return Err(from_status(status)),
+                }
+                tries += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(CLIENT_CALL_BACKOFF_MAX);
+            }
+        };
+        tokio::time::timeout(self.deadline, attempts)
+            .await
+            .unwrap_or(Err(ClientError::Timeout(self.deadline)))
+    }
+}
+
+/// A transport error as a [`ClientError`], with its causes.
+fn transport(err: tonic::transport::Error) -> ClientError {
+    ClientError::Transport(error_chain(&err))
+}
+
+/// The endpoint to dial for `endpoint`, TLS and timeouts set.
+fn endpoint_of(endpoint: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError> {
+    let mut target = Endpoint::from_shared(endpoint.to_string())
+        .map_err(transport)?
+        .connect_timeout(CLIENT_CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(CLIENT_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(CLIENT_KEEPALIVE_TIMEOUT);
+    if crate::tls::is_https(endpoint) {
+        let tls = tls.ok_or_else(|| {
+            ClientError::Transport(format!(
+                "{endpoint} is an https endpoint: a CA to verify it is needed"
+            ))
+        })?;
+        target = target.tls_config(tls.tonic_config()).map_err(transport)?;
+    }
+    Ok(target)
+}
+
+/// Whether the call failed before it was sent: no connection to the member could be made
+/// (tonic then answers Unavailable with its connect error beneath).
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    for _ in 0..ERROR_CHAIN_DEPTH_MAX {
+        let Some(cause) = source else { return false };
+        if cause.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 impl GrpcClient {
@@ -140,13 +273,14 @@ fn from_status(status: tonic::Status) -> ClientError {
 
 impl KvClient for GrpcClient {
     async fn range(&self, request: RangeRequest) -> Result<Reply<RangeResponse>, ClientError> {
+        let request = convert::range_to_pb(&request);
         let response = self
-            .kv
-            .clone()
-            .range(convert::range_to_pb(&request))
-            .await
-            .map_err(from_status)?;
-        let response = response.into_inner();
+            .call(true, || {
+                let (mut kv, request) = (self.kv.clone(), request.clone());
+                async move { kv.range(request).await }
+            })
+            .await?
+            .into_inner();
         Ok(Reply {
             header: header_from_pb(response.header),
             response: convert::range_response_from_pb(response),
@@ -154,13 +288,14 @@ impl KvClient for GrpcClient {
     }
 
     async fn put(&self, request: PutRequest) -> Result<Reply<PutResponse>, ClientError> {
+        let request = convert::put_to_pb(&request);
         let response = self
-            .kv
-            .clone()
-            .put(convert::put_to_pb(&request))
-            .await
-            .map_err(from_status)?;
-        let response = response.into_inner();
+            .call(false, || {
+                let (mut kv, request) = (self.kv.clone(), request.clone());
+                async move { kv.put(request).await }
+            })
+            .await?
+            .into_inner();
         Ok(Reply {
             header: header_from_pb(response.header),
             response: convert::put_response_from_pb(response),
@@ -171,13 +306,14 @@ impl KvClient for GrpcClient {
         &self,
         request: DeleteRangeRequest,
     ) -> Result<Reply<DeleteRangeResponse>, ClientError> {
+        let request = convert::delete_to_pb(&request);
         let response = self
-            .kv
-            .clone()
-            .delete_range(convert::delete_to_pb(&request))
-            .await
-            .map_err(from_status)?;
-        let response = response.into_inner();
+            .call(false, || {
+                let (mut kv, request) = (self.kv.clone(), request.clone());
+                async move { kv.delete_range(request).await }
+            })
+            .await?
+            .into_inner();
         Ok(Reply {
             header: header_from_pb(response.header),
             response: convert::delete_response_from_pb(response),
@@ -185,13 +321,14 @@ impl KvClient for GrpcClient {
     }
 
     async fn txn(&self, request: TxnRequest) -> Result<Reply<TxnResponse>, ClientError> {
+        let request = convert::txn_to_pb(&request);
         let response = self
-            .kv
-            .clone()
-            .txn(convert::txn_to_pb(&request))
-            .await
-            .map_err(from_status)?;
-        let response = response.into_inner();
+            .call(false, || {
+                let (mut kv, request) = (self.kv.clone(), request.clone());
+                async move { kv.txn(request).await }
+            })
+            .await?
+            .into_inner();
         Ok(Reply {
             header: header_from_pb(response.header),
             response: convert::txn_response_from_pb(response),
@@ -201,20 +338,21 @@ impl KvClient for GrpcClient {
     async fn compact(&self, revision: Revision, physical: bool) -> Result<Header, ClientError> {
         let request = rpc::CompactionRequest { revision, physical };
         let response = self
-            .kv
-            .clone()
-            .compact(request)
-            .await
-            .map_err(from_status)?;
+            .call(false, || {
+                let mut kv = self.kv.clone();
+                async move { kv.compact(request).await }
+            })
+            .await?;
         Ok(header_from_pb(response.into_inner().header))
     }
 
     async fn lease_grant(&self, ttl: i64, id: LeaseId) -> Result<Reply<LeaseGranted>, ClientError> {
         let response = self
-            .lease()
-            .lease_grant(rpc::LeaseGrantRequest { ttl, id })
-            .await
-            .map_err(from_status)?
+            .call(false, || {
+                let mut lease = self.lease();
+                async move { lease.lease_grant(rpc::LeaseGrantRequest { ttl, id }).await }
+            })
+            .await?
             .into_inner();
         Ok(Reply {
             header: header_from_pb(response.header),
@@ -227,27 +365,29 @@ impl KvClient for GrpcClient {
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<Header, ClientError> {
         let response = self
-            .lease()
-            .lease_revoke(rpc::LeaseRevokeRequest { id })
-            .await
-            .map_err(from_status)?
+            .call(false, || {
+                let mut lease = self.lease();
+                async move { lease.lease_revoke(rpc::LeaseRevokeRequest { id }).await }
+            })
+            .await?
             .into_inner();
         Ok(header_from_pb(response.header))
     }
 
     async fn lease_keep_alive_once(&self, id: LeaseId) -> Result<Reply<i64>, ClientError> {
-        let request = futures::stream::iter([rpc::LeaseKeepAliveRequest { id }]);
-        let mut responses = self
-            .lease()
-            .lease_keep_alive(request)
-            .await
-            .map_err(from_status)?
-            .into_inner();
-        let response = responses
-            .message()
-            .await
-            .map_err(from_status)?
-            .ok_or_else(|| ClientError::Transport("keepalive stream ended".into()))?;
+        let response = self
+            .call(false, || {
+                let mut lease = self.lease();
+                async move {
+                    let request = futures::stream::iter([rpc::LeaseKeepAliveRequest { id }]);
+                    let mut responses = lease.lease_keep_alive(request).await?.into_inner();
+                    responses
+                        .message()
+                        .await?
+                        .ok_or_else(|| tonic::Status::unavailable("keepalive stream ended"))
+                }
+            })
+            .await?;
         Ok(Reply {
             header: header_from_pb(response.header),
             response: response.ttl,
@@ -260,10 +400,14 @@ impl KvClient for GrpcClient {
         keys: bool,
     ) -> Result<Reply<LeaseTimeToLive>, ClientError> {
         let response = self
-            .lease()
-            .lease_time_to_live(rpc::LeaseTimeToLiveRequest { id, keys })
-            .await
-            .map_err(from_status)?
+            .call(true, || {
+                let mut lease = self.lease();
+                async move {
+                    let request = rpc::LeaseTimeToLiveRequest { id, keys };
+                    lease.lease_time_to_live(request).await
+                }
+            })
+            .await?
             .into_inner();
         Ok(Reply {
             header: header_from_pb(response.header),
@@ -277,10 +421,11 @@ impl KvClient for GrpcClient {
 
     async fn lease_leases(&self) -> Result<Reply<Vec<LeaseId>>, ClientError> {
         let response = self
-            .lease()
-            .lease_leases(rpc::LeaseLeasesRequest {})
-            .await
-            .map_err(from_status)?
+            .call(true, || {
+                let mut lease = self.lease();
+                async move { lease.lease_leases(rpc::LeaseLeasesRequest {}).await }
+            })
+            .await?
             .into_inner();
         Ok(Reply {
             header: header_from_pb(response.header),
@@ -291,16 +436,22 @@ impl KvClient for GrpcClient {
     async fn watch(&self, request: WatchRequest) -> Result<WatchEvents, ClientError> {
         let (updates, updates_rx) = mpsc::channel(CLIENT_WATCH_QUEUE);
         let (accepted, accepted_rx) = oneshot::channel();
-        tokio::spawn(run_watch(
+        let task = tokio::spawn(run_watch(
             self.channel.clone(),
             watch_create_to_pb(&request),
             updates,
             accepted,
         ));
-        match accepted_rx.await {
-            Ok(Ok(())) => Ok(Box::pin(ReceiverStream::new(updates_rx))),
-            Ok(Err(err)) => Err(err),
-            Err(_) => Err(ClientError::Transport("watch task ended".into())),
+        // Only the wait for the member to accept the watch has the deadline; the stream
+        // itself lives as long as its consumer.
+        match tokio::time::timeout(self.deadline, accepted_rx).await {
+            Ok(Ok(Ok(()))) => Ok(Box::pin(ReceiverStream::new(updates_rx))),
+            Ok(Ok(Err(err))) => Err(err),
+            Ok(Err(_)) => Err(ClientError::Transport("watch task ended".into())),
+            Err(_) => {
+                task.abort();
+                Err(ClientError::Timeout(self.deadline))
+            }
         }
     }
 }
@@ -470,4 +621,114 @@ async fn finish(
         }
     }
     WatchEnd::Finished
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Deadline the tests give a call; short, so they run fast.
+    const TEST_DEADLINE: Duration = Duration::from_millis(500);
+    /// Scheduling slack allowed on top of a deadline.
+    const SLACK: Duration = Duration::from_secs(2);
+
+    /// A listener that accepts connections and never reads from or writes to them, as a
+    /// frozen (SIGSTOP) member looks to a client. Returns its URL and the task holding them.
+    async fn silent_member() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let url = format!("http://{}", listener.local_addr().expect("local_addr"));
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        (url, holder)
+    }
+
+    /// A URL nothing listens on: bound, then released.
+    fn refusing_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        format!("http://{}", listener.local_addr().expect("local_addr"))
+    }
+
+    #[tokio::test]
+    async fn a_call_to_a_silent_member_ends_at_the_deadline() {
+        let (url, holder) = silent_member().await;
+        let client = GrpcClient::connect_all(std::slice::from_ref(&url), None)
+            .await
+            .expect("the member accepts connections")
+            .with_deadline(TEST_DEADLINE);
+        let started = Instant::now();
+        let range = client.range(RangeRequest::key("k")).await;
+        assert_eq!(range.err(), Some(ClientError::Timeout(TEST_DEADLINE)));
+        let put = client.put(PutRequest::new("k", "v")).await;
+        assert_eq!(put.err(), Some(ClientError::Timeout(TEST_DEADLINE)));
+        // A watch the member never accepts fails the same way instead of hanging.
+        let watch = client.watch(WatchRequest::key("k")).await;
+        assert_eq!(watch.err(), Some(ClientError::Timeout(TEST_DEADLINE)));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= TEST_DEADLINE * 3 && elapsed < TEST_DEADLINE * 3 + SLACK,
+            "three calls took {elapsed:?}"
+        );
+        holder.abort();
+    }
+
+    #[tokio::test]
+    async fn the_default_deadline_is_the_named_one() {
+        let (url, holder) = silent_member().await;
+        let client = GrpcClient::connect(&url).await.expect("connect");
+        assert_eq!(client.deadline, CLIENT_REQUEST_TIMEOUT);
+        holder.abort();
+    }
+
+    #[tokio::test]
+    async fn connect_all_fails_when_no_endpoint_can_be_reached() {
+        let (first, second) = (refusing_url(), refusing_url());
+        let started = Instant::now();
+        let Err(ClientError::Transport(message)) =
+            GrpcClient::connect_all(&[first.clone(), second.clone()], None).await
+        else {
+            panic!("connecting to two closed ports succeeded");
+        };
+        assert!(started.elapsed() < CLIENT_CONNECT_TIMEOUT + SLACK);
+        assert!(
+            message.starts_with("no endpoint could be reached: ")
+                && message.contains(&first)
+                && message.contains(&second),
+            "{message}"
+        );
+        let Err(ClientError::Transport(message)) = GrpcClient::connect_all(&[], None).await else {
+            panic!("connecting to no endpoint succeeded");
+        };
+        assert_eq!(message, "no endpoint given");
+    }
+
+    #[tokio::test]
+    async fn calls_give_up_when_every_endpoint_refuses() {
+        // One endpoint answered at start (the silent one), then is gone: calls are resent a
+        // bounded number of times and end with the transport error, before the deadline.
+        let (url, holder) = silent_member().await;
+        let client = GrpcClient::connect_all(&[url, refusing_url()], None)
+            .await
+            .expect("one endpoint accepts connections");
+        holder.abort();
+        let _ = holder.await;
+        let started = Instant::now();
+        let outcome = client.range(RangeRequest::key("k")).await;
+        assert!(
+            matches!(outcome, Err(ClientError::Transport(ref m)) if m.starts_with("Unavailable")),
+            "{outcome:?}"
+        );
+        assert!(
+            started.elapsed() < CLIENT_REQUEST_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

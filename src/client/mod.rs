@@ -37,6 +37,10 @@ pub enum ClientError {
     /// The request did not reach the member, or the answer did not come back.
     #[error("transport: {0}")]
     Transport(String),
+    /// No answer came within the client's deadline for one call: the members it reached are
+    /// stuck or cut off (Go's context error says the same).
+    #[error("context deadline exceeded: no answer within {0:?}")]
+    Timeout(std::time::Duration),
     /// A watch's next revision was compacted away; the watch has ended.
     #[error(
         "etcdserver: mvcc: required revision has been compacted (compact revision {compact_revision})"
