@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use mnemo::limits::CLIENT_REQUEST_TIMEOUT;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -61,8 +62,8 @@ enum Store {
 /// Keeps an external store running for as long as the API server on it.
 enum Backing {
     None,
-    Cluster { _members: Cluster },
-    Etcd { _member: Member },
+    Cluster { members: Cluster },
+    Single { member: Member },
 }
 
 /// A running `mnemo apiserver` and a kubeconfig pointing at it.
@@ -88,7 +89,7 @@ impl ApiServer {
                 let flag = format!("--etcd-endpoints={}", cluster.endpoints(&[0, 1, 2]));
                 let endpoint = cluster.member(2).endpoint();
                 let mut server =
-                    ApiServer::start_with(&[&flag], Backing::Cluster { _members: cluster }, extra)
+                    ApiServer::start_with(&[&flag], Backing::Cluster { members: cluster }, extra)
                         .await;
                 server.etcd_endpoint = endpoint;
                 server
@@ -103,7 +104,7 @@ impl ApiServer {
                 let endpoint = etcd.endpoint();
                 let flag = format!("--etcd-endpoints={endpoint}");
                 let mut server =
-                    ApiServer::start_with(&[&flag], Backing::Etcd { _member: etcd }, extra).await;
+                    ApiServer::start_with(&[&flag], Backing::Single { member: etcd }, extra).await;
                 server.etcd_endpoint = endpoint;
                 server
             }
@@ -294,6 +295,22 @@ impl ApiServer {
 }
 
 impl ApiServer {
+    /// The cluster under the server; panics when it runs on something else.
+    fn cluster_mut(&mut self) -> &mut Cluster {
+        match &mut self._backing {
+            Backing::Cluster { members } => members,
+            _ => panic!("the API server does not run on a cluster"),
+        }
+    }
+
+    /// The single member under the server; panics when it runs on something else.
+    fn single_member(&self) -> &Member {
+        match &self._backing {
+            Backing::Single { member } => member,
+            _ => panic!("the API server does not run on a single external member"),
+        }
+    }
+
     /// Sends SIGTERM to the server (by its PID) and waits for it to exit; returns its exit code.
     async fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take().expect("server running");
@@ -1895,4 +1912,160 @@ async fn unknown_fields_follow_field_validation(store: Store) {
         body["message"].as_str().unwrap().contains("\"Sometimes\""),
         "{body}"
     );
+}
+
+/// How long the API server may take to serve writes again after a member of its 3-member
+/// cluster dies: a new election (500 ms in tests) and calls resent past the dead endpoint.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(20);
+/// kubectl commands in a row that must all succeed once the API server serves again.
+const ROUNDS_AFTER_FAILOVER: usize = 5;
+/// Scheduling and kubectl start-up on top of the etcd client's deadline.
+const DEADLINE_SLACK: Duration = Duration::from_secs(5);
+
+fn configmap_yaml(name: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n")
+}
+
+/// The API server's command line, read from /proc.
+fn cmdline(child: &Child) -> String {
+    let path = format!("/proc/{}/cmdline", child.id());
+    let raw = std::fs::read(&path).unwrap_or_else(|err| panic!("read {path}: {err}"));
+    String::from_utf8_lossy(&raw).replace('\0', " ")
+}
+
+/// `--etcd-endpoints` lists three members; killing the first one listed (the one the server
+/// used to stay on) leaves kubectl get, create, list and watch working: calls are balanced
+/// over all three and resent past the dead one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_endpoints_survive_losing_the_first_member() {
+    let mut server = ApiServer::start_on(Store::MnemoCluster, &[]).await;
+    let first = server.cluster_mut().member(0).endpoint();
+    let command = cmdline(server.child.as_ref().expect("server running"));
+    assert!(
+        command.contains(&format!("--etcd-endpoints={first},")),
+        "member 0 ({first}) is not listed first: {command}"
+    );
+    server.fixture("ns.yaml", NAMESPACE_DEMO);
+    server.ok(&["create", "-f", "ns.yaml"]);
+    server.fixture("before.yaml", &configmap_yaml("before"));
+    server.ok(&["-n", "demo", "create", "-f", "before.yaml"]);
+    // A watch open across the kill, whichever member serves it.
+    let early_path = server.dir.path().join("early-watch.out");
+    let mut early = server
+        .kubectl_command(&[
+            "-n",
+            "demo",
+            "get",
+            "configmaps",
+            "-w",
+            "--output-watch-events",
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&early_path).expect("create the watch output"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kubectl get -w");
+    let rows = |path: &Path| normalized(&std::fs::read_to_string(path).unwrap_or_default());
+    support::poll_until("the early watch lists before", WATCH_WAIT, || async {
+        rows(&early_path).contains("ADDED before").then_some(())
+    })
+    .await;
+
+    let killed = server.cluster_mut().kill9(0);
+    assert!(!killed.success(), "member 0 was not killed: {killed}");
+    let started = Instant::now();
+    // The first write through may wait for a new election; each attempt uses a new name, so
+    // one that failed on the server's side but was applied cannot make the next collide.
+    let mut attempt = 0;
+    support::poll_until("a create after the kill", FAILOVER_TIMEOUT, || {
+        attempt += 1;
+        let name = format!("probe-{attempt}");
+        let path = server.fixture(&format!("{name}.yaml"), &configmap_yaml(&name));
+        let created = server
+            .kubectl(&["-n", "demo", "create", "-f", &path.display().to_string()])
+            .status
+            .success();
+        async move { created.then_some(()) }
+    })
+    .await;
+    let recovered = started.elapsed();
+    for round in 0..ROUNDS_AFTER_FAILOVER {
+        let name = format!("after-{round}");
+        let path = server.fixture(&format!("{name}.yaml"), &configmap_yaml(&name));
+        server.ok(&["-n", "demo", "create", "-f", &path.display().to_string()]);
+        let got = server.ok(&["-n", "demo", "get", "configmap", &name, "-o", "name"]);
+        assert_eq!(got.trim(), format!("configmap/{name}"));
+        let listed = server.ok(&["-n", "demo", "get", "configmaps", "-o", "name"]);
+        for expected in ["configmap/before", &format!("configmap/{name}")] {
+            assert!(listed.lines().any(|line| line == expected), "{listed}");
+        }
+    }
+
+    // A watch opened after the kill sees a change made after it.
+    let late_path = server.dir.path().join("late-watch.out");
+    let mut late = server
+        .kubectl_command(&[
+            "-n",
+            "demo",
+            "get",
+            "configmaps",
+            "-w",
+            "--output-watch-events",
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&late_path).expect("create the watch output"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kubectl get -w");
+    support::poll_until("the late watch lists before", WATCH_WAIT, || async {
+        rows(&late_path).contains("ADDED before").then_some(())
+    })
+    .await;
+    server.fixture("watched.yaml", &configmap_yaml("watched"));
+    server.ok(&["-n", "demo", "create", "-f", "watched.yaml"]);
+    for (what, path) in [("late", &late_path), ("early", &early_path)] {
+        support::poll_until(
+            &format!("the {what} watch prints the create"),
+            WATCH_WAIT,
+            || async { rows(path).contains("ADDED watched").then_some(()) },
+        )
+        .await;
+    }
+    for watcher in [&mut early, &mut late] {
+        let _ = watcher.kill();
+        let _ = watcher.wait();
+    }
+    eprintln!("writes served again {recovered:?} after the kill");
+}
+
+/// A member that accepts connections but never answers (SIGSTOP) costs a request the etcd
+/// client's deadline, answered as kube-apiserver answers a request that ran out of time: 504
+/// Timeout. Once the member resumes, requests succeed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_etcd_member_answers_504_at_the_deadline() {
+    let member = Member::start().await;
+    let flag = format!("--etcd-endpoints={}", member.endpoint());
+    let server = ApiServer::start_with(&[&flag], Backing::Single { member }, &[]).await;
+    server.fixture("before.yaml", &configmap_yaml("before"));
+    server.ok(&["create", "-f", "before.yaml"]);
+    server.single_member().signal("STOP");
+    let started = Instant::now();
+    let output = server.kubectl(&["get", "configmap", "before"]);
+    let elapsed = started.elapsed();
+    server.single_member().signal("CONT");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "Error from server (Timeout): Timeout: request did not complete within requested \
+             timeout - context deadline exceeded: no answer within {CLIENT_REQUEST_TIMEOUT:?}"
+        )
+    );
+    assert!(
+        elapsed >= CLIENT_REQUEST_TIMEOUT && elapsed < CLIENT_REQUEST_TIMEOUT + DEADLINE_SLACK,
+        "the request took {elapsed:?}"
+    );
+    let got = server.ok(&["get", "configmap", "before", "-o", "name"]);
+    assert_eq!(got.trim(), "configmap/before");
 }
