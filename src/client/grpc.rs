@@ -497,6 +497,7 @@ async fn run_watch(
 ) {
     let mut accepted = Some(accepted);
     let mut backoff = CLIENT_WATCH_BACKOFF_INITIAL;
+    let mut unaccepted_attempts = 0;
     loop {
         match watch_once(&channel, &mut create, &updates, &mut accepted).await {
             WatchEnd::Finished => return,
@@ -504,12 +505,21 @@ async fn run_watch(
                 if created {
                     backoff = CLIENT_WATCH_BACKOFF_INITIAL;
                 }
-                if let Some(accepted) = accepted.take() {
-                    // The first attempt failed: the caller hears it instead of a stream.
-                    let _ = accepted.send(Err(ClientError::Transport(reason)));
-                    return;
+                if accepted.is_some() {
+                    // Not accepted yet: creating a watch changes nothing, so it is tried on
+                    // another endpoint like a unary call is (the caller's deadline bounds
+                    // the wait); past the attempts, the caller hears why instead of a stream.
+                    unaccepted_attempts += 1;
+                    if unaccepted_attempts >= CLIENT_CALL_ATTEMPTS_MAX {
+                        if let Some(accepted) = accepted.take() {
+                            let _ = accepted.send(Err(ClientError::Transport(reason)));
+                        }
+                        return;
+                    }
+                    tracing::debug!(%reason, "watch not accepted; trying again");
+                } else {
+                    tracing::debug!(%reason, resume = create.start_revision, "watch broken; resuming");
                 }
-                tracing::debug!(%reason, resume = create.start_revision, "watch broken; resuming");
             }
         }
         if updates.is_closed() {

@@ -1962,7 +1962,7 @@ async fn etcd_endpoints_survive_losing_the_first_member() {
         ])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&early_path).expect("create the watch output"))
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(server.dir.path().join("early-watch.err")).expect("create"))
         .spawn()
         .expect("spawn kubectl get -w");
     let rows = |path: &Path| normalized(&std::fs::read_to_string(path).unwrap_or_default());
@@ -1976,18 +1976,24 @@ async fn etcd_endpoints_survive_losing_the_first_member() {
     let started = Instant::now();
     // The first write through may wait for a new election; each attempt uses a new name, so
     // one that failed on the server's side but was applied cannot make the next collide.
-    let mut attempt = 0;
-    support::poll_until("a create after the kill", FAILOVER_TIMEOUT, || {
-        attempt += 1;
+    let mut last_error = String::new();
+    let attempts_max = FAILOVER_TIMEOUT.as_millis() / POLL_INTERVAL.as_millis() + 1;
+    for attempt in 0..=attempts_max {
+        assert!(
+            attempt < attempts_max && started.elapsed() < FAILOVER_TIMEOUT,
+            "no create succeeded within {FAILOVER_TIMEOUT:?} after the kill; last: {last_error}\n{}\n{}",
+            server.log_tail(),
+            server.cluster_mut().log_tails()
+        );
         let name = format!("probe-{attempt}");
         let path = server.fixture(&format!("{name}.yaml"), &configmap_yaml(&name));
-        let created = server
-            .kubectl(&["-n", "demo", "create", "-f", &path.display().to_string()])
-            .status
-            .success();
-        async move { created.then_some(()) }
-    })
-    .await;
+        let output = server.kubectl(&["-n", "demo", "create", "-f", &path.display().to_string()]);
+        if output.status.success() {
+            break;
+        }
+        last_error = String::from_utf8_lossy(&output.stderr).into_owned();
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
     let recovered = started.elapsed();
     for round in 0..ROUNDS_AFTER_FAILOVER {
         let name = format!("after-{round}");
@@ -2014,7 +2020,7 @@ async fn etcd_endpoints_survive_losing_the_first_member() {
         ])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&late_path).expect("create the watch output"))
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(server.dir.path().join("late-watch.err")).expect("create"))
         .spawn()
         .expect("spawn kubectl get -w");
     support::poll_until("the late watch lists before", WATCH_WAIT, || async {
@@ -2024,12 +2030,18 @@ async fn etcd_endpoints_survive_losing_the_first_member() {
     server.fixture("watched.yaml", &configmap_yaml("watched"));
     server.ok(&["-n", "demo", "create", "-f", "watched.yaml"]);
     for (what, path) in [("late", &late_path), ("early", &early_path)] {
-        support::poll_until(
-            &format!("the {what} watch prints the create"),
-            WATCH_WAIT,
-            || async { rows(path).contains("ADDED watched").then_some(()) },
-        )
-        .await;
+        let deadline = Instant::now() + WATCH_WAIT;
+        while !rows(path).contains("ADDED watched") {
+            assert!(
+                Instant::now() < deadline,
+                "the {what} watch did not print the create within {WATCH_WAIT:?}:\n{}\nstderr: {}\n{}",
+                rows(path),
+                std::fs::read_to_string(server.dir.path().join(format!("{what}-watch.err")))
+                    .unwrap_or_default(),
+                server.log_tail()
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
     for watcher in [&mut early, &mut late] {
         let _ = watcher.kill();
