@@ -308,3 +308,37 @@ async fn grpc_watch_resumes_after_the_member_restarts_without_gap_or_repeat() {
     }
     assert_eq!(received, written);
 }
+
+/// Calls, in a row, through a client over two endpoints of which one is closed.
+const CALLS_OVER_A_DEAD_ENDPOINT: usize = 100;
+
+/// A client over several endpoints, one of them closed: every call goes through (the
+/// balancer offers the closed one half the time; such a call is resent to the live one), and
+/// so does a watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_client_over_endpoints_skips_a_closed_one() {
+    let member = Member::start().await;
+    let closed = format!("http://127.0.0.1:{}", crate::support::free_port());
+    let client = GrpcClient::connect_all(&[closed, member.endpoint()], None)
+        .await
+        .expect("one endpoint answers");
+    let mut watch = client
+        .watch(WatchRequest::prefix("multi/"))
+        .await
+        .expect("a watch through the live endpoint");
+    for index in 0..CALLS_OVER_A_DEAD_ENDPOINT {
+        let key = format!("multi/{index}");
+        client.set(key.clone(), "v").await.expect("put");
+        let read = client.get(key).await.expect("get");
+        assert_eq!(read.expect("the key exists").value, "v");
+    }
+    let events = next_events(&mut watch, CALLS_OVER_A_DEAD_ENDPOINT).await;
+    assert_eq!(events.len(), CALLS_OVER_A_DEAD_ENDPOINT);
+    let only_closed = format!("http://127.0.0.1:{}", crate::support::free_port());
+    let refused = GrpcClient::connect_all(std::slice::from_ref(&only_closed), None).await;
+    assert!(
+        matches!(&refused, Err(ClientError::Transport(m)) if m.contains(&only_closed)),
+        "{:?}",
+        refused.err()
+    );
+}
