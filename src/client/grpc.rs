@@ -92,16 +92,18 @@ impl GrpcClient {
             .collect::<Result<Vec<_>, _>>()?;
         // The balanced channel connects lazily; one live member now is what a caller that
         // fails fast on a wrong address needs to know.
-        let probes = targets.iter().map(|target| async move {
-            match tokio::time::timeout(CLIENT_CONNECT_TIMEOUT, target.connect()).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(err)) => Err(format!("{}: {}", target.uri(), error_chain(&err))),
-                Err(_) => Err(format!(
-                    "{}: no connection within {CLIENT_CONNECT_TIMEOUT:?}",
-                    target.uri()
-                )),
-            }
-        });
+        let probes = endpoints
+            .iter()
+            .zip(&targets)
+            .map(|(endpoint, target)| async move {
+                match tokio::time::timeout(CLIENT_CONNECT_TIMEOUT, target.connect()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(err)) => Err(format!("{endpoint}: {}", error_chain(&err))),
+                    Err(_) => Err(format!(
+                        "{endpoint}: no connection within {CLIENT_CONNECT_TIMEOUT:?}"
+                    )),
+                }
+            });
         let probed = futures::future::join_all(probes).await;
         if probed.iter().all(Result::is_err) {
             let reasons: Vec<String> = probed.into_iter().filter_map(Result::err).collect();
@@ -133,8 +135,9 @@ impl GrpcClient {
     }
 
     /// Runs one unary call (`attempt` makes it once) within the deadline, resending it while
-    /// the member it went to could not be reached, or, for a read (`idempotent`), while the
-    /// connection broke under it.
+    /// the member it went to could not be reached, or, for a call that may run twice
+    /// (`idempotent`: reads, keepalives), while the answer is Unavailable: a connection that
+    /// broke under it, or a member without a leader (clientv3 resends reads on these too).
     async fn call<T, F, Fut>(&self, idempotent: bool, mut attempt: F) -> Result<T, ClientError>
     where
         F: FnMut() -> Fut,
@@ -213,14 +216,20 @@ impl GrpcClient {
 const ERROR_CHAIN_DEPTH_MAX: usize = 8;
 
 /// An error with its causes: tonic's transport errors say only "transport error" at the top,
-/// and the reason (refused connection, a certificate that did not verify) lies beneath.
+/// and the reason (refused connection, a certificate that did not verify) lies beneath. A
+/// cause worded like the one above it (tonic wraps its connect error once more) is said once.
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
+    let mut last = error.to_string();
+    let mut text = last.clone();
     let mut source = error.source();
     for _ in 0..ERROR_CHAIN_DEPTH_MAX {
         let Some(cause) = source else { break };
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let said = cause.to_string();
+        if said != last {
+            text.push_str(": ");
+            text.push_str(&said);
+            last = said;
+        }
         source = cause.source();
     }
     text
@@ -376,7 +385,7 @@ impl KvClient for GrpcClient {
 
     async fn lease_keep_alive_once(&self, id: LeaseId) -> Result<Reply<i64>, ClientError> {
         let response = self
-            .call(false, || {
+            .call(true, || {
                 let mut lease = self.lease();
                 async move {
                     let request = futures::stream::iter([rpc::LeaseKeepAliveRequest { id }]);

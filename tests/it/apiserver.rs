@@ -2081,3 +2081,38 @@ async fn a_frozen_etcd_member_answers_504_at_the_deadline() {
     let got = server.ok(&["get", "configmap", "before", "-o", "name"]);
     assert_eq!(got.trim(), "configmap/before");
 }
+
+/// With no `--etcd-endpoints` entry reachable, the API server exits at once with an error
+/// naming each endpoint and why, as kube-apiserver does, instead of serving errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_etcd_endpoints_fail_start_up() {
+    let closed: Vec<String> = (0..2)
+        .map(|_| format!("http://127.0.0.1:{}", free_port()))
+        .collect();
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .args([
+            "apiserver".to_string(),
+            format!("--listen=127.0.0.1:{}", free_port()),
+            format!("--etcd-endpoints={}", closed.join(",")),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mnemo apiserver");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "mnemo apiserver: cannot use --etcd-endpoints={}: transport: no endpoint could be \
+             reached: {}: transport error: tcp connect error: Connection refused",
+            closed.join(","),
+            closed[0]
+        )) && stderr.contains(&format!("; {}: transport error: ", closed[1])),
+        "{stderr}"
+    );
+    assert!(
+        elapsed < mnemo::limits::CLIENT_CONNECT_TIMEOUT + DEADLINE_SLACK,
+        "start-up failed only after {elapsed:?}"
+    );
+}
