@@ -5,7 +5,9 @@
 //! channel balances calls across them; a call that could not reach a member (refused
 //! connection) is resent to another, and every unary call has a deadline
 //! ([`CLIENT_REQUEST_TIMEOUT`]). Watch streams have none: they live for minutes, and HTTP/2
-//! pings break the one on a frozen member so that it resumes on another.
+//! pings break the one on a frozen member so that it resumes where the balancer sends it.
+//! A frozen member still accepts TCP connections, so the balancer cannot tell it is down:
+//! calls sent to it end at the deadline.
 //! This module owns the transport only; request and response conversion lives in `convert`.
 
 use std::future::Future;
