@@ -508,7 +508,41 @@ fn apply_defaults(resource: &Resource, object: &mut Value) {
             set_if_absent(object, "/spec/sessionAffinity", json!("None"));
         }
         "Secret" => set_if_absent(object, "/type", json!("Opaque")),
-        "Deployment" => set_if_absent(object, "/spec/replicas", json!(1)),
+        "Deployment" => {
+            // kube's apps/v1 defaults, which `kubectl describe deployment` prints.
+            set_if_absent(object, "/spec/replicas", json!(1));
+            set_if_absent(object, "/spec/revisionHistoryLimit", json!(10));
+            set_if_absent(object, "/spec/progressDeadlineSeconds", json!(600));
+            set_if_absent(object, "/spec/strategy/type", json!("RollingUpdate"));
+            if object.pointer("/spec/strategy/type") == Some(&json!("RollingUpdate")) {
+                set_if_absent(
+                    object,
+                    "/spec/strategy/rollingUpdate/maxUnavailable",
+                    json!("25%"),
+                );
+                set_if_absent(
+                    object,
+                    "/spec/strategy/rollingUpdate/maxSurge",
+                    json!("25%"),
+                );
+            }
+            set_if_absent(object, "/spec/template/spec/restartPolicy", json!("Always"));
+            set_if_absent(
+                object,
+                "/spec/template/spec/dnsPolicy",
+                json!("ClusterFirst"),
+            );
+            set_if_absent(
+                object,
+                "/spec/template/spec/schedulerName",
+                json!("default-scheduler"),
+            );
+            set_if_absent(
+                object,
+                "/spec/template/spec/terminationGracePeriodSeconds",
+                json!(30),
+            );
+        }
         _ => {}
     }
 }

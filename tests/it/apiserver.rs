@@ -564,6 +564,16 @@ async fn every_kind_creates_gets_and_deletes(store: Store) {
             namespaced.then_some("demo"),
             "{kind}"
         );
+        let described = normalized(&server.ok(&["-n", "demo", "describe", kind, name]));
+        assert!(
+            described.starts_with(&format!("Name: {name}\n")),
+            "{kind}: {described}"
+        );
+        assert_eq!(
+            described.contains("\nNamespace: demo\n"),
+            namespaced,
+            "{kind}: {described}"
+        );
         let deleted = if *kind == "deployment" {
             format!("deployment.apps \"{name}\" deleted")
         } else {
@@ -585,6 +595,16 @@ async fn every_kind_creates_gets_and_deletes(store: Store) {
     }
     // A deployment tracks its generation; kube starts it at 1.
     server.ok(&["-n", "demo", "create", "-f", "deployment.yaml"]);
+    // kube's apps/v1 defaults, as describe prints them.
+    let described = normalized(&server.ok(&["-n", "demo", "describe", "deploy", "d"]));
+    assert!(
+        described.contains("\nStrategyType: RollingUpdate\n"),
+        "{described}"
+    );
+    assert!(
+        described.contains("\nRollingUpdateStrategy: 25% max unavailable, 25% max surge\n"),
+        "{described}"
+    );
     assert_eq!(
         server.ok(&[
             "-n",
