@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mnemo::apiserver::{self, COMPACTION_INTERVAL_DEFAULT, Options};
+use mnemo::apiserver::{self, COMPACTION_INTERVAL_DEFAULT, EVENT_TTL_DEFAULT, Options};
 use mnemo::client::{ClientError, GrpcClient, KvClient};
 use mnemo::embed::{Config, Node, parse_urls};
 use mnemo::limits::SHUTDOWN_DRAIN;
@@ -36,6 +36,10 @@ struct ApiserverFlags {
     /// (e.g. 5m; 0s turns compaction off).
     #[arg(long, default_value_t = humantime::Duration::from(COMPACTION_INTERVAL_DEFAULT))]
     compaction_interval: humantime::Duration,
+    /// How long Events are kept, as kube-apiserver's --event-ttl (e.g. 1h; 0s keeps them
+    /// forever). They are written on an etcd lease and vanish when it expires.
+    #[arg(long, default_value_t = humantime::Duration::from(EVENT_TTL_DEFAULT))]
+    event_ttl: humantime::Duration,
 }
 
 /// Runs `mnemo apiserver ...` (`args` starts after the binary name).
@@ -70,6 +74,7 @@ async fn run(flags: ApiserverFlags) -> ExitCode {
     let interval: Duration = flags.compaction_interval.into();
     let options = Options {
         compaction_interval: Some(interval).filter(|i| !i.is_zero()),
+        event_ttl: Some(Duration::from(flags.event_ttl)).filter(|ttl| !ttl.is_zero()),
     };
     match &flags.etcd_endpoints {
         Some(endpoints) => match connect_any(endpoints).await {

@@ -25,11 +25,13 @@ use super::schema;
 use super::selector::{FieldSelector, LabelSelector, field_value};
 use super::store::{self, Stored};
 use super::table::{self, TableOptions};
+use super::ttl::TtlLeases;
 use super::validate::{FieldError, FieldErrorKind, invalid_status_message, validate};
 use super::{
     LIST_FETCH_LIMIT_MAX, LIST_PASSES_MAX, NAMESPACES_SEEDED, UPDATE_ATTEMPTS_MAX, discovery, watch,
 };
 use crate::client::KvClient;
+use crate::types::LeaseId;
 
 /// Media types a create or update body may have, as kube lists them in its 415.
 const BODY_MEDIA_TYPES: &str =
@@ -48,6 +50,8 @@ pub struct Api<C> {
     pub client: C,
     /// `host:port` reported in `/api`'s serverAddressByClientCIDRs.
     pub server_address: String,
+    /// The leases Events are created with, so they expire.
+    pub ttl_leases: TtlLeases,
 }
 
 /// Query parameters, last value wins.
@@ -233,7 +237,8 @@ async fn resource_route<C: KvClient + Clone + 'static>(
         (None, None, Method::POST) => {
             let mut object = decode_body(headers, &body)?;
             let warnings = check_fields(resource, &mut object, FieldValidation::of(params)?)?;
-            let created = create(client, resource, namespace, object).await?;
+            let lease = api.ttl_leases.lease_for(client, resource.kind).await?;
+            let created = create(client, resource, namespace, object, lease).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &created),
                 &warnings,
@@ -255,6 +260,7 @@ async fn resource_route<C: KvClient + Clone + 'static>(
         (Some(name), sub @ (None | Some("status")), Method::PATCH) => {
             patch(
                 client,
+                &api.ttl_leases,
                 resource,
                 namespace,
                 name,
@@ -548,12 +554,14 @@ fn apply_defaults(resource: &Resource, object: &mut Value) {
 }
 
 /// Creates `object` in `namespace`: the server sets uid, creationTimestamp, a generated name
-/// when asked, and the RV; the write is `Txn(mod_revision == 0, Put)`.
+/// when asked, and the RV; the write is `Txn(mod_revision == 0, Put)`, attached to `lease`
+/// (0: none) for kinds that expire.
 pub async fn create<C: KvClient>(
     client: &C,
     resource: &Resource,
     namespace: &str,
     mut object: Value,
+    lease: LeaseId,
 ) -> Result<Value, ApiError> {
     check_type(resource, &mut object)?;
     check_namespace(resource, namespace, &mut object)?;
@@ -598,7 +606,7 @@ pub async fn create<C: KvClient>(
         meta.insert("generation".into(), json!(1));
     }
     let key = resource.key(namespace, &name);
-    match store::put_if(client, &key, 0, &object).await? {
+    match store::create_leased(client, &key, &object, lease).await? {
         Some(revision) => {
             object::set_resource_version(&mut object, revision);
             Ok(object)
@@ -1072,6 +1080,7 @@ fn check_patched_version(
 #[allow(clippy::too_many_arguments)]
 async fn patch<C: KvClient>(
     client: &C,
+    ttl_leases: &TtlLeases,
     resource: &Resource,
     namespace: &str,
     name: &str,
@@ -1101,7 +1110,8 @@ async fn patch<C: KvClient>(
         if !exists && !status {
             let mut object = decode_body(&HeaderMap::new(), body)?;
             let warnings = check_fields(resource, &mut object, validation)?;
-            let created = create(client, resource, namespace, object).await?;
+            let lease = ttl_leases.lease_for(client, resource.kind).await?;
+            let created = create(client, resource, namespace, object, lease).await?;
             return Ok(with_warnings(
                 json_response(StatusCode::CREATED, &created),
                 &warnings,
@@ -1557,7 +1567,7 @@ pub async fn seed_namespaces<C: KvClient>(client: &C) -> Result<(), ApiError> {
     let namespaces = registry::find("", "v1", "namespaces").expect("namespaces are served");
     for name in NAMESPACES_SEEDED {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match create(client, namespaces, "", object).await {
+        match create(client, namespaces, "", object, 0).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(err) => return Err(err),
         }

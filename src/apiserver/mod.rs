@@ -10,7 +10,7 @@
 //! Map: `registry` (served resources and their keys), `discovery` (documents), `handlers`
 //! (routing and verbs), `store` (objects in etcd, guarded writes), `watch` (event streams),
 //! `table` (server-side printing), `object` (metadata helpers), `error` (kube Status bodies),
-//! `compactor`, and the reaper of pods whose graceful deletion is over (`serve`); `patch`, `selector`, `validate`, `schema` (the kinds' fields, from `proto/kube`) and `protobuf`
+//! `compactor`, `ttl` (the leases Events expire with), and the reaper of pods whose graceful deletion is over (`serve`); `patch`, `selector`, `validate`, `schema` (the kinds' fields, from `proto/kube`) and `protobuf`
 //! (kubectl's protobuf bodies) are pure building blocks.
 
 pub mod compactor;
@@ -25,6 +25,7 @@ mod schema;
 pub mod selector;
 mod store;
 mod table;
+mod ttl;
 pub mod validate;
 mod watch;
 
@@ -53,6 +54,9 @@ pub const WATCH_BUFFER_EVENTS: usize = 256;
 pub const WATCH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30 * 60);
 /// Longest `timeoutSeconds` honoured.
 pub const WATCH_TIMEOUT_MAX: Duration = Duration::from_secs(60 * 60);
+/// kube-apiserver's default `--event-ttl`: how long an Event stays in the store.
+pub const EVENT_TTL_DEFAULT: Duration = Duration::from_secs(60 * 60);
+
 /// kube-apiserver's default `--etcd-compaction-interval`.
 pub const COMPACTION_INTERVAL_DEFAULT: Duration = Duration::from_secs(5 * 60);
 /// How often the API server looks for pods whose graceful deletion deadline has passed.
@@ -66,13 +70,21 @@ pub const NAMESPACES_SEEDED: &[&str] =
 pub struct Options {
     /// Compaction interval; None turns compaction off.
     pub compaction_interval: Option<Duration>,
+    /// How long Events live; None keeps them forever.
+    pub event_ttl: Option<Duration>,
 }
 
-/// The router of every API path, over `client`. `server_address` is reported in `/api`.
-pub fn router<C: KvClient + Clone + 'static>(client: C, server_address: String) -> Router {
+/// The router of every API path, over `client`. `server_address` is reported in `/api`;
+/// Events expire after `event_ttl` (None: never).
+pub fn router<C: KvClient + Clone + 'static>(
+    client: C,
+    server_address: String,
+    event_ttl: Option<Duration>,
+) -> Router {
     let api = Arc::new(handlers::Api {
         client,
         server_address,
+        ttl_leases: ttl::TtlLeases::new(event_ttl),
     });
     Router::new()
         .fallback(handlers::dispatch::<C>)
@@ -98,7 +110,7 @@ pub async fn serve<C: KvClient + Clone + 'static>(
         .compaction_interval
         .map(|interval| tokio::spawn(compactor::run(client.clone(), interval)));
     let reaper = tokio::spawn(reap_pods(client.clone()));
-    let app = router(client, address.to_string());
+    let app = router(client, address.to_string(), options.event_ttl);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -134,10 +146,13 @@ mod tests {
         ("mod.rs", include_str!("mod.rs")),
         ("object.rs", include_str!("object.rs")),
         ("patch.rs", include_str!("patch.rs")),
+        ("protobuf.rs", include_str!("protobuf.rs")),
         ("registry.rs", include_str!("registry.rs")),
+        ("schema.rs", include_str!("schema.rs")),
         ("selector.rs", include_str!("selector.rs")),
         ("store.rs", include_str!("store.rs")),
         ("table.rs", include_str!("table.rs")),
+        ("ttl.rs", include_str!("ttl.rs")),
         ("validate.rs", include_str!("validate.rs")),
         ("watch.rs", include_str!("watch.rs")),
     ];

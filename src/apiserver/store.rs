@@ -12,8 +12,8 @@ use super::error::ApiError;
 use super::object::set_resource_version;
 use crate::client::{ClientError, EtcdError, KvClient};
 use crate::types::{
-    Compare, CompareResult, DeleteRangeRequest, KeyValue, PutRequest, RangeRequest, ResponseOp,
-    TxnRequest,
+    Compare, CompareResult, DeleteRangeRequest, KeyValue, LeaseId, PutRequest, RangeRequest,
+    ResponseOp, TxnRequest,
 };
 
 /// One object read from the store, with the mod_revision its RV is.
@@ -88,19 +88,48 @@ pub async fn get<C: KvClient>(client: &C, key: &str) -> Result<Option<Stored>, A
 }
 
 /// Writes `object` at `key` if the key's mod_revision is still `expected` (0: absent).
-/// Returns the new revision, or None when the guard failed.
+/// Returns the new revision, or None when the guard failed. An update keeps whatever lease
+/// the key has, so an Event keeps its expiry when it is changed.
 pub async fn put_if<C: KvClient>(
     client: &C,
     key: &str,
     expected: i64,
     object: &Value,
 ) -> Result<Option<i64>, ApiError> {
+    guarded_put(client, key, expected, object, 0).await
+}
+
+/// Creates `object` at an absent `key` attached to `lease`, so it goes when the lease
+/// expires (kube's TTL objects, Events). Returns the revision, or None when the key exists.
+pub async fn create_leased<C: KvClient>(
+    client: &C,
+    key: &str,
+    object: &Value,
+    lease: LeaseId,
+) -> Result<Option<i64>, ApiError> {
+    guarded_put(client, key, 0, object, lease).await
+}
+
+async fn guarded_put<C: KvClient>(
+    client: &C,
+    key: &str,
+    expected: i64,
+    object: &Value,
+    lease: LeaseId,
+) -> Result<Option<i64>, ApiError> {
+    let mut put = PutRequest::new(key.to_string(), encode(object));
+    if expected == 0 {
+        put = put.with_lease(lease);
+    } else {
+        // The key exists (the guard says so), which `ignore_lease` requires.
+        put.ignore_lease = true;
+    }
     let txn = TxnRequest::when([Compare::mod_revision(
         key.to_string(),
         CompareResult::Equal,
         expected,
     )])
-    .and_then([PutRequest::new(key.to_string(), encode(object)).into()]);
+    .and_then([put.into()]);
     let reply = client.txn(txn).await?;
     Ok(reply.response.succeeded.then_some(reply.header.revision))
 }

@@ -428,6 +428,7 @@ on_every_store!(
     apply_keeps_containers_merged_by_name,
     generators_send_protobuf_bodies,
     unknown_fields_follow_field_validation,
+    events_expire_after_the_event_ttl,
     scheduler_binds_pods_evenly_within_capacity_and_waits_for_room,
 );
 
@@ -2134,5 +2135,85 @@ async fn unreachable_etcd_endpoints_fail_start_up() {
     assert!(
         elapsed < mnemo::limits::CLIENT_CONNECT_TIMEOUT + DEADLINE_SLACK,
         "start-up failed only after {elapsed:?}"
+    );
+}
+
+/// Events are written on an etcd lease and vanish after `--event-ttl`, as kube-apiserver's;
+/// other objects, and an event's update, keep theirs (an update does not drop the lease).
+async fn events_expire_after_the_event_ttl(store: Store) {
+    const TTL_SECONDS: u64 = 3;
+    /// Lease expiry is noticed by the store's leader within about a second.
+    const EXPIRY_SLACK: Duration = Duration::from_secs(10);
+    let ttl = format!("--event-ttl={TTL_SECONDS}s");
+    let server = ApiServer::start_on(store, &[&ttl]).await;
+    let event = |name: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "reason": "Tested", "message": "m", "type": "Normal", "count": 1,
+        })
+    };
+    let created_at = Instant::now();
+    for name in ["first", "second"] {
+        let (code, body) = server
+            .request(
+                "POST",
+                "/api/v1/namespaces/default/events",
+                Some(&event(name)),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let (code, body) = server
+        .request(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stays"}})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    // Both events share one lease (granted for the first, reused for the second).
+    let lease_of = |key: &str| -> i64 {
+        let output = support::ok_stdout(&support::etcdctl(
+            &server.etcd_endpoint,
+            &["get", key, "-w", "json"],
+            None,
+        ));
+        let reply: Value =
+            serde_json::from_str(&output).unwrap_or_else(|e| panic!("{e}: {output}"));
+        reply["kvs"][0]["lease"].as_i64().unwrap_or(0)
+    };
+    let first = lease_of("/registry/events/default/first");
+    assert_ne!(first, 0, "an event is written on a lease");
+    assert_eq!(lease_of("/registry/events/default/second"), first);
+    assert_eq!(lease_of("/registry/configmaps/default/stays"), 0);
+    // An update keeps the lease.
+    let patched = server.ok(&[
+        "patch",
+        "event",
+        "second",
+        "--type=merge",
+        "-p",
+        r#"{"count":2}"#,
+    ]);
+    assert!(patched.contains("patched"), "{patched}");
+    assert_eq!(lease_of("/registry/events/default/second"), first);
+
+    let deadline = created_at + Duration::from_secs(TTL_SECONDS) + EXPIRY_SLACK;
+    loop {
+        let listed = server.ok(&["get", "events", "-o", "name"]);
+        if listed.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "events still there: {listed}");
+        tokio::time::sleep(POLL_INTERVAL * 4).await;
+    }
+    assert!(
+        created_at.elapsed() >= Duration::from_secs(TTL_SECONDS),
+        "events went before their TTL"
+    );
+    assert_eq!(
+        server.ok(&["get", "cm", "stays", "-o", "name"]).trim(),
+        "configmap/stays"
     );
 }

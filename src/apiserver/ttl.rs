@@ -1,0 +1,90 @@
+//! Expiry of objects kube keeps only for a while: Events live `--event-ttl` (1 h by default)
+//! and then vanish from etcd by themselves, because kube-apiserver writes them attached to an
+//! etcd lease. Granting one lease per event would cost a lease grant per write and leave
+//! thousands of leases behind, so, as kube does, a lease is reused by every event created
+//! within a short window after its grant and is granted for the TTL plus that window: no
+//! event lives shorter than the TTL, none much longer.
+//!
+//! Must not touch: the objects themselves; it only hands out lease ids for the create path.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use super::error::ApiError;
+use crate::client::KvClient;
+use crate::types::LeaseId;
+
+/// The longest a lease is reused for new events (kube-apiserver's
+/// `--lease-reuse-duration-seconds` default).
+pub const LEASE_REUSE_MAX: Duration = Duration::from_secs(60);
+
+/// The share of the TTL a lease may be reused for, so that a short TTL is not stretched by
+/// the whole reuse window (kube's lease manager uses the same 5%).
+const LEASE_REUSE_SHARE_PERCENT: u32 = 5;
+
+/// Hands out the lease an object of a TTL kind is created with.
+pub struct TtlLeases {
+    /// How long an Event lives; None keeps events forever.
+    event_ttl: Option<Duration>,
+    /// The lease being reused and when it was granted.
+    current: Mutex<Option<(LeaseId, Instant)>>,
+}
+
+impl TtlLeases {
+    /// Leases for Events living `event_ttl` (None: events never expire).
+    #[must_use]
+    pub fn new(event_ttl: Option<Duration>) -> TtlLeases {
+        TtlLeases {
+            event_ttl,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// How long a granted lease is reused for.
+    fn reuse_window(ttl: Duration) -> Duration {
+        (ttl * LEASE_REUSE_SHARE_PERCENT / 100).min(LEASE_REUSE_MAX)
+    }
+
+    /// The lease a new object of `kind` is attached to: 0 (none) unless the kind expires.
+    ///
+    /// # Errors
+    /// [`ApiError`] when the store refuses the lease grant.
+    pub async fn lease_for<C: KvClient>(
+        &self,
+        client: &C,
+        kind: &str,
+    ) -> Result<LeaseId, ApiError> {
+        let Some(ttl) = self.event_ttl.filter(|_| kind == "Event") else {
+            return Ok(0);
+        };
+        let window = TtlLeases::reuse_window(ttl);
+        let mut current = self.current.lock().await;
+        if let Some((id, granted)) = *current
+            && granted.elapsed() < window
+        {
+            return Ok(id);
+        }
+        let seconds = i64::try_from((ttl + window).as_secs().max(1)).unwrap_or(i64::MAX);
+        let granted = client.lease_grant(seconds, 0).await?;
+        *current = Some((granted.response.id, Instant::now()));
+        Ok(granted.response.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reuse_window_is_a_small_share_of_the_ttl_and_at_most_a_minute() {
+        assert_eq!(
+            TtlLeases::reuse_window(Duration::from_secs(3600)),
+            LEASE_REUSE_MAX
+        );
+        assert_eq!(
+            TtlLeases::reuse_window(Duration::from_secs(100)),
+            Duration::from_secs(5)
+        );
+    }
+}
