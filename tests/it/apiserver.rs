@@ -240,6 +240,28 @@ impl ApiServer {
         String::from_utf8(output.stdout).expect("kubectl prints UTF-8")
     }
 
+    /// Starts `kubectl -n demo get configmaps -w --output-watch-events`, its output going to
+    /// `<name>-watch.out` (returned) and its errors to `<name>-watch.err`.
+    fn watch_configmaps(&self, name: &str) -> (Child, PathBuf) {
+        let out = self.dir.path().join(format!("{name}-watch.out"));
+        let err = self.dir.path().join(format!("{name}-watch.err"));
+        let child = self
+            .kubectl_command(&[
+                "-n",
+                "demo",
+                "get",
+                "configmaps",
+                "-w",
+                "--output-watch-events",
+            ])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("create the watch output"))
+            .stderr(std::fs::File::create(err).expect("create the watch errors"))
+            .spawn()
+            .expect("spawn kubectl get -w");
+        (child, out)
+    }
+
     /// Runs kubectl with `-o json`, requires success, and returns the parsed object.
     #[track_caller]
     fn get_json(&self, args: &[&str]) -> Value {
@@ -1806,39 +1828,27 @@ async fn generators_send_protobuf_bodies(store: Store) {
 
     // A kind whose protobuf is not decoded, and a field the schema lacks (number 15 of
     // ObjectMeta is unused): 400 naming the problem, nothing stored.
-    let pod = pb_envelope("ServiceAccount", &pb_field(1, &pb_field(1, b"p")));
-    let (status, body) = server
-        .request_with(
-            "POST",
-            "/api/v1/namespaces/gen/pods",
-            ("application/vnd.kubernetes.protobuf", &pod),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("v1 ServiceAccount"),
-        "{body}"
-    );
+    let refused = |path: &'static str, body: Vec<u8>, expected: &'static str| {
+        let server = &server;
+        async move {
+            let (status, reply) = server
+                .request_with("POST", path, ("application/vnd.kubernetes.protobuf", &body))
+                .await;
+            assert_eq!(status, 400, "{reply}");
+            let message = reply["message"].as_str().unwrap_or_default();
+            assert!(message.contains(expected), "{reply}");
+        }
+    };
+    let account = pb_envelope("ServiceAccount", &pb_field(1, &pb_field(1, b"p")));
+    refused("/api/v1/namespaces/gen/pods", account, "v1 ServiceAccount").await;
     let meta = [pb_field(1, b"odd"), pb_field(15, b"?")].concat();
     let namespace = pb_envelope("Namespace", &pb_field(1, &meta));
-    let (status, body) = server
-        .request_with(
-            "POST",
-            "/api/v1/namespaces",
-            ("application/vnd.kubernetes.protobuf", &namespace),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("field number 15 at metadata"),
-        "{body}"
-    );
+    refused(
+        "/api/v1/namespaces",
+        namespace,
+        "field number 15 at metadata",
+    )
+    .await;
     let missing = server.fails(&["get", "ns", "odd"]);
     assert!(missing.contains("NotFound"), "{missing}");
 }
@@ -1971,21 +1981,7 @@ async fn etcd_endpoints_survive_losing_the_first_member() {
     server.fixture("before.yaml", &configmap_yaml("before"));
     server.ok(&["-n", "demo", "create", "-f", "before.yaml"]);
     // A watch open across the kill, whichever member serves it.
-    let early_path = server.dir.path().join("early-watch.out");
-    let mut early = server
-        .kubectl_command(&[
-            "-n",
-            "demo",
-            "get",
-            "configmaps",
-            "-w",
-            "--output-watch-events",
-        ])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&early_path).expect("create the watch output"))
-        .stderr(std::fs::File::create(server.dir.path().join("early-watch.err")).expect("create"))
-        .spawn()
-        .expect("spawn kubectl get -w");
+    let (mut early, early_path) = server.watch_configmaps("early");
     let rows = |path: &Path| normalized(&std::fs::read_to_string(path).unwrap_or_default());
     support::poll_until("the early watch lists before", WATCH_WAIT, || async {
         rows(&early_path).contains("ADDED before").then_some(())
@@ -2029,21 +2025,7 @@ async fn etcd_endpoints_survive_losing_the_first_member() {
     }
 
     // A watch opened after the kill sees a change made after it.
-    let late_path = server.dir.path().join("late-watch.out");
-    let mut late = server
-        .kubectl_command(&[
-            "-n",
-            "demo",
-            "get",
-            "configmaps",
-            "-w",
-            "--output-watch-events",
-        ])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&late_path).expect("create the watch output"))
-        .stderr(std::fs::File::create(server.dir.path().join("late-watch.err")).expect("create"))
-        .spawn()
-        .expect("spawn kubectl get -w");
+    let (mut late, late_path) = server.watch_configmaps("late");
     support::poll_until("the late watch lists before", WATCH_WAIT, || async {
         rows(&late_path).contains("ADDED before").then_some(())
     })
