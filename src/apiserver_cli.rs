@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mnemo::apiserver::{self, COMPACTION_INTERVAL_DEFAULT, EVENT_TTL_DEFAULT, Options};
+use mnemo::apiserver::{
+    self, COMPACTION_INTERVAL_DEFAULT, EVENT_TTL_DEFAULT, EVENT_TTL_MAX, Options,
+};
 use mnemo::client::{ClientError, GrpcClient, KvClient};
 use mnemo::embed::{Config, Node, parse_urls};
 use mnemo::limits::SHUTDOWN_DRAIN;
@@ -72,9 +74,18 @@ async fn run(flags: ApiserverFlags) -> ExitCode {
         }
     };
     let interval: Duration = flags.compaction_interval.into();
+    let event_ttl: Duration = flags.event_ttl.into();
+    if event_ttl > EVENT_TTL_MAX {
+        eprintln!(
+            "mnemo apiserver: --event-ttl={} is longer than the longest lease etcd grants ({})",
+            flags.event_ttl,
+            humantime::Duration::from(EVENT_TTL_MAX)
+        );
+        return ExitCode::FAILURE;
+    }
     let options = Options {
         compaction_interval: Some(interval).filter(|i| !i.is_zero()),
-        event_ttl: Some(Duration::from(flags.event_ttl)).filter(|ttl| !ttl.is_zero()),
+        event_ttl: Some(event_ttl).filter(|ttl| !ttl.is_zero()),
     };
     match &flags.etcd_endpoints {
         Some(endpoints) => match connect_any(endpoints).await {

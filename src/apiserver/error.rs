@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::registry::Resource;
 use super::validate::FieldError;
 use crate::client::{ClientError, EtcdError};
+use crate::types::LeaseId;
 
 /// A request the API server refuses or could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +110,9 @@ pub enum ApiError {
     /// The store did not answer within the client's deadline.
     #[error("Timeout: request did not complete within requested timeout - {0}")]
     Timeout(String),
+    /// A write named a lease the store no longer has (revoked, or expired meanwhile).
+    #[error("Internal error occurred: etcdserver: requested lease not found")]
+    LeaseNotFound(LeaseId),
     /// The store failed.
     #[error("Internal error occurred: {0}")]
     Internal(String),
@@ -199,7 +203,9 @@ impl ApiError {
             ApiError::TooLargeResourceVersion { .. } | ApiError::Timeout(_) => {
                 (StatusCode::GATEWAY_TIMEOUT, "Timeout")
             }
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            ApiError::Internal(_) | ApiError::LeaseNotFound(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+            }
             ApiError::Patch { code, reason, .. } => (
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 reason,

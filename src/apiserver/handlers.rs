@@ -39,6 +39,10 @@ const BODY_MEDIA_TYPES: &str =
 /// Media types a PATCH body may have, as kube lists them in its 415.
 const PATCH_MEDIA_TYPES: &str = "application/json-patch+json, application/merge-patch+json, \
      application/apply-patch+yaml, application/strategic-merge-patch+json";
+/// The longest warning text sent, in characters (kube's cut).
+const WARNING_CHARS_MAX: usize = 256;
+/// The most warning text one response carries, in bytes (kube's cap).
+const WARNINGS_BYTES_MAX: usize = 4096;
 /// The continue token's version tag, as kube's.
 const CONTINUE_VERSION: &str = "meta.k8s.io/v1";
 /// Pods read per page while looking for those whose grace period is over.
@@ -237,8 +241,8 @@ async fn resource_route<C: KvClient + Clone + 'static>(
         (None, None, Method::POST) => {
             let mut object = decode_body(headers, &body)?;
             let warnings = check_fields(resource, &mut object, FieldValidation::of(params)?)?;
-            let lease = api.ttl_leases.lease_for(client, resource.kind).await?;
-            let created = create(client, resource, namespace, object, lease).await?;
+            let created =
+                create_expiring(client, &api.ttl_leases, resource, namespace, object).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &created),
                 &warnings,
@@ -251,7 +255,17 @@ async fn resource_route<C: KvClient + Clone + 'static>(
         (Some(name), sub @ (None | Some("status")), Method::PUT) => {
             let mut object = decode_body(headers, &body)?;
             let warnings = check_fields(resource, &mut object, FieldValidation::of(params)?)?;
-            let updated = update(client, resource, namespace, name, object, sub.is_some()).await?;
+            let lease = api.ttl_leases.lease_for(client, resource.kind).await?;
+            let updated = update(
+                client,
+                resource,
+                namespace,
+                name,
+                object,
+                sub.is_some(),
+                lease,
+            )
+            .await?;
             Ok(with_warnings(
                 json_response(StatusCode::OK, &updated),
                 &warnings,
@@ -276,7 +290,11 @@ async fn resource_route<C: KvClient + Clone + 'static>(
             let last = delete(client, resource, namespace, name, &options).await?;
             Ok(json_response(StatusCode::OK, &last))
         }
-        (None, None, Method::DELETE) if resource.kind != "Namespace" => {
+        // As kube, only within one namespace for namespaced kinds, and never for namespaces.
+        (None, None, Method::DELETE)
+            if resource.kind != "Namespace"
+                && (!resource.namespaced || target.namespace.is_some()) =>
+        {
             let options = delete_options(headers, &body, params)?;
             let deleted =
                 delete_collection(client, resource, target.namespace, params, &options).await?;
@@ -383,12 +401,20 @@ fn check_fields(
 }
 
 /// Adds one `Warning` header (RFC 7234's code 299, agent `-`) per warning, which kubectl
-/// prints as `Warning: <text>`.
+/// prints as `Warning: <text>`. As kube, each text is cut to [`WARNING_CHARS_MAX`] and the
+/// warnings stop at [`WARNINGS_BYTES_MAX`] in all, so a body full of unknown fields cannot
+/// make the response's headers huge.
 fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    let mut total = 0;
     for warning in warnings {
+        let text: String = warning.chars().take(WARNING_CHARS_MAX).collect();
+        total += text.len();
+        if total > WARNINGS_BYTES_MAX {
+            break;
+        }
         let quoted = format!(
             "299 - \"{}\"",
-            warning.replace('\\', "\\\\").replace('"', "\\\"")
+            text.replace('\\', "\\\\").replace('"', "\\\"")
         );
         if let Ok(value) = header::HeaderValue::from_str(&quoted) {
             response.headers_mut().append(header::WARNING, value);
@@ -553,15 +579,37 @@ fn apply_defaults(resource: &Resource, object: &mut Value) {
     }
 }
 
+/// [`create`] with the lease the kind expires on, if any (Events); a lease the store no
+/// longer has is dropped and the create tried once more on a new one.
+async fn create_expiring<C: KvClient>(
+    client: &C,
+    ttl_leases: &TtlLeases,
+    resource: &Resource,
+    namespace: &str,
+    object: Value,
+) -> Result<Value, ApiError> {
+    let Some(lease) = ttl_leases.lease_for(client, resource.kind).await? else {
+        return create(client, resource, namespace, object, None).await;
+    };
+    match create(client, resource, namespace, object.clone(), Some(lease)).await {
+        Err(ApiError::LeaseNotFound(gone)) => {
+            ttl_leases.forget(gone).await;
+            let lease = ttl_leases.lease_for(client, resource.kind).await?;
+            create(client, resource, namespace, object, lease).await
+        }
+        created => created,
+    }
+}
+
 /// Creates `object` in `namespace`: the server sets uid, creationTimestamp, a generated name
 /// when asked, and the RV; the write is `Txn(mod_revision == 0, Put)`, attached to `lease`
-/// (0: none) for kinds that expire.
+/// for kinds that expire.
 pub async fn create<C: KvClient>(
     client: &C,
     resource: &Resource,
     namespace: &str,
     mut object: Value,
-    lease: LeaseId,
+    lease: Option<LeaseId>,
 ) -> Result<Value, ApiError> {
     check_type(resource, &mut object)?;
     check_namespace(resource, namespace, &mut object)?;
@@ -606,7 +654,7 @@ pub async fn create<C: KvClient>(
         meta.insert("generation".into(), json!(1));
     }
     let key = resource.key(namespace, &name);
-    match store::create_leased(client, &key, &object, lease).await? {
+    match store::put_if(client, &key, 0, &object, lease).await? {
         Some(revision) => {
             object::set_resource_version(&mut object, revision);
             Ok(object)
@@ -926,6 +974,7 @@ async fn guaranteed_update<C: KvClient, F>(
     namespace: &str,
     name: &str,
     precondition: Option<i64>,
+    lease: Option<LeaseId>,
     mut change: F,
 ) -> Result<Value, ApiError>
 where
@@ -953,7 +1002,7 @@ where
         let written = if finalized {
             store::delete_if(client, &key, current.mod_revision).await?
         } else {
-            store::put_if(client, &key, current.mod_revision, &updated).await?
+            store::put_if(client, &key, current.mod_revision, &updated, lease).await?
         };
         match written {
             Some(revision) => {
@@ -1033,6 +1082,7 @@ fn resource_version_of(object: &Value) -> Result<Option<i64>, ApiError> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn update<C: KvClient>(
     client: &C,
     resource: &Resource,
@@ -1040,6 +1090,7 @@ async fn update<C: KvClient>(
     name: &str,
     mut object: Value,
     status: bool,
+    lease: Option<LeaseId>,
 ) -> Result<Value, ApiError> {
     check_type(resource, &mut object)?;
     check_namespace(resource, namespace, &mut object)?;
@@ -1051,14 +1102,22 @@ async fn update<C: KvClient>(
     }
     check_valid(resource, &object)?;
     let precondition = resource_version_of(&object)?;
-    guaranteed_update(client, resource, namespace, name, precondition, |current| {
-        if status {
-            return Ok(status_only(current, &object));
-        }
-        let mut updated = object.clone();
-        carry_over(resource, current, &mut updated);
-        Ok(updated)
-    })
+    guaranteed_update(
+        client,
+        resource,
+        namespace,
+        name,
+        precondition,
+        lease,
+        |current| {
+            if status {
+                return Ok(status_only(current, &object));
+            }
+            let mut updated = object.clone();
+            carry_over(resource, current, &mut updated);
+            Ok(updated)
+        },
+    )
     .await
 }
 
@@ -1110,8 +1169,7 @@ async fn patch<C: KvClient>(
         if !exists && !status {
             let mut object = decode_body(&HeaderMap::new(), body)?;
             let warnings = check_fields(resource, &mut object, validation)?;
-            let lease = ttl_leases.lease_for(client, resource.kind).await?;
-            let created = create(client, resource, namespace, object, lease).await?;
+            let created = create_expiring(client, ttl_leases, resource, namespace, object).await?;
             return Ok(with_warnings(
                 json_response(StatusCode::CREATED, &created),
                 &warnings,
@@ -1123,7 +1181,8 @@ async fn patch<C: KvClient>(
             .ok_or(ApiError::UnsupportedMediaType(PATCH_MEDIA_TYPES))?
     };
     let mut warnings = Vec::new();
-    let updated = guaranteed_update(client, resource, namespace, name, None, |current| {
+    let lease = ttl_leases.lease_for(client, resource.kind).await?;
+    let updated = guaranteed_update(client, resource, namespace, name, None, lease, |current| {
         let mut patched =
             apply_patch(patch_type, resource.kind, current, body).map_err(ApiError::from)?;
         // kube decodes the patched object as it would a body, so the same field rules hold.
@@ -1200,7 +1259,7 @@ async fn update_scale<C: KvClient>(
         None => Some(decode_body(headers, body)?),
         Some(_) => None,
     };
-    let updated = guaranteed_update(client, resource, namespace, name, None, |current| {
+    let updated = guaranteed_update(client, resource, namespace, name, None, None, |current| {
         let scale = scale_of(current);
         let wanted = match (patch_type, &put_body) {
             (Some(patch_type), _) => {
@@ -1210,9 +1269,10 @@ async fn update_scale<C: KvClient>(
             (None, None) => unreachable!("a PUT has a body"),
         };
         check_patched_version(resource, name, current, &wanted)?;
+        // A plain int32 in autoscaling/v1: absent reads as 0 (and protobuf leaves a 0 out).
         let replicas = wanted
             .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
+            .map_or(Some(0), Value::as_i64)
             .filter(|replicas| *replicas >= 0)
             .ok_or_else(|| {
                 invalid_scale(name, "spec.replicas", "must be greater than or equal to 0")
@@ -1268,7 +1328,7 @@ async fn bind<C: KvClient>(
             }
         })?
         .to_string();
-    guaranteed_update(client, resource, namespace, name, None, |current| {
+    guaranteed_update(client, resource, namespace, name, None, None, |current| {
         if let Some(bound) = current.pointer("/spec/nodeName").and_then(Value::as_str)
             && !bound.is_empty()
         {
@@ -1429,7 +1489,7 @@ async fn delete<C: KvClient>(
                     marked["status"]["phase"] = json!("Terminating");
                 }
                 let Some(revision) =
-                    store::put_if(client, &key, current.mod_revision, &marked).await?
+                    store::put_if(client, &key, current.mod_revision, &marked, None).await?
                 else {
                     continue;
                 };
@@ -1472,7 +1532,8 @@ async fn delete<C: KvClient>(
                 json!(object::timestamp(deadline)),
             );
             meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            let Some(revision) = store::put_if(client, &key, current.mod_revision, &marked).await?
+            let Some(revision) =
+                store::put_if(client, &key, current.mod_revision, &marked, None).await?
             else {
                 continue;
             };
@@ -1567,7 +1628,7 @@ pub async fn seed_namespaces<C: KvClient>(client: &C) -> Result<(), ApiError> {
     let namespaces = registry::find("", "v1", "namespaces").expect("namespaces are served");
     for name in NAMESPACES_SEEDED {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match create(client, namespaces, "", object, 0).await {
+        match create(client, namespaces, "", object, None).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(err) => return Err(err),
         }

@@ -37,6 +37,7 @@ use axum::Router;
 
 pub use self::discovery::KUBE_MINOR_VERSION;
 pub use self::error::ApiError;
+pub use self::ttl::EVENT_TTL_MAX;
 use crate::client::KvClient;
 
 /// Attempts of one read-modify-write before a 409: each lost race means another writer

@@ -299,8 +299,10 @@ enum Schema {
     NodeStatus,
     Namespace,
     NamespaceStatus,
-    /// ConfigMap, Secret, Event: only `metadata` carries merge metadata.
+    /// ConfigMap, Secret, Event, Lease: only `metadata` carries merge metadata.
     MetadataOnly,
+    /// ServiceAccount: `secrets` merge by name.
+    ServiceAccount,
 }
 
 /// How a list field merges.
@@ -424,8 +426,11 @@ const FIELDS: &[FieldMeta] = &[
     struct_field(Schema::Namespace, "metadata", Schema::ObjectMeta),
     struct_field(Schema::Namespace, "status", Schema::NamespaceStatus),
     merge_list(Schema::NamespaceStatus, "conditions", "type"),
-    // ConfigMap, Secret, Event
+    // ConfigMap, Secret, Event, Lease
     struct_field(Schema::MetadataOnly, "metadata", Schema::ObjectMeta),
+    // ServiceAccount
+    struct_field(Schema::ServiceAccount, "metadata", Schema::ObjectMeta),
+    merge_list(Schema::ServiceAccount, "secrets", "name"),
 ];
 
 impl Schema {
@@ -436,7 +441,8 @@ impl Schema {
             "Service" => Some(Schema::Service),
             "Node" => Some(Schema::Node),
             "Namespace" => Some(Schema::Namespace),
-            "ConfigMap" | "Secret" | "Event" => Some(Schema::MetadataOnly),
+            "ConfigMap" | "Secret" | "Event" | "Lease" => Some(Schema::MetadataOnly),
+            "ServiceAccount" => Some(Schema::ServiceAccount),
             _ => None,
         }
     }

@@ -31,12 +31,17 @@ pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 /// The first bytes of every kube protobuf body ("k8s" and a zero byte).
 const ENVELOPE_MAGIC: &[u8] = b"k8s\0";
 
+/// Seconds since 1970 of 10000-01-01T00:00:00Z, the first time RFC 3339 cannot write.
+const RFC3339_SECONDS_END: u64 = 253_402_300_800;
+
 /// The kinds whose protobuf bodies are decoded: every kind this server takes in a body.
 const DECODED_KINDS: &[(&str, &str)] = &[
     ("v1", "Namespace"),
     ("v1", "Pod"),
     ("v1", "Node"),
     ("v1", "Event"),
+    ("v1", "ServiceAccount"),
+    ("coordination.k8s.io/v1", "Lease"),
     ("v1", "Binding"),
     ("autoscaling/v1", "Scale"),
     ("v1", "ConfigMap"),
@@ -230,6 +235,11 @@ fn to_json(message: &DynamicMessage, path: &str) -> Result<Value, ProtobufError>
             let at = SystemTime::UNIX_EPOCH
                 .checked_add(Duration::new(seconds, nanos))
                 .ok_or_else(|| bad("a time too far ahead"))?;
+            // RFC 3339 has four-digit years: a later time has no text form (and would make
+            // the formatter fail).
+            if seconds >= RFC3339_SECONDS_END {
+                return Err(bad("a time after the year 9999"));
+            }
             let text = if name == "Time" {
                 humantime::format_rfc3339_seconds(at).to_string()
             } else {
@@ -498,6 +508,23 @@ mod tests {
     }
 
     #[test]
+    fn times_rfc3339_cannot_write_are_refused() {
+        for seconds in [253_402_300_800_i64, i64::MAX, -1] {
+            let mut namespace = message("Namespace");
+            let mut meta = meta("t");
+            let mut created = message("Time");
+            set(&mut created, "seconds", Field::I64(seconds));
+            set(&mut meta, "creationTimestamp", Field::Message(created));
+            set(&mut namespace, "metadata", Field::Message(meta));
+            let err = decode(&envelope("v1", "Namespace", &namespace)).unwrap_err();
+            assert!(
+                matches!(&err, ProtobufError::BadValue { path, .. } if path == "metadata.creationTimestamp"),
+                "{seconds}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn fields_the_schema_does_not_know_are_refused_with_their_path() {
         let mut namespace = message("Namespace");
         let mut meta = meta("x");
@@ -528,12 +555,12 @@ mod tests {
             decode(&garbage),
             Err(ProtobufError::Malformed { .. })
         ));
-        let pod = envelope("v1", "ServiceAccount", &message("Namespace"));
+        let pod = envelope("v1", "PersistentVolume", &message("Namespace"));
         assert_eq!(
             decode(&pod),
             Err(ProtobufError::KindNotDecoded {
                 api_version: "v1".into(),
-                kind: "ServiceAccount".into()
+                kind: "PersistentVolume".into()
             })
         );
         let mut type_meta = message("TypeMeta");

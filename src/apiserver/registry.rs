@@ -139,6 +139,19 @@ pub const RESOURCES: &[Resource] = &[
         tracks_generation: false,
     },
     Resource {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        short_names: &["sa"],
+        categories: &[],
+        namespaced: true,
+        subresources: &[],
+        key_prefix: "/registry/serviceaccounts",
+        tracks_generation: false,
+    },
+    Resource {
         group: "apps",
         version: "v1",
         kind: "Deployment",
@@ -151,10 +164,24 @@ pub const RESOURCES: &[Resource] = &[
         key_prefix: "/registry/deployments",
         tracks_generation: true,
     },
+    Resource {
+        group: "coordination.k8s.io",
+        version: "v1",
+        kind: "Lease",
+        plural: "leases",
+        singular: "lease",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        subresources: &[],
+        key_prefix: "/registry/leases",
+        tracks_generation: false,
+    },
 ];
 
 /// The served group versions, core first, as (group, version).
-pub const GROUP_VERSIONS: &[(&str, &str)] = &[("", "v1"), ("apps", "v1")];
+pub const GROUP_VERSIONS: &[(&str, &str)] =
+    &[("", "v1"), ("apps", "v1"), ("coordination.k8s.io", "v1")];
 
 impl Resource {
     /// The verbs discovery lists for this resource.

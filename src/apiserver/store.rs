@@ -88,41 +88,22 @@ pub async fn get<C: KvClient>(client: &C, key: &str) -> Result<Option<Stored>, A
 }
 
 /// Writes `object` at `key` if the key's mod_revision is still `expected` (0: absent).
-/// Returns the new revision, or None when the guard failed. An update keeps whatever lease
-/// the key has, so an Event keeps its expiry when it is changed.
+/// Returns the new revision, or None when the guard failed. `lease` is what the key is
+/// attached to afterwards: `Some(id)` (0: none), or `None` to keep the key's current lease
+/// (only for an update, as etcd requires the key to exist for that).
 pub async fn put_if<C: KvClient>(
     client: &C,
     key: &str,
     expected: i64,
     object: &Value,
-) -> Result<Option<i64>, ApiError> {
-    guarded_put(client, key, expected, object, 0).await
-}
-
-/// Creates `object` at an absent `key` attached to `lease`, so it goes when the lease
-/// expires (kube's TTL objects, Events). Returns the revision, or None when the key exists.
-pub async fn create_leased<C: KvClient>(
-    client: &C,
-    key: &str,
-    object: &Value,
-    lease: LeaseId,
-) -> Result<Option<i64>, ApiError> {
-    guarded_put(client, key, 0, object, lease).await
-}
-
-async fn guarded_put<C: KvClient>(
-    client: &C,
-    key: &str,
-    expected: i64,
-    object: &Value,
-    lease: LeaseId,
+    lease: Option<LeaseId>,
 ) -> Result<Option<i64>, ApiError> {
     let mut put = PutRequest::new(key.to_string(), encode(object));
-    if expected == 0 {
-        put = put.with_lease(lease);
-    } else {
-        // The key exists (the guard says so), which `ignore_lease` requires.
-        put.ignore_lease = true;
+    match lease {
+        Some(id) => put = put.with_lease(id),
+        // The guard (mod_revision == expected, not 0) means the key exists when the put runs.
+        None if expected != 0 => put.ignore_lease = true,
+        None => {}
     }
     let txn = TxnRequest::when([Compare::mod_revision(
         key.to_string(),
@@ -130,7 +111,10 @@ async fn guarded_put<C: KvClient>(
         expected,
     )])
     .and_then([put.into()]);
-    let reply = client.txn(txn).await?;
+    let reply = client.txn(txn).await.map_err(|err| match (err, lease) {
+        (ClientError::Etcd(EtcdError::LeaseNotFound), Some(id)) => ApiError::LeaseNotFound(id),
+        (err, _) => ApiError::from(err),
+    })?;
     Ok(reply.response.succeeded.then_some(reply.header.revision))
 }
 

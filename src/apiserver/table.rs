@@ -64,6 +64,16 @@ fn columns(kind: &str) -> &'static [Column] {
             Column("Data", "integer", 0),
             Column("Age", "string", 0),
         ],
+        "ServiceAccount" => &[
+            Column("Name", "string", 0),
+            Column("Secrets", "integer", 0),
+            Column("Age", "string", 0),
+        ],
+        "Lease" => &[
+            Column("Name", "string", 0),
+            Column("Holder", "string", 0),
+            Column("Age", "string", 0),
+        ],
         "Event" => &[
             Column("Last Seen", "string", 0),
             Column("Type", "string", 0),
@@ -266,6 +276,18 @@ fn cells(kind: &str, obj: &Value, now: SystemTime) -> Vec<Value> {
                 age,
             ]
         }
+        "ServiceAccount" => {
+            let secrets = obj
+                .get("secrets")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            vec![name, json!(secrets), age]
+        }
+        "Lease" => vec![
+            name,
+            json!(text(obj, "/spec/holderIdentity").unwrap_or("")),
+            age,
+        ],
         "Event" => {
             let last_seen = text(obj, "/lastTimestamp")
                 .or(text(obj, "/eventTime"))

@@ -19,6 +19,10 @@ use crate::types::LeaseId;
 /// `--lease-reuse-duration-seconds` default).
 pub const LEASE_REUSE_MAX: Duration = Duration::from_secs(60);
 
+/// The longest `--event-ttl`: etcd's largest lease TTL (its `MaxLeaseTTL`, 9e9 s); a lease
+/// asked for longer is refused by the store.
+pub const EVENT_TTL_MAX: Duration = Duration::from_secs(9_000_000_000);
+
 /// The share of the TTL a lease may be reused for, so that a short TTL is not stretched by
 /// the whole reuse window (kube's lease manager uses the same 5%).
 const LEASE_REUSE_SHARE_PERCENT: u32 = 5;
@@ -43,10 +47,14 @@ impl TtlLeases {
 
     /// How long a granted lease is reused for.
     fn reuse_window(ttl: Duration) -> Duration {
-        (ttl * LEASE_REUSE_SHARE_PERCENT / 100).min(LEASE_REUSE_MAX)
+        (ttl / 100)
+            .saturating_mul(LEASE_REUSE_SHARE_PERCENT)
+            .min(LEASE_REUSE_MAX)
     }
 
-    /// The lease a new object of `kind` is attached to: 0 (none) unless the kind expires.
+    /// The lease an object of `kind` is written with: `None` for kinds that do not expire
+    /// (their keys carry no lease), the lease to attach for those that do. An update takes a
+    /// lease too, so a changed Event lives a whole TTL from its change, as in kube.
     ///
     /// # Errors
     /// [`ApiError`] when the store refuses the lease grant.
@@ -54,21 +62,34 @@ impl TtlLeases {
         &self,
         client: &C,
         kind: &str,
-    ) -> Result<LeaseId, ApiError> {
+    ) -> Result<Option<LeaseId>, ApiError> {
         let Some(ttl) = self.event_ttl.filter(|_| kind == "Event") else {
-            return Ok(0);
+            return Ok(None);
         };
         let window = TtlLeases::reuse_window(ttl);
         let mut current = self.current.lock().await;
         if let Some((id, granted)) = *current
             && granted.elapsed() < window
         {
-            return Ok(id);
+            return Ok(Some(id));
         }
-        let seconds = i64::try_from((ttl + window).as_secs().max(1)).unwrap_or(i64::MAX);
+        let seconds = ttl
+            .saturating_add(window)
+            .as_secs()
+            .clamp(1, EVENT_TTL_MAX.as_secs());
+        let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
         let granted = client.lease_grant(seconds, 0).await?;
         *current = Some((granted.response.id, Instant::now()));
-        Ok(granted.response.id)
+        Ok(Some(granted.response.id))
+    }
+
+    /// Stops reusing lease `id`, which the store no longer has (revoked, or the store was
+    /// restored): the next object gets a new one.
+    pub async fn forget(&self, id: LeaseId) {
+        let mut current = self.current.lock().await;
+        if current.is_some_and(|(held, _)| held == id) {
+            *current = None;
+        }
     }
 }
 

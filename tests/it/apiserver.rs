@@ -451,6 +451,7 @@ on_every_store!(
     generators_send_protobuf_bodies,
     unknown_fields_follow_field_validation,
     events_expire_after_the_event_ttl,
+    a_revoked_event_lease_is_replaced,
     scheduler_binds_pods_evenly_within_capacity_and_waits_for_room,
 );
 
@@ -470,6 +471,8 @@ async fn discovery_and_version_match_kubectls_expectations(store: Store) {
         "secrets v1 true Secret",
         "events ev v1 true Event",
         "deployments deploy apps/v1 true Deployment",
+        "serviceaccounts sa v1 true ServiceAccount",
+        "leases coordination.k8s.io/v1 true Lease",
     ] {
         assert!(
             resources.lines().any(|line| line == row),
@@ -550,15 +553,29 @@ async fn every_kind_creates_gets_and_deletes(store: Store) {
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: d\n  template:\n    metadata:\n      labels:\n        app: d\n    spec:\n      containers:\n      - name: main\n        image: nginx\n",
             "NAME READY UP-TO-DATE AVAILABLE AGE\nd 0/2 0 0 <age>",
         ),
+        (
+            "serviceaccount",
+            "builder",
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: builder\nsecrets:\n- name: token\n",
+            "NAME SECRETS AGE\nbuilder 1 <age>",
+        ),
+        (
+            "lease",
+            "leader",
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: leader\nspec:\n  holderIdentity: me\n  leaseDurationSeconds: 15\n  renewTime: \"2024-01-01T00:00:00.000000Z\"\n",
+            "NAME HOLDER AGE\nleader me <age>",
+        ),
     ];
+    // kubectl names a kind outside the core group with its group.
+    let qualified = |kind: &str| match kind {
+        "deployment" => "deployment.apps".to_string(),
+        "lease" => "lease.coordination.k8s.io".to_string(),
+        other => other.to_string(),
+    };
     for (kind, name, yaml, table) in kinds {
         let file = format!("{kind}.yaml");
         server.fixture(&file, yaml);
-        let shown = if *kind == "deployment" {
-            format!("deployment.apps/{name} created")
-        } else {
-            format!("{kind}/{name} created")
-        };
+        let shown = format!("{}/{name} created", qualified(kind));
         assert_eq!(
             server.ok(&["-n", "demo", "create", "-f", &file]).trim(),
             shown
@@ -597,19 +614,15 @@ async fn every_kind_creates_gets_and_deletes(store: Store) {
             namespaced,
             "{kind}: {described}"
         );
-        let deleted = if *kind == "deployment" {
-            format!("deployment.apps \"{name}\" deleted")
-        } else {
-            format!("{kind} \"{name}\" deleted")
-        };
+        let deleted = format!("{} \"{name}\" deleted", qualified(kind));
         assert_eq!(
             server.ok(&["-n", "demo", "delete", kind, name]).trim(),
             deleted
         );
         let missing = server.fails(&["-n", "demo", "get", kind, name]);
-        let plural = match *kind {
-            "deployment" => "deployments.apps".to_string(),
-            other => format!("{other}s"),
+        let plural = match qualified(kind).split_once('.') {
+            Some((singular, group)) => format!("{singular}s.{group}"),
+            None => format!("{kind}s"),
         };
         assert_eq!(
             missing.trim(),
@@ -1193,9 +1206,13 @@ async fn chunked_lists_page_at_one_revision(store: Store) {
         server.ok(&["get", "cm", "-o", "name"]).trim(),
         "configmap/cm1\nconfigmap/cm3\nconfigmap/cm5\nconfigmap/cm9"
     );
-    // Namespaces have no deletecollection, as in kube.
+    // Namespaces have no deletecollection, and a namespaced kind has none across every
+    // namespace, as in kube.
     let (code, _) = server.request("DELETE", "/api/v1/namespaces", None).await;
     assert_eq!(code, 405);
+    let (code, _) = server.request("DELETE", "/api/v1/configmaps", None).await;
+    assert_eq!(code, 405);
+    assert_eq!(server.ok(&["get", "cm", "-o", "name"]).lines().count(), 4);
 }
 
 /// 20 clients increment one configmap with read-modify-write PUTs, retrying on 409: exactly
@@ -1819,6 +1836,11 @@ async fn generators_send_protobuf_bodies(store: Store) {
     let table = normalized(&server.ok(&["-n", "gen", "get", "svc"]));
     assert!(table.contains("api ClusterIP"), "{table}");
 
+    let created = server.ok(&["-n", "gen", "create", "serviceaccount", "bot"]);
+    assert_eq!(created.trim(), "serviceaccount/bot created");
+    let account = server.get_json(&["-n", "gen", "get", "sa", "bot"]);
+    assert_eq!(account["metadata"]["namespace"], "gen", "{account}");
+
     // An existing name: kube's AlreadyExists, as for a JSON body.
     let again = server.fails(&["create", "namespace", "gen"]);
     assert_eq!(
@@ -1839,8 +1861,13 @@ async fn generators_send_protobuf_bodies(store: Store) {
             assert!(message.contains(expected), "{reply}");
         }
     };
-    let account = pb_envelope("ServiceAccount", &pb_field(1, &pb_field(1, b"p")));
-    refused("/api/v1/namespaces/gen/pods", account, "v1 ServiceAccount").await;
+    let account = pb_envelope("PersistentVolume", &pb_field(1, &pb_field(1, b"p")));
+    refused(
+        "/api/v1/namespaces/gen/pods",
+        account,
+        "v1 PersistentVolume",
+    )
+    .await;
     let meta = [pb_field(1, b"odd"), pb_field(15, b"?")].concat();
     let namespace = pb_envelope("Namespace", &pb_field(1, &meta));
     refused(
@@ -2169,7 +2196,7 @@ async fn events_expire_after_the_event_ttl(store: Store) {
     assert_ne!(first, 0, "an event is written on a lease");
     assert_eq!(lease_of("/registry/events/default/second"), first);
     assert_eq!(lease_of("/registry/configmaps/default/stays"), 0);
-    // An update keeps the lease.
+    // An update is written on a lease too (as kube: a changed event lives a TTL from then).
     let patched = server.ok(&[
         "patch",
         "event",
@@ -2179,7 +2206,7 @@ async fn events_expire_after_the_event_ttl(store: Store) {
         r#"{"count":2}"#,
     ]);
     assert!(patched.contains("patched"), "{patched}");
-    assert_eq!(lease_of("/registry/events/default/second"), first);
+    assert_ne!(lease_of("/registry/events/default/second"), 0);
 
     let deadline = created_at + Duration::from_secs(TTL_SECONDS) + EXPIRY_SLACK;
     loop {
@@ -2197,5 +2224,52 @@ async fn events_expire_after_the_event_ttl(store: Store) {
     assert_eq!(
         server.ok(&["get", "cm", "stays", "-o", "name"]).trim(),
         "configmap/stays"
+    );
+}
+
+/// A lease Events are being created on that the store no longer has (revoked by hand, or a
+/// restored store) is replaced: the next event is created on a new one, not refused.
+async fn a_revoked_event_lease_is_replaced(store: Store) {
+    let server = ApiServer::start_on(store, &[]).await;
+    let event = |name: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "reason": "Tested", "message": "m", "type": "Normal",
+        })
+    };
+    let etcdctl =
+        |args: &[&str]| support::ok_stdout(&support::etcdctl(&server.etcd_endpoint, args, None));
+    let lease_of = |name: &str| -> i64 {
+        let key = format!("/registry/events/default/{name}");
+        let reply: Value = serde_json::from_str(&etcdctl(&["get", &key, "-w", "json"])).unwrap();
+        reply["kvs"][0]["lease"].as_i64().unwrap_or(0)
+    };
+    let (code, body) = server
+        .request(
+            "POST",
+            "/api/v1/namespaces/default/events",
+            Some(&event("before")),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let lease = lease_of("before");
+    assert_ne!(lease, 0, "an event is written on a lease");
+    // Within the default TTL's reuse window (a minute), the server would reuse this lease.
+    etcdctl(&["lease", "revoke", &format!("{lease:x}")]);
+    let (code, body) = server
+        .request(
+            "POST",
+            "/api/v1/namespaces/default/events",
+            Some(&event("after")),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let renewed = lease_of("after");
+    assert!(renewed != 0 && renewed != lease, "{renewed} after {lease}");
+    assert!(
+        server
+            .fails(&["get", "event", "before"])
+            .contains("NotFound")
     );
 }
