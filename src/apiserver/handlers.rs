@@ -593,7 +593,7 @@ async fn create_expiring<C: KvClient>(
     };
     match create(client, resource, namespace, object.clone(), Some(lease)).await {
         Err(ApiError::LeaseNotFound(gone)) => {
-            ttl_leases.forget(gone).await;
+            ttl_leases.forget(gone);
             let lease = ttl_leases.lease_for(client, resource.kind).await?;
             create(client, resource, namespace, object, lease).await
         }

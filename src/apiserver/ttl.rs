@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use parking_lot::Mutex;
 
 use super::error::ApiError;
 use crate::client::KvClient;
@@ -31,7 +31,7 @@ const LEASE_REUSE_SHARE_PERCENT: u32 = 5;
 pub struct TtlLeases {
     /// How long an Event lives; None keeps events forever.
     event_ttl: Option<Duration>,
-    /// The lease being reused and when it was granted.
+    /// The lease being reused and when it was granted (never held across an await).
     current: Mutex<Option<(LeaseId, Instant)>>,
 }
 
@@ -67,26 +67,33 @@ impl TtlLeases {
             return Ok(None);
         };
         let window = TtlLeases::reuse_window(ttl);
-        let mut current = self.current.lock().await;
-        if let Some((id, granted)) = *current
-            && granted.elapsed() < window
-        {
+        let reusable = |current: &Option<(LeaseId, Instant)>| {
+            current.and_then(|(id, granted)| (granted.elapsed() < window).then_some(id))
+        };
+        if let Some(id) = reusable(&self.current.lock()) {
             return Ok(Some(id));
         }
+        // Granted without holding the lock: a store that stops answering then delays each
+        // create by one client deadline, instead of queueing them behind one another. Two
+        // creates may both grant; the spare lease holds nothing and simply expires.
         let seconds = ttl
             .saturating_add(window)
             .as_secs()
             .clamp(1, EVENT_TTL_MAX.as_secs());
         let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
-        let granted = client.lease_grant(seconds, 0).await?;
-        *current = Some((granted.response.id, Instant::now()));
-        Ok(Some(granted.response.id))
+        let granted = client.lease_grant(seconds, 0).await?.response.id;
+        let mut current = self.current.lock();
+        if let Some(id) = reusable(&current) {
+            return Ok(Some(id));
+        }
+        *current = Some((granted, Instant::now()));
+        Ok(Some(granted))
     }
 
     /// Stops reusing lease `id`, which the store no longer has (revoked, or the store was
     /// restored): the next object gets a new one.
-    pub async fn forget(&self, id: LeaseId) {
-        let mut current = self.current.lock().await;
+    pub fn forget(&self, id: LeaseId) {
+        let mut current = self.current.lock();
         if current.is_some_and(|(held, _)| held == id) {
             *current = None;
         }
