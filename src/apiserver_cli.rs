@@ -13,6 +13,7 @@ use mnemo::apiserver::{
 use mnemo::client::{ClientError, GrpcClient, KvClient};
 use mnemo::embed::{Config, Node, parse_urls};
 use mnemo::limits::SHUTDOWN_DRAIN;
+use mnemo::tls::ClientTls;
 
 /// A thin Kubernetes-style API server (kubectl 1.32 works against it) over mnemo or etcd.
 #[derive(Parser, Debug)]
@@ -25,6 +26,16 @@ struct ApiserverFlags {
     /// them and skip one that is down. Without it, an embedded member runs in this process.
     #[arg(long)]
     etcd_endpoints: Option<String>,
+    /// CA that signed the etcd members' certificates, for https:// endpoints (as
+    /// kube-apiserver's --etcd-cafile).
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate presented to etcd members that require one (--etcd-certfile).
+    #[arg(long, requires = "etcd_keyfile")]
+    etcd_certfile: Option<PathBuf>,
+    /// Key of the client certificate (--etcd-keyfile).
+    #[arg(long, requires = "etcd_certfile")]
+    etcd_keyfile: Option<PathBuf>,
     /// Data directory of the embedded member.
     #[arg(long, default_value = "default.apiserver")]
     data_dir: PathBuf,
@@ -88,7 +99,7 @@ async fn run(flags: ApiserverFlags) -> ExitCode {
         event_ttl: Some(event_ttl).filter(|ttl| !ttl.is_zero()),
     };
     match &flags.etcd_endpoints {
-        Some(endpoints) => match connect_any(endpoints).await {
+        Some(endpoints) => match connect_any(endpoints, &flags).await {
             Ok(client) => serve(client, listener, options).await,
             Err(err) => {
                 eprintln!("mnemo apiserver: cannot use --etcd-endpoints={endpoints}: {err}");
@@ -134,14 +145,34 @@ fn embedded_config(flags: &ApiserverFlags) -> Result<Config, String> {
 
 /// A client balanced over every endpoint in `endpoints` (comma-separated), as kube-apiserver's
 /// etcd client is: calls skip a member that is down. Fails when none can be reached.
-async fn connect_any(endpoints: &str) -> Result<GrpcClient, ClientError> {
+async fn connect_any(endpoints: &str, flags: &ApiserverFlags) -> Result<GrpcClient, ClientError> {
     let endpoints: Vec<String> = endpoints
         .split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(str::to_string)
         .collect();
-    GrpcClient::connect_all(&endpoints, None).await
+    let tls = match (
+        &flags.etcd_cafile,
+        &flags.etcd_certfile,
+        &flags.etcd_keyfile,
+    ) {
+        (None, None, None) => None,
+        (None, _, _) => {
+            return Err(ClientError::Transport(
+                "--etcd-certfile and --etcd-keyfile need --etcd-cafile, the CA to verify the \
+                 members with"
+                    .into(),
+            ));
+        }
+        (Some(ca), cert, key) => {
+            let identity = cert.as_deref().zip(key.as_deref());
+            let tls = ClientTls::from_files(ca, identity)
+                .map_err(|err| ClientError::Transport(err.to_string()))?;
+            Some(tls)
+        }
+    };
+    GrpcClient::connect_all(&endpoints, tls.as_ref()).await
 }
 
 async fn serve<C: KvClient + Clone + 'static>(
@@ -153,7 +184,6 @@ async fn serve<C: KvClient + Clone + 'static>(
     let server = tokio::spawn(apiserver::serve(client, listener, options, async move {
         let _ = stopped.await;
     }));
-    tracing::info!("apiserver ready to serve requests");
     tokio::pin!(server);
     let served = tokio::select! {
         served = &mut server => served,

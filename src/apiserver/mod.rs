@@ -112,6 +112,8 @@ pub async fn serve<C: KvClient + Clone + 'static>(
         .map(|interval| tokio::spawn(compactor::run(client.clone(), interval)));
     let reaper = tokio::spawn(reap_pods(client.clone()));
     let app = router(client, address.to_string(), options.event_ttl);
+    // Only now: the store answered (the namespaces are seeded).
+    tracing::info!(%address, "apiserver ready to serve requests");
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -276,10 +276,28 @@ fn from_status(status: tonic::Status) -> ClientError {
     {
         Some(error) => ClientError::Etcd(error),
         None if status.code() == tonic::Code::Unknown => {
-            ClientError::Etcd(EtcdError::Internal(status.message().to_string()))
+            ClientError::Etcd(EtcdError::Internal(status_text(&status)))
         }
-        None => ClientError::Transport(format!("{:?}: {}", status.code(), status.message())),
+        None => ClientError::Transport(format!("{:?}: {}", status.code(), status_text(&status))),
     }
+}
+
+/// A status's message with the causes of a status made on this side (a refused TLS handshake
+/// says only "transport error" at the top); a member's own statuses carry none.
+fn status_text(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    for _ in 0..ERROR_CHAIN_DEPTH_MAX {
+        let Some(cause) = source else { break };
+        let cause_text = cause.to_string();
+        // Wrappers often repeat their cause's words; say them once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl KvClient for GrpcClient {

@@ -724,3 +724,88 @@ async fn inconsistent_tls_flags_are_refused_with_etcds_messages() {
     let expected = format!("KeyFile and CertFile must both be present[key: , cert: {cert}]");
     assert!(printed.contains(&expected), "{printed}");
 }
+
+/// Ends a process this test started when the test ends, pass or fail.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `mnemo apiserver` stores its objects in a member that serves TLS clients with certificates
+/// only, given kube-apiserver's `--etcd-cafile`, `--etcd-certfile` and `--etcd-keyfile`;
+/// without the certificate the member refuses it, and the API server exits saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_apiserver_reaches_a_tls_member_with_kube_apiservers_flags() {
+    let pki = Pki::new();
+    let member = single_member(&pki, true).await;
+    let apiserver = |with_cert: bool| {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mnemo"));
+        command.args([
+            "apiserver",
+            "--listen",
+            &listen,
+            "--etcd-endpoints",
+            &member.endpoint(),
+            "--etcd-cafile",
+            &pki.arg("ca.pem"),
+        ]);
+        if with_cert {
+            command
+                .arg(format!("--etcd-certfile={}", pki.arg("client.pem")))
+                .arg(format!("--etcd-keyfile={}", pki.arg("client-key.pem")));
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mnemo apiserver");
+        (
+            KillOnDrop(child),
+            listen.parse::<std::net::SocketAddr>().unwrap(),
+        )
+    };
+
+    let (_served, addr) = apiserver(true);
+    let namespaces = poll_until("the API server lists namespaces", READY_TIMEOUT, || async {
+        let response = crate::support::http_get(addr, "/api/v1/namespaces")
+            .await
+            .ok()?;
+        (response.status == 200).then(|| response.body_text())
+    })
+    .await;
+    assert!(namespaces.contains("\"kube-system\""), "{namespaces}");
+    // The seeded namespaces are in the member, read back over TLS.
+    let client =
+        GrpcClient::connect_with_tls(&member.endpoint(), Some(&pki.client_tls(Some("client"))))
+            .await
+            .expect("connect with a client certificate");
+    let stored = client
+        .get("/registry/namespaces/kube-system")
+        .await
+        .expect("get over TLS");
+    assert!(stored.is_some(), "the API server wrote through TLS");
+
+    let (mut refused, _) = apiserver(false);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let status = loop {
+        if let Some(status) = refused.0.try_wait().expect("poll the refused API server") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an API server without a certificate kept running"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(refused.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("mnemo apiserver: "), "{stderr}");
+    assert!(!stderr.contains("ready to serve"), "{stderr}");
+}
