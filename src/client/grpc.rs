@@ -221,9 +221,14 @@ const ERROR_CHAIN_DEPTH_MAX: usize = 8;
 /// and the reason (refused connection, a certificate that did not verify) lies beneath. A
 /// cause worded like the one above it (tonic wraps its connect error once more) is said once.
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut last = error.to_string();
-    let mut text = last.clone();
-    let mut source = error.source();
+    with_causes(error.to_string(), error.source())
+}
+
+/// `text` followed by each cause in `source`'s chain, a cause worded like the one before it
+/// (wrappers often repeat their cause) said once.
+fn with_causes(text: String, mut source: Option<&dyn std::error::Error>) -> String {
+    let mut last = text.clone();
+    let mut text = text;
     for _ in 0..ERROR_CHAIN_DEPTH_MAX {
         let Some(cause) = source else { break };
         let said = cause.to_string();
@@ -285,19 +290,10 @@ fn from_status(status: tonic::Status) -> ClientError {
 /// A status's message with the causes of a status made on this side (a refused TLS handshake
 /// says only "transport error" at the top); a member's own statuses carry none.
 fn status_text(status: &tonic::Status) -> String {
-    let mut text = status.message().to_string();
-    let mut source = std::error::Error::source(status);
-    for _ in 0..ERROR_CHAIN_DEPTH_MAX {
-        let Some(cause) = source else { break };
-        let cause_text = cause.to_string();
-        // Wrappers often repeat their cause's words; say them once.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    with_causes(
+        status.message().to_string(),
+        std::error::Error::source(status),
+    )
 }
 
 impl KvClient for GrpcClient {
