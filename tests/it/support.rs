@@ -43,14 +43,30 @@ pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Spawn attempts when another process grabbed a port between picking and binding it.
 const START_ATTEMPTS_MAX: usize = 3;
 
+/// Ports asked of the OS before one not yet handed out in this test process turns up.
+const FREE_PORT_ATTEMPTS_MAX: usize = 64;
+
 /// Returns a loopback port that was free a moment ago: binds port 0, reads the port, and
-/// releases it for the member to bind.
+/// releases it for the member to bind. The OS may give a released port out again, so a port
+/// already handed out by this process (to a member that may not have bound it yet) is never
+/// returned twice.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("local_addr of a bound listener")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..FREE_PORT_ATTEMPTS_MAX {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener
+            .local_addr()
+            .expect("local_addr of a bound listener")
+            .port();
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port that was not handed out already in {FREE_PORT_ATTEMPTS_MAX} tries");
 }
 
 /// The server to run: the `mnemo` binary of this build, unless `MNEMO_IT_SERVER` names another
