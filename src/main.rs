@@ -19,6 +19,14 @@ use mnemo::logging;
 use mnemo::server::compactor::AutoCompaction;
 use mnemo::tls::TlsInfo;
 
+// Allocation is on every request's path (messages, buffers, log entries, futures); glibc's
+// allocator spent about 10% of a loaded member's CPU. mimalloc is built without its
+// transparent-huge-page advice (feature `no_thp`): with it, a member holding 100k keys was
+// resident at 160 MiB instead of 135. The library leaves the choice to the program that
+// embeds it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A Raft-replicated MVCC key-value store that speaks etcd's v3 API.
 #[derive(Parser, Debug)]
 #[command(
