@@ -133,6 +133,10 @@ pub const PEER_APPEND_ENTRIES_MAX: u64 = 64;
 /// queued behind others in a follower's pipeline may fairly take a few fsyncs longer.
 pub const PEER_STREAM_REPLY_TIMEOUT_MIN: Duration = Duration::from_secs(1);
 
+/// Forwarded requests (or their answers) queued for one forwarding stream before senders
+/// wait: bounds a stream's memory when the peer reads slower than callers write.
+pub const PEER_FORWARD_QUEUE: usize = 1024;
+
 /// How long a member waits for a TCP connection to a peer.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 

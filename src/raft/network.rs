@@ -28,7 +28,8 @@ use openraft::raft::{
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, watch};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::{Channel, Endpoint};
 
 use super::state_machine::{DATA_DIR, SnapshotDir};
@@ -38,9 +39,9 @@ use super::wire::{
 };
 use super::{MemberNode, RaftError, TypeConfig};
 use crate::limits::{
-    PEER_BACKOFF_INITIAL, PEER_BACKOFF_MAX, PEER_CONNECT_TIMEOUT, PEER_MESSAGE_BYTES_MAX,
-    PEER_REFUSAL_LOG_INTERVAL, PEER_SNAPSHOT_CHUNK_BYTES, PEER_SNAPSHOT_CHUNK_TIMEOUT,
-    PEER_SNAPSHOT_INSTALL_TIMEOUT, PEER_STREAM_REPLY_TIMEOUT_MIN,
+    PEER_BACKOFF_INITIAL, PEER_BACKOFF_MAX, PEER_CONNECT_TIMEOUT, PEER_FORWARD_QUEUE,
+    PEER_MESSAGE_BYTES_MAX, PEER_REFUSAL_LOG_INTERVAL, PEER_SNAPSHOT_CHUNK_BYTES,
+    PEER_SNAPSHOT_CHUNK_TIMEOUT, PEER_SNAPSHOT_INSTALL_TIMEOUT, PEER_STREAM_REPLY_TIMEOUT_MIN,
 };
 use crate::pb::internal::peer_client::PeerClient as GrpcPeer;
 use crate::pb::internal::{MembershipRequest, PeerMessage, SnapshotChunk};
@@ -57,6 +58,8 @@ pub(super) struct PeerContext {
     /// How `https://` peers are dialed; `None` when no peer URL uses TLS.
     tls: Option<ClientTls>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Forwarding streams, by peer id and URL.
+    lanes: Mutex<HashMap<(u64, String), Arc<ForwardLane>>>,
     /// When each kind of refusal was last logged, by peer; keeps a refused heartbeat every
     /// few milliseconds from flooding the log.
     refusals_logged: Mutex<HashMap<(u64, &'static str), Instant>>,
@@ -75,6 +78,7 @@ impl PeerContext {
             member_id,
             tls,
             channels: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
             refusals_logged: Mutex::new(HashMap::new()),
             removed: watch::Sender::new(None),
             last_append: Mutex::new(None),
@@ -149,33 +153,85 @@ impl PeerContext {
         }
     }
 
-    /// Sends `request` to member `to` at `url` and waits for the leader's answer.
+    /// Sends `request` to member `to` at `url` over the forwarding stream to that member
+    /// (opened on first use) and waits at most `timeout` for the answer.
+    ///
+    /// # Errors
+    /// [`RaftError::NoLeader`] when the member could not be reached (nothing was delivered),
+    /// [`RaftError::LeaderChanged`] when the stream broke with the request possibly delivered
+    /// (a write's outcome is then unknown), [`RaftError::Timeout`].
     pub(super) async fn forward(
-        &self,
+        self: &Arc<Self>,
         to: u64,
         url: &str,
         request: &ForwardRequest,
         timeout: Duration,
     ) -> Result<ForwardResponse, RaftError> {
-        let mut client = self.client(url).map_err(RaftError::Stopped)?;
-        let message = wire::envelope(self.route(to), request).map_err(RaftError::Stopped)?;
-        let reply = tokio::time::timeout(timeout, client.forward(message))
-            .await
-            .map_err(|_| RaftError::Timeout)?;
-        match reply {
-            Ok(reply) => wire::open(reply.get_ref()).map_err(RaftError::Stopped),
-            Err(status) => {
-                self.note_refusal(to, &status);
-                // The request may or may not have reached the leader: a write's outcome is
-                // unknown, so it is reported like a leader change, not as a definite failure.
-                // A refused connection never reached it.
-                if is_connect_failure(&status) {
-                    Err(RaftError::NoLeader)
-                } else {
-                    Err(RaftError::LeaderChanged)
+        let deadline = Instant::now() + timeout;
+        // A lane that ended before this request went out is replaced once: nothing was sent
+        // on it, so trying a fresh stream cannot apply a write twice.
+        let mut fresh_tries = 1;
+        loop {
+            let lane = self.lane(to, url)?;
+            let Some((id, answer, replies_before)) = lane.enter() else {
+                if fresh_tries == 0 {
+                    return Err(RaftError::NoLeader);
                 }
+                fresh_tries -= 1;
+                continue;
+            };
+            let call = wire::ForwardCall {
+                id,
+                request: request.clone(),
+            };
+            let message = wire::envelope(self.route(to), &call).map_err(RaftError::Stopped)?;
+            if lane.outbound.send(message).await.is_err() {
+                // The stream is over; the request never left this member.
+                lane.leave(id);
+                if fresh_tries == 0 {
+                    return Err(lane.end_error());
+                }
+                fresh_tries -= 1;
+                continue;
             }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            return match tokio::time::timeout(remaining, answer).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(_)) => Err(lane.end_error()),
+                Err(_) => {
+                    lane.leave(id);
+                    // No answer at all since this request went out: the stream (or its
+                    // connection) is stuck, so later requests get a fresh one.
+                    if lane.replies_seen() == replies_before {
+                        lane.end(LaneEnd::Broken);
+                    }
+                    Err(RaftError::Timeout)
+                }
+            };
         }
+    }
+
+    /// The open forwarding lane to member `to` at `url`, or a new one.
+    fn lane(self: &Arc<Self>, to: u64, url: &str) -> Result<Arc<ForwardLane>, RaftError> {
+        let key = (to, url.to_owned());
+        let mut lanes = self.lanes.lock();
+        if let Some(lane) = lanes.get(&key).filter(|lane| !lane.has_ended()) {
+            return Ok(Arc::clone(lane));
+        }
+        let client = self.client(url).map_err(RaftError::Stopped)?;
+        let (outbound, requests) = mpsc::channel(PEER_FORWARD_QUEUE);
+        let lane = Arc::new(ForwardLane::new(outbound));
+        lanes.insert(key, Arc::clone(&lane));
+        drop(lanes);
+        let driver = tokio::spawn(drive_lane(
+            Arc::clone(self),
+            to,
+            client,
+            Arc::clone(&lane),
+            requests,
+        ));
+        let _ = lane.driver.set(driver.abort_handle());
+        Ok(lane)
     }
 
     fn note_refusal(&self, peer: u64, status: &tonic::Status) {
@@ -192,6 +248,151 @@ impl PeerContext {
             ));
         }
     }
+}
+
+/// One long-lived `ForwardStream` call to a peer: a follower's requests for the leader go
+/// out on it as they come, numbered, and answers come back in whatever order they finish.
+/// One unary call per request cost a new HTTP/2 stream with its headers and trailers on both
+/// members, about as much as the client's own request.
+pub(super) struct ForwardLane {
+    outbound: mpsc::Sender<PeerMessage>,
+    state: Mutex<LaneState>,
+    /// Answers received so far; a request that times out with none received since it was
+    /// sent means the stream is stuck.
+    replies_seen: AtomicU64,
+    /// Stops the task that drives the stream.
+    driver: std::sync::OnceLock<tokio::task::AbortHandle>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    next_id: u64,
+    /// Callers waiting for an answer, by request number.
+    waiting: HashMap<u64, oneshot::Sender<ForwardResponse>>,
+    /// Set once the stream is over, with how it ended.
+    ended: Option<LaneEnd>,
+}
+
+/// How a forwarding stream ended, which decides what its waiting callers are told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LaneEnd {
+    /// The peer could not be reached: nothing sent on the stream was delivered.
+    Unreached,
+    /// The stream broke or was refused after opening: requests may have been delivered.
+    Broken,
+}
+
+impl ForwardLane {
+    fn new(outbound: mpsc::Sender<PeerMessage>) -> ForwardLane {
+        ForwardLane {
+            outbound,
+            state: Mutex::new(LaneState::default()),
+            replies_seen: AtomicU64::new(0),
+            driver: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Registers a caller: its request number, where its answer will arrive, and the count
+    /// of answers seen so far. `None` if the stream is already over.
+    fn enter(&self) -> Option<(u64, oneshot::Receiver<ForwardResponse>, u64)> {
+        let mut state = self.state.lock();
+        if state.ended.is_some() {
+            return None;
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        let (sender, receiver) = oneshot::channel();
+        state.waiting.insert(id, sender);
+        Some((id, receiver, self.replies_seen()))
+    }
+
+    /// Forgets a caller that stopped waiting.
+    fn leave(&self, id: u64) {
+        self.state.lock().waiting.remove(&id);
+    }
+
+    /// Hands an answer to its caller, if it still waits.
+    fn answer(&self, reply: wire::ForwardReply) {
+        self.replies_seen.fetch_add(1, Ordering::Relaxed);
+        let waiting = self.state.lock().waiting.remove(&reply.id);
+        if let Some(caller) = waiting {
+            let _ = caller.send(reply.response);
+        }
+    }
+
+    fn replies_seen(&self) -> u64 {
+        self.replies_seen.load(Ordering::Relaxed)
+    }
+
+    fn has_ended(&self) -> bool {
+        self.state.lock().ended.is_some()
+    }
+
+    /// Ends the lane: its waiting callers are released (their answers will never come), and
+    /// the stream is dropped. The first reason given is kept.
+    fn end(&self, how: LaneEnd) {
+        let waiting = {
+            let mut state = self.state.lock();
+            state.ended.get_or_insert(how);
+            std::mem::take(&mut state.waiting)
+        };
+        drop(waiting);
+        if let Some(driver) = self.driver.get() {
+            driver.abort();
+        }
+    }
+
+    /// What a caller released by [`ForwardLane::end`] is told.
+    fn end_error(&self) -> RaftError {
+        match self.state.lock().ended {
+            Some(LaneEnd::Unreached) => RaftError::NoLeader,
+            // The request may have reached the leader: a write's outcome is unknown, so it
+            // is reported like a leader change, not as a definite failure.
+            _ => RaftError::LeaderChanged,
+        }
+    }
+}
+
+/// Opens the `ForwardStream` call of `lane` and hands every answer to its caller until the
+/// stream ends, then ends the lane.
+async fn drive_lane(
+    ctx: Arc<PeerContext>,
+    to: u64,
+    mut client: GrpcPeer<Channel>,
+    lane: Arc<ForwardLane>,
+    requests: mpsc::Receiver<PeerMessage>,
+) {
+    let requests = tokio_stream::wrappers::ReceiverStream::new(requests);
+    let how = match client.forward_stream(requests).await {
+        Err(status) => {
+            ctx.note_refusal(to, &status);
+            if is_connect_failure(&status) {
+                LaneEnd::Unreached
+            } else {
+                LaneEnd::Broken
+            }
+        }
+        Ok(response) => {
+            let mut replies = response.into_inner();
+            loop {
+                match replies.message().await {
+                    Ok(Some(message)) => match wire::open::<wire::ForwardReply>(&message) {
+                        Ok(reply) => lane.answer(reply),
+                        Err(reason) => {
+                            tracing::warn!(peer = %format!("{to:x}"), %reason, "undecodable answer on the forwarding stream");
+                            break LaneEnd::Broken;
+                        }
+                    },
+                    Ok(None) => break LaneEnd::Broken,
+                    Err(status) => {
+                        ctx.note_refusal(to, &status);
+                        break LaneEnd::Broken;
+                    }
+                }
+            }
+        }
+    };
+    lane.end(how);
 }
 
 fn peer_endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, String> {
@@ -738,7 +939,7 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = closed.local_addr().expect("addr").port();
         drop(closed);
-        let ctx = PeerContext::new(1, 2, None);
+        let ctx = Arc::new(PeerContext::new(1, 2, None));
         let outcome = ctx
             .forward(
                 3,
@@ -748,5 +949,51 @@ mod tests {
             )
             .await;
         assert!(matches!(outcome, Err(RaftError::NoLeader)), "{outcome:?}");
+    }
+
+    /// Answers finish in any order and each reaches the caller that asked; ending the lane
+    /// releases whoever still waits with an unknown outcome, and takes no one new.
+    #[tokio::test]
+    async fn a_lane_matches_answers_by_number_and_releases_callers_when_it_ends() {
+        let (outbound, _requests) = mpsc::channel(4);
+        let lane = ForwardLane::new(outbound);
+        let (first, first_answer, seen) = lane.enter().expect("open lane");
+        let (second, second_answer, _) = lane.enter().expect("open lane");
+        let (third, third_answer, _) = lane.enter().expect("open lane");
+        assert_eq!(seen, 0);
+        assert!(first != second && second != third && first != third);
+        let applied = |text: &'static str| {
+            ForwardResponse::Applied(bytes::Bytes::from_static(text.as_bytes()))
+        };
+        lane.answer(wire::ForwardReply {
+            id: second,
+            response: applied("second"),
+        });
+        lane.answer(wire::ForwardReply {
+            id: first,
+            response: applied("first"),
+        });
+        assert!(
+            matches!(second_answer.await, Ok(ForwardResponse::Applied(b)) if b.as_ref() == b"second")
+        );
+        assert!(
+            matches!(first_answer.await, Ok(ForwardResponse::Applied(b)) if b.as_ref() == b"first")
+        );
+        assert_eq!(lane.replies_seen(), 2);
+        // An answer for a caller that gave up is dropped.
+        lane.leave(third);
+        lane.answer(wire::ForwardReply {
+            id: third,
+            response: applied("third"),
+        });
+        assert!(third_answer.await.is_err());
+
+        let (_, waiting, _) = lane.enter().expect("open lane");
+        lane.end(LaneEnd::Broken);
+        lane.end(LaneEnd::Unreached);
+        assert!(waiting.await.is_err());
+        assert!(matches!(lane.end_error(), RaftError::LeaderChanged));
+        assert!(lane.enter().is_none());
+        assert!(lane.has_ended());
     }
 }

@@ -18,8 +18,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::network::PeerContext;
 use super::state_machine::{META_FILE, SnapshotDir};
-use super::wire::{self, ForwardRequest, ForwardResponse, Refusal, SnapshotHeader};
+use super::wire::{self, ForwardReply, ForwardRequest, ForwardResponse, Refusal, SnapshotHeader};
 use super::{Core, TypeConfig};
+use crate::limits::PEER_FORWARD_QUEUE;
 use crate::pb::internal::peer_server::Peer;
 use crate::pb::internal::{
     MemberInfo, MembershipRequest, MembershipResponse, PeerMessage, SnapshotChunk,
@@ -130,6 +131,29 @@ fn admit(
     };
     ctx.log_refusal(message.from, "refused", &status);
     Err(status)
+}
+
+/// Runs one forwarded request on this member, which the sender believes leads.
+async fn run_forwarded(core: &Core, request: ForwardRequest) -> ForwardResponse {
+    let outcome = match request {
+        ForwardRequest::Propose(payload) => core
+            .propose_local(payload)
+            .await
+            .map(ForwardResponse::Applied),
+        ForwardRequest::ReadIndex => core
+            .read_index_local()
+            .await
+            .map(ForwardResponse::ReadIndex),
+        ForwardRequest::ChangeMembers(change) => core
+            .change_members_local(change)
+            .await
+            .map(ForwardResponse::Members),
+        ForwardRequest::Call(request) => core.call_local(request).await.map(ForwardResponse::from),
+        ForwardRequest::Ask(question) => {
+            core.answer_local(question).await.map(ForwardResponse::from)
+        }
+    };
+    outcome.unwrap_or_else(|error| ForwardResponse::Failed(error.into()))
 }
 
 fn bad_body(reason: String) -> Status {
@@ -281,42 +305,57 @@ impl Peer for PeerService {
         self.reply(envelope.from, &response)
     }
 
-    async fn forward(
+    type ForwardStreamStream = AppendReplies;
+
+    /// Runs each forwarded request as it arrives, concurrently with the others, and sends
+    /// every answer back under its request's number as soon as it is ready. A message that may
+    /// not be admitted, or does not decode, ends the stream with that refusal; requests
+    /// already running still answer first.
+    async fn forward_stream(
         &self,
-        request: Request<PeerMessage>,
-    ) -> Result<Response<PeerMessage>, Status> {
-        let message = request.into_inner();
-        self.admit(&message)?;
-        let forwarded: ForwardRequest = wire::open(&message).map_err(bad_body)?;
-        let outcome = match forwarded {
-            ForwardRequest::Propose(payload) => self
-                .core
-                .propose_local(payload)
-                .await
-                .map(ForwardResponse::Applied),
-            ForwardRequest::ReadIndex => self
-                .core
-                .read_index_local()
-                .await
-                .map(ForwardResponse::ReadIndex),
-            ForwardRequest::ChangeMembers(change) => self
-                .core
-                .change_members_local(change)
-                .await
-                .map(ForwardResponse::Members),
-            ForwardRequest::Call(request) => self
-                .core
-                .call_local(request)
-                .await
-                .map(ForwardResponse::from),
-            ForwardRequest::Ask(question) => self
-                .core
-                .answer_local(question)
-                .await
-                .map(ForwardResponse::from),
-        };
-        let response = outcome.unwrap_or_else(|error| ForwardResponse::Failed(error.into()));
-        self.reply(message.from, &response)
+        request: Request<Streaming<PeerMessage>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        let mut inbound = request.into_inner();
+        let (replies, answers) = tokio::sync::mpsc::channel(PEER_FORWARD_QUEUE);
+        let (core, ctx, removed) = (
+            self.core.clone(),
+            Arc::clone(&self.ctx),
+            Arc::clone(&self.removed),
+        );
+        tokio::spawn(async move {
+            // Ends when the follower closes its side or the connection goes away.
+            while let Ok(Some(message)) = inbound.message().await {
+                let call = admit(&ctx, &removed, &message)
+                    .and_then(|()| wire::open::<wire::ForwardCall>(&message).map_err(bad_body));
+                let call = match call {
+                    Ok(call) => call,
+                    Err(status) => {
+                        let _ = replies.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let route = wire::Route {
+                    cluster_id: ctx.cluster_id,
+                    from: ctx.member_id,
+                    to: message.from,
+                };
+                let (core, replies) = (core.clone(), replies.clone());
+                tokio::spawn(async move {
+                    let response = run_forwarded(&core, call.request).await;
+                    let reply = ForwardReply {
+                        id: call.id,
+                        response,
+                    };
+                    // The follower may be gone; its callers then learn nothing either way.
+                    let _ = replies
+                        .send(wire::envelope(route, &reply).map_err(Status::internal))
+                        .await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(answers),
+        )))
     }
 
     async fn membership(

@@ -142,6 +142,21 @@ pub(super) enum ForwardRequest {
     Ask(Bytes),
 }
 
+/// A [`ForwardRequest`] on a forwarding stream, numbered by its sender so that the answer,
+/// which may come back before those of earlier requests, finds its caller.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct ForwardCall {
+    pub id: u64,
+    pub request: ForwardRequest,
+}
+
+/// The answer to the [`ForwardCall`] with the same `id`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct ForwardReply {
+    pub id: u64,
+    pub response: ForwardResponse,
+}
+
 /// The leader's answer to a [`ForwardRequest`].
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) enum ForwardResponse {
