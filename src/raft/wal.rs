@@ -21,20 +21,27 @@
 //! Entries in one log have consecutive indexes; a segment only holds entries greater than the
 //! ones of the segment before it.
 //!
+//! A new segment is preallocated (`fallocate`) to the roll-over size, so its records are
+//! written into space the file already has: an fdatasync then flushes the data alone, where a
+//! growing file also had its inode and block maps written on every sync. The unused rest of a
+//! segment reads as zeros; the records end at the first zero header.
+//!
 //! # Durability
 //! Appends go to one writer thread. It writes every job that is waiting, fsyncs once, and
 //! only then reports each job done ("group commit"): a caller may treat an entry as durable
 //! only after its completion callback ran with `Ok`.
 //!
 //! # Recovery
-//! A record that is cut short, or whose checksum fails, at the very end of the last segment is
-//! the trace of a write that never completed: it is cut off and the log goes on from there.
+//! Zeros from a record boundary to the end of a segment are its unused preallocated space.
+//! A record that is cut short, or whose checksum fails, at the very end of the last segment
+//! (nothing but zeros after it) is the trace of a write that never completed: it is cut off and
+//! the log goes on from there.
 //! The same damage anywhere else means acknowledged data was lost, and opening fails with
 //! [`WalError::Corrupt`] naming the file and offset.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -507,10 +514,13 @@ impl Writer {
         let file = match &mut self.current {
             Some(file) => file,
             slot @ None => {
-                let file = OpenOptions::new()
-                    .append(true)
+                // Not O_APPEND: the file may extend past its records (preallocated space),
+                // and records go right after the last one.
+                let mut file = OpenOptions::new()
+                    .write(true)
                     .open(&path)
                     .map_err(io_err(&path))?;
+                file.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
                 slot.insert(BufWriter::with_capacity(WAL_WRITE_BUFFER_BYTES, file))
             }
         };
@@ -536,6 +546,7 @@ impl Writer {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        preallocate(&file, &path, self.segment_bytes_max);
         file.sync_all().map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
         self.segments.push(Segment {
@@ -596,6 +607,8 @@ impl Writer {
             .open(&segment.path)
             .map_err(io_err(&segment.path))?;
         file.set_len(cut_at.offset).map_err(io_err(&segment.path))?;
+        // The cut dropped the segment's spare space with the entries; give it back.
+        preallocate(&file, &segment.path, self.segment_bytes_max);
         file.sync_all().map_err(io_err(&segment.path))?;
         segment.len = cut_at.offset;
         sync_dir(&self.dir)
@@ -621,6 +634,14 @@ impl Writer {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+}
+
+/// Gives `file` `bytes` of allocated space (reading as zeros) without writing it. Only a cost
+/// saving: where the file system cannot, the segment grows with its records instead.
+fn preallocate(file: &File, path: &Path, bytes: u64) {
+    if let Err(err) = rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
+        tracing::debug!(path = %path.display(), %err, "cannot preallocate a wal segment");
     }
 }
 
@@ -737,10 +758,16 @@ fn scan_segment(
                 })?;
                 offset = next;
             }
+            // Unused preallocated space: the segment's records end here.
+            Err(_) if written_len(&content[offset..]) == 0 => {
+                segment.len = offset as u64;
+                return Ok(());
+            }
             Err(reason) => {
                 if is_last && damage_is_tail(&content, offset) {
                     let cut = offset as u64;
-                    recovered.truncated_tail_bytes = (file_len - offset) as u64;
+                    recovered.truncated_tail_bytes =
+                        written_len(&content).saturating_sub(offset) as u64;
                     let file = OpenOptions::new()
                         .write(true)
                         .open(&path)
@@ -797,9 +824,15 @@ fn parse_record(content: &[u8], offset: usize) -> Result<(&[u8], usize), String>
     Ok((body, start + len))
 }
 
+/// Length of `bytes` without its trailing zeros: in a preallocated segment, where the written
+/// bytes end.
+fn written_len(bytes: &[u8]) -> usize {
+    bytes.len() - bytes.iter().rev().take_while(|byte| **byte == 0).count()
+}
+
 /// True when the damage at `offset` can only be an unfinished last write: the bad record
-/// reaches (or claims to reach past) the end of the file, or its header is zeros (a page that
-/// was never written).
+/// reaches (or claims to reach past) the end of the written bytes, or its header is zeros (a
+/// page that was never written).
 fn damage_is_tail(content: &[u8], offset: usize) -> bool {
     let rest = &content[offset..];
     if rest.len() < FRAME_HEADER_BYTES {
@@ -813,7 +846,7 @@ fn damage_is_tail(content: &[u8], offset: usize) -> bool {
         return true;
     }
     let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-    len <= WAL_RECORD_BYTES_MAX && FRAME_HEADER_BYTES + len >= rest.len()
+    len <= WAL_RECORD_BYTES_MAX && FRAME_HEADER_BYTES + len >= written_len(rest)
 }
 
 fn apply_record(

@@ -38,6 +38,18 @@ fn last_segment(dir: &Path) -> PathBuf {
     segment_files(dir).unwrap().pop().unwrap()
 }
 
+/// Where the records of a segment end: its preallocated rest reads as zeros.
+fn written_end(path: &Path) -> u64 {
+    written_len(&fs::read(path).unwrap()) as u64
+}
+
+/// Overwrites `bytes` at `offset`, as a write that reached the disk would.
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    let mut file = OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(bytes).unwrap();
+}
+
 fn flip_byte(path: &Path, offset: u64) {
     let mut file = OpenOptions::new()
         .read(true)
@@ -153,22 +165,31 @@ fn torn_last_record_is_cut_off() {
         append_durably(&wal, entries(1..=20));
     }
     let segment = last_segment(dir.path());
-    let full_len = fs::metadata(&segment).unwrap().len();
-    // Lose the last 5 bytes, as a crash in the middle of the final write would.
+    let end = written_end(&segment);
+    let last_record = record_offset(&segment, 20).unwrap().unwrap();
+    // The last 5 bytes never reached the disk: in preallocated space they read as zeros.
+    write_at(&segment, end - 5, &[0u8; 5]);
+    let (wal, recovered) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES * 1024).unwrap();
+    assert_eq!(recovered.entries, entries(1..=19));
+    assert_eq!(recovered.truncated_tail_bytes, end - 5 - last_record);
+    // The log continues cleanly after the cut.
+    append_durably(&wal, vec![entry(20, 2, "again")]);
+    drop(wal);
+    let (wal, recovered) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES * 1024).unwrap();
+    assert_eq!(recovered.entries.last().unwrap(), &entry(20, 2, "again"));
+    drop(wal);
+
+    // The same tear in a file that ends with its records (one that was not preallocated).
+    let end = written_end(&segment);
     OpenOptions::new()
         .write(true)
         .open(&segment)
         .unwrap()
-        .set_len(full_len - 5)
+        .set_len(end - 5)
         .unwrap();
-    let (wal, recovered) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES * 1024).unwrap();
+    let (_wal, recovered) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES * 1024).unwrap();
     assert_eq!(recovered.entries, entries(1..=19));
     assert!(recovered.truncated_tail_bytes > 0);
-    // The log continues cleanly after the cut.
-    append_durably(&wal, vec![entry(20, 2, "again")]);
-    drop(wal);
-    let (_wal, recovered) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES * 1024).unwrap();
-    assert_eq!(recovered.entries.last().unwrap(), &entry(20, 2, "again"));
 }
 
 #[test]
@@ -186,19 +207,49 @@ fn flipped_bit_in_last_record_is_cut_off() {
 }
 
 #[test]
-fn zero_filled_tail_is_cut_off() {
+fn a_new_segment_is_preallocated_and_the_log_goes_on_where_its_records_end() {
     let dir = tempfile::tempdir().unwrap();
+    let segment_bytes = SMALL_SEGMENT_BYTES * 1024;
     {
-        let (wal, _) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES * 1024).unwrap();
+        let (wal, _) = Wal::open(dir.path(), segment_bytes).unwrap();
         append_durably(&wal, entries(1..=5));
     }
     let segment = last_segment(dir.path());
-    let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-    file.write_all(&[0u8; 64]).unwrap();
-    drop(file);
-    let (_wal, recovered) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES * 1024).unwrap();
+    let allocated = fs::metadata(&segment).unwrap().len();
+    let end = written_end(&segment);
+    assert_eq!(
+        allocated, segment_bytes,
+        "the segment has its full size at once"
+    );
+    assert!(end < allocated);
+    // Reopening finds the records' end among the zeros, and cuts nothing.
+    let (wal, recovered) = Wal::open(dir.path(), segment_bytes).unwrap();
     assert_eq!(recovered.entries, entries(1..=5));
-    assert_eq!(recovered.truncated_tail_bytes, 64);
+    assert_eq!(recovered.truncated_tail_bytes, 0);
+    // New records go right after the old ones, inside the allocated space.
+    append_durably(&wal, entries(6..=8));
+    drop(wal);
+    assert_eq!(fs::metadata(&segment).unwrap().len(), allocated);
+    assert_eq!(record_offset(&segment, 6).unwrap(), Some(end));
+    let (_wal, recovered) = Wal::open(dir.path(), segment_bytes).unwrap();
+    assert_eq!(recovered.entries, entries(1..=8));
+}
+
+#[test]
+fn truncation_keeps_the_segment_preallocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment_bytes = SMALL_SEGMENT_BYTES * 1024;
+    let (wal, _) = Wal::open(dir.path(), segment_bytes).unwrap();
+    append_durably(&wal, entries(1..=10));
+    wal.truncate_after(Some(4)).unwrap();
+    append_durably(&wal, vec![entry(5, 2, "after the cut")]);
+    drop(wal);
+    let segment = last_segment(dir.path());
+    assert_eq!(fs::metadata(&segment).unwrap().len(), segment_bytes);
+    let (_wal, recovered) = Wal::open(dir.path(), segment_bytes).unwrap();
+    let mut expected = entries(1..=4);
+    expected.push(entry(5, 2, "after the cut"));
+    assert_eq!(recovered.entries, expected);
 }
 
 #[test]
@@ -214,9 +265,7 @@ fn unsynced_pages_landing_out_of_order_are_cut_off() {
     let mut unsynced = BytesMut::new();
     unsynced.extend_from_slice(&[0u8; 512]);
     unsynced.extend_from_slice(&frame(&entry_body(&entry(7, 1, "never acknowledged"))));
-    let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-    file.write_all(&unsynced).unwrap();
-    drop(file);
+    write_at(&segment, written_end(&segment), &unsynced);
     let (_wal, recovered) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES * 1024).unwrap();
     assert_eq!(recovered.entries, entries(1..=5));
     assert_eq!(recovered.truncated_tail_bytes, unsynced.len() as u64);
@@ -263,14 +312,8 @@ fn corruption_in_an_older_segment_refuses_to_open() {
         append_durably(&wal, entries(1..=400));
     }
     let first = segment_files(dir.path()).unwrap().remove(0);
-    let length = fs::metadata(&first).unwrap().len();
     // Even damage in the last record of a segment that is not the newest is not a torn tail.
-    OpenOptions::new()
-        .write(true)
-        .open(&first)
-        .unwrap()
-        .set_len(length - 3)
-        .unwrap();
+    write_at(&first, written_end(&first) - 3, &[0u8; 3]);
     assert!(matches!(
         Wal::open(dir.path(), SMALL_SEGMENT_BYTES),
         Err(WalError::Corrupt { .. })
