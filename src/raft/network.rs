@@ -185,14 +185,24 @@ impl PeerContext {
                 request: request.clone(),
             };
             let message = wire::envelope(self.route(to), &call).map_err(RaftError::Stopped)?;
-            if lane.outbound.send(message).await.is_err() {
-                // The stream is over; the request never left this member.
-                lane.leave(id);
-                if fresh_tries == 0 {
-                    return Err(lane.end_error());
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, lane.outbound.send(message)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    // The stream is over; the request never left this member.
+                    lane.leave(id);
+                    if fresh_tries == 0 {
+                        return Err(lane.end_error());
+                    }
+                    fresh_tries -= 1;
+                    continue;
                 }
-                fresh_tries -= 1;
-                continue;
+                Err(_) => {
+                    // The queue stayed full for the whole wait: the stream is not moving.
+                    lane.leave(id);
+                    lane.end(LaneEnd::Broken);
+                    return Err(RaftError::Timeout);
+                }
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             return match tokio::time::timeout(remaining, answer).await {
@@ -995,5 +1005,38 @@ mod tests {
         assert!(matches!(lane.end_error(), RaftError::LeaderChanged));
         assert!(lane.enter().is_none());
         assert!(lane.has_ended());
+    }
+
+    /// A peer that takes the connection but never answers: the request times out, and the
+    /// next one gets a fresh stream instead of queueing behind the stuck one.
+    #[tokio::test]
+    async fn a_silent_peer_times_out_and_its_lane_is_replaced() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        let ctx = Arc::new(PeerContext::new(1, 2, None));
+        let url = format!("http://127.0.0.1:{port}");
+        let wait = Duration::from_millis(300);
+        let outcome = ctx.forward(3, &url, &ForwardRequest::ReadIndex, wait).await;
+        assert!(matches!(outcome, Err(RaftError::Timeout)), "{outcome:?}");
+        let first = ctx
+            .lanes
+            .lock()
+            .get(&(3, url.clone()))
+            .cloned()
+            .expect("lane");
+        assert!(first.has_ended());
+        let outcome = ctx.forward(3, &url, &ForwardRequest::ReadIndex, wait).await;
+        assert!(matches!(outcome, Err(RaftError::Timeout)), "{outcome:?}");
+        let second = ctx.lanes.lock().get(&(3, url)).cloned().expect("lane");
+        assert!(!Arc::ptr_eq(&first, &second));
+        holder.abort();
     }
 }
