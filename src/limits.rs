@@ -134,7 +134,8 @@ pub const PEER_APPEND_ENTRIES_MAX: u64 = 64;
 pub const PEER_STREAM_REPLY_TIMEOUT_MIN: Duration = Duration::from_secs(1);
 
 /// Forwarded requests (or their answers) queued for one forwarding stream before senders
-/// wait: bounds a stream's memory when the peer reads slower than callers write.
+/// wait, and requests of one stream the receiver runs at once: bounds a stream's memory and
+/// work when one side is slower than the other.
 pub const PEER_FORWARD_QUEUE: usize = 1024;
 
 /// How long a member waits for a TCP connection to a peer.

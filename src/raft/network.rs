@@ -234,7 +234,7 @@ impl PeerContext {
         lanes.insert(key, Arc::clone(&lane));
         drop(lanes);
         let driver = tokio::spawn(drive_lane(
-            Arc::clone(self),
+            Arc::downgrade(self),
             to,
             client,
             Arc::clone(&lane),
@@ -366,7 +366,7 @@ impl ForwardLane {
 /// Opens the `ForwardStream` call of `lane` and hands every answer to its caller until the
 /// stream ends, then ends the lane.
 async fn drive_lane(
-    ctx: Arc<PeerContext>,
+    ctx: std::sync::Weak<PeerContext>,
     to: u64,
     mut client: GrpcPeer<Channel>,
     lane: Arc<ForwardLane>,
@@ -375,7 +375,7 @@ async fn drive_lane(
     let requests = tokio_stream::wrappers::ReceiverStream::new(requests);
     let how = match client.forward_stream(requests).await {
         Err(status) => {
-            ctx.note_refusal(to, &status);
+            note_refusal(&ctx, to, &status);
             if is_connect_failure(&status) {
                 LaneEnd::Unreached
             } else {
@@ -395,7 +395,7 @@ async fn drive_lane(
                     },
                     Ok(None) => break LaneEnd::Broken,
                     Err(status) => {
-                        ctx.note_refusal(to, &status);
+                        note_refusal(&ctx, to, &status);
                         break LaneEnd::Broken;
                     }
                 }
@@ -403,6 +403,22 @@ async fn drive_lane(
         }
     };
     lane.end(how);
+}
+
+/// [`PeerContext::note_refusal`] for a driver, which does not keep its member's context alive.
+fn note_refusal(ctx: &std::sync::Weak<PeerContext>, peer: u64, status: &tonic::Status) {
+    if let Some(ctx) = ctx.upgrade() {
+        ctx.note_refusal(peer, status);
+    }
+}
+
+/// A member's forwarding streams end with it (their drivers hold no reference to it).
+impl Drop for PeerContext {
+    fn drop(&mut self) {
+        for lane in self.lanes.get_mut().values() {
+            lane.end(LaneEnd::Broken);
+        }
+    }
 }
 
 fn peer_endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, String> {

@@ -322,6 +322,9 @@ impl Peer for PeerService {
             Arc::clone(&self.ctx),
             Arc::clone(&self.removed),
         );
+        // At most this many requests of one stream run at once; beyond it the stream is not
+        // read, and HTTP/2 flow control holds the follower back.
+        let running = Arc::new(tokio::sync::Semaphore::new(PEER_FORWARD_QUEUE));
         tokio::spawn(async move {
             // Ends when the follower closes its side or the connection goes away.
             while let Ok(Some(message)) = inbound.message().await {
@@ -339,9 +342,13 @@ impl Peer for PeerService {
                     from: ctx.member_id,
                     to: message.from,
                 };
+                let Ok(permit) = Arc::clone(&running).acquire_owned().await else {
+                    return;
+                };
                 let (core, replies) = (core.clone(), replies.clone());
                 tokio::spawn(async move {
                     let response = run_forwarded(&core, call.request).await;
+                    drop(permit);
                     let reply = ForwardReply {
                         id: call.id,
                         response,
