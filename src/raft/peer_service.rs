@@ -309,8 +309,9 @@ impl Peer for PeerService {
 
     /// Runs each forwarded request as it arrives, concurrently with the others, and sends
     /// every answer back under its request's number as soon as it is ready. A message that may
-    /// not be admitted, or does not decode, ends the stream with that refusal; requests
-    /// already running still answer first.
+    /// not be admitted, or does not decode, ends the stream with that refusal at once; requests
+    /// still running then finish unanswered, and their callers learn that the stream broke
+    /// (outcome unknown).
     async fn forward_stream(
         &self,
         request: Request<Streaming<PeerMessage>>,
