@@ -82,6 +82,14 @@ pub const WAL_QUEUE_DEPTH: usize = 1024;
 /// Raft entries applied per state-machine write batch at most.
 pub const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
 
+/// Raft entries a batch may hold and still be applied on the async worker that received it
+/// (when each touches single keys only); larger batches go to a blocking thread.
+pub const APPLY_QUICK_ENTRIES_MAX: usize = 64;
+
+/// Payload bytes a batch may hold and still be applied on the async worker (see
+/// [`APPLY_QUICK_ENTRIES_MAX`]): about 100 µs of memtable inserts at most.
+pub const APPLY_QUICK_BYTES_MAX: usize = 64 * 1024;
+
 /// Version of the etcd API mnemo reports in `Status.version` and `/version`: at least 3.5.13
 /// so Kubernetes enables its newer watch features.
 pub const ETCD_COMPAT_VERSION: &str = "3.6.0";

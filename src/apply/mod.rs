@@ -45,6 +45,7 @@ use self::codec::{Applied, ApplyError, ApplyOutcome, Proposal};
 use crate::alarm::{AlarmTable, AlarmType};
 use crate::auth::{AuthStamp, AuthStore, Needs};
 use crate::lease::{self, Clock, Lessor, SystemClock};
+use crate::limits::{APPLY_QUICK_BYTES_MAX, APPLY_QUICK_ENTRIES_MAX};
 use crate::raft::{AppliedState, CommittedData, CommittedEntry, LogPos, StateMachineHost};
 use crate::storage::backend::Cf;
 use crate::storage::member_db::MemberDb;
@@ -492,16 +493,44 @@ fn read_applied_state(store: &MvccStore) -> io::Result<AppliedState> {
     })
 }
 
-impl StateMachineHost for Applier {
-    fn applied_state(&self) -> io::Result<AppliedState> {
-        read_applied_state(self.store())
+/// Whether applying `proposal` is bounded work: it touches single keys only (a range, a
+/// range delete or a lease revoke may touch any number) and is not a compaction.
+fn is_quick(proposal: &Proposal) -> bool {
+    match proposal {
+        Proposal::Put(_)
+        | Proposal::LeaseGrant { .. }
+        | Proposal::LeaseCheckpoint(_)
+        | Proposal::Alarm { .. } => true,
+        Proposal::DeleteRange(delete) => delete.range.range_end.is_empty(),
+        Proposal::Txn(txn) => txn_is_quick(txn),
+        _ => false,
     }
+}
 
-    fn apply(&self, entries: &[CommittedEntry]) -> io::Result<Vec<Bytes>> {
+fn txn_is_quick(txn: &TxnRequest) -> bool {
+    txn.compare
+        .iter()
+        .all(|compare| compare.range.range_end.is_empty())
+        && txn.success.iter().chain(&txn.failure).all(|op| match op {
+            RequestOp::Range(range) => range.range.range_end.is_empty(),
+            RequestOp::Put(_) => true,
+            RequestOp::DeleteRange(delete) => delete.range.range_end.is_empty(),
+            RequestOp::Txn(nested) => txn_is_quick(nested),
+        })
+}
+
+impl Applier {
+    /// The body of both ways to apply: runs `entries` in `txn`, taking each proposal from
+    /// `decode` (given its payload), and commits.
+    fn apply_in(
+        &self,
+        mut txn: WriteTxn<'_>,
+        entries: &[CommittedEntry],
+        mut decode: impl FnMut(&Bytes) -> Result<(Proposal, Option<AuthStamp>), ApplyError>,
+    ) -> io::Result<Vec<Bytes>> {
         let Some(last) = entries.last() else {
             return Ok(Vec::new());
         };
-        let mut txn = self.store().write();
         let mut responses = Vec::new();
         let mut membership = None;
         for entry in entries {
@@ -509,7 +538,7 @@ impl StateMachineHost for Applier {
                 CommittedData::Blank => {}
                 CommittedData::Membership(blob) => membership = Some(blob.clone()),
                 CommittedData::Normal(bytes) => {
-                    let outcome = codec::decode_entry(bytes).and_then(|(_id, proposal, stamp)| {
+                    let outcome = decode(bytes).and_then(|(proposal, stamp)| {
                         let outcome = self.apply_proposal(&mut txn, &proposal, stamp.as_ref());
                         log_applied(&proposal, &outcome, entry.position);
                         outcome
@@ -541,6 +570,53 @@ impl StateMachineHost for Applier {
         self.applied_index
             .store(last.position.index, Ordering::Release);
         Ok(responses)
+    }
+}
+
+impl StateMachineHost for Applier {
+    fn applied_state(&self) -> io::Result<AppliedState> {
+        read_applied_state(self.store())
+    }
+
+    fn apply(&self, entries: &[CommittedEntry]) -> io::Result<Vec<Bytes>> {
+        let txn = self.store().write();
+        self.apply_in(txn, entries, |bytes| {
+            codec::decode_entry(bytes).map(|(_id, proposal, stamp)| (proposal, stamp))
+        })
+    }
+
+    fn try_apply_quick(&self, entries: &[CommittedEntry]) -> Option<io::Result<Vec<Bytes>>> {
+        if entries.len() > APPLY_QUICK_ENTRIES_MAX {
+            return None;
+        }
+        let mut payload_bytes = 0;
+        let mut decoded = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if let CommittedData::Normal(bytes) = &entry.data {
+                payload_bytes += bytes.len();
+                if payload_bytes > APPLY_QUICK_BYTES_MAX {
+                    return None;
+                }
+                // An entry that does not decode takes the slow way, which reports it.
+                let (_id, proposal, stamp) = codec::decode_entry(bytes).ok()?;
+                if !is_quick(&proposal) {
+                    return None;
+                }
+                decoded.push((proposal, stamp));
+            }
+        }
+        // A snapshot being taken holds the writer, and a write RocksDB holds back would sleep:
+        // neither may stall an async worker.
+        if self.store().backend().writes_held_back() {
+            return None;
+        }
+        let txn = self.store().try_write()?;
+        let mut decoded = decoded.into_iter();
+        Some(self.apply_in(txn, entries, |_bytes| {
+            decoded.next().ok_or_else(|| {
+                ApplyError::Internal("quick apply decoded fewer entries than it applies".into())
+            })
+        }))
     }
 
     fn checkpoint(&self, target: &Path) -> io::Result<AppliedState> {
@@ -580,3 +656,6 @@ mod alarm_tests;
 
 #[cfg(test)]
 mod auth_tests;
+
+#[cfg(test)]
+mod quick_tests;

@@ -142,7 +142,7 @@ pub struct AppliedState {
 }
 
 /// The state machine, as the layer above implements it. Calls may block (they do disk I/O);
-/// the adapter runs them on blocking threads.
+/// the adapter runs them on blocking threads, except [`Self::try_apply_quick`].
 pub trait StateMachineHost: Send + Sync + 'static {
     /// The last applied position and membership, read from durable state.
     ///
@@ -157,6 +157,17 @@ pub trait StateMachineHost: Send + Sync + 'static {
     /// # Errors
     /// Backend failures; they stop the member.
     fn apply(&self, entries: &[CommittedEntry]) -> io::Result<Vec<Bytes>>;
+
+    /// Applies `entries` exactly as [`Self::apply`] would, but only if that is quick enough
+    /// to run on the async worker calling it: bounded memory work and one unsynced write that
+    /// cannot wait on anything. Otherwise it changes nothing and returns `None`, and the
+    /// adapter runs [`Self::apply`] on a blocking thread. Handing a small batch to a blocking
+    /// thread and back costs two thread switches, more than the work itself. The default
+    /// always declines.
+    fn try_apply_quick(&self, entries: &[CommittedEntry]) -> Option<io::Result<Vec<Bytes>>> {
+        let _ = entries;
+        None
+    }
 
     /// Writes a consistent copy of the state into the new directory `target`, returning the
     /// applied state the copy holds.

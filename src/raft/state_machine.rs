@@ -181,12 +181,17 @@ impl StateMachine {
         batch: Vec<CommittedEntry>,
         responders: Vec<(bool, Option<openraft::storage::ApplyResponder<TypeConfig>>)>,
     ) -> io::Result<()> {
-        let host = Arc::clone(&self.host);
         let normal_count = batch
             .iter()
             .filter(|entry| matches!(entry.data, CommittedData::Normal(_)))
             .count();
-        let results = blocking(move || host.apply(&batch)).await?;
+        let results = match self.host.try_apply_quick(&batch) {
+            Some(results) => results?,
+            None => {
+                let host = Arc::clone(&self.host);
+                blocking(move || host.apply(&batch)).await?
+            }
+        };
         assert_eq!(
             results.len(),
             normal_count,

@@ -537,6 +537,17 @@ impl Backend {
         in_use.min(self.size_bytes())
     }
 
+    /// Whether RocksDB holds writes back now, delaying or stopping them until compaction
+    /// catches up: a write would wait. A property it cannot report counts as held back, so a
+    /// caller that must not wait takes the slow way.
+    #[must_use]
+    pub fn writes_held_back(&self) -> bool {
+        let read = |name: &properties::PropName| self.db.property_int_value(name).ok().flatten();
+        let stopped = read(properties::IS_WRITE_STOPPED);
+        let delayed_rate = read(properties::ACTUAL_DELAYED_WRITE_RATE);
+        !matches!((stopped, delayed_rate), (Some(0), Some(0)))
+    }
+
     /// Sum of an integer property over our column families. These are metrics only, so a
     /// property RocksDB cannot report counts as zero instead of failing the caller.
     fn sum_property(&self, name: &properties::PropName) -> u64 {

@@ -388,6 +388,13 @@ impl MvccStore {
     pub fn write(&self) -> WriteTxn<'_> {
         WriteTxn::begin(self)
     }
+
+    /// Starts a write batch if no other is open; `None` at once otherwise, for callers that
+    /// must not wait (an async worker).
+    #[must_use]
+    pub fn try_write(&self) -> Option<WriteTxn<'_>> {
+        WriteTxn::try_begin(self)
+    }
 }
 
 /// Loads and checks the committed row of `version` through `get` (a backend or snapshot read

@@ -111,7 +111,16 @@ enum PathCheck<'l> {
 
 impl<'a> WriteTxn<'a> {
     pub(super) fn begin(store: &'a MvccStore) -> WriteTxn<'a> {
-        let writer = store.writer.lock();
+        WriteTxn::holding(store, store.writer.lock())
+    }
+
+    /// As [`WriteTxn::begin`], but `None` at once when another batch is open.
+    pub(super) fn try_begin(store: &'a MvccStore) -> Option<WriteTxn<'a>> {
+        let writer = store.writer.try_lock()?;
+        Some(WriteTxn::holding(store, writer))
+    }
+
+    fn holding(store: &'a MvccStore, writer: MutexGuard<'a, ()>) -> WriteTxn<'a> {
         let (backend, current_revision, compact_revision) = {
             let state = store.state.read();
             (
