@@ -28,6 +28,8 @@ pub struct BugCase {
     pub nemesis_interval_secs: f64,
     /// Shapes its partitions take; empty means every shape.
     pub partition_shapes: &'static [PartitionShape],
+    /// The members' `--snapshot-count`, when the harness's default would hide the bug.
+    pub snapshot_count: Option<u64>,
 }
 
 /// Every bug `bugcheck` can run.
@@ -46,6 +48,7 @@ pub const BUGS: &[BugCase] = &[
         // One follower cut from both others: its reads are stale for the whole fault. Other
         // shapes may leave it a path to the leader.
         partition_shapes: &[PartitionShape::Isolate],
+        snapshot_count: None,
     },
     BugCase {
         name: "ack-before-commit",
@@ -61,6 +64,7 @@ pub const BUGS: &[BugCase] = &[
         nemesis_interval_secs: 3.0,
         // Only the leader cut off from both others stalls every commit it is asked for.
         partition_shapes: &[PartitionShape::Isolate],
+        snapshot_count: None,
     },
     BugCase {
         name: "txn-compare-after-writes",
@@ -74,6 +78,7 @@ pub const BUGS: &[BugCase] = &[
         time_limit_secs: 8,
         nemesis_interval_secs: 5.0,
         partition_shapes: &[],
+        snapshot_count: None,
     },
     BugCase {
         name: "watch-skip-on-resume",
@@ -87,6 +92,7 @@ pub const BUGS: &[BugCase] = &[
         time_limit_secs: 12,
         nemesis_interval_secs: 5.0,
         partition_shapes: &[],
+        snapshot_count: None,
     },
     BugCase {
         name: "lease-expire-local",
@@ -100,8 +106,19 @@ pub const BUGS: &[BugCase] = &[
         leader_percent: 0,
         // Runs of 20 s saw two faults, and once neither left the counters apart.
         time_limit_secs: 30,
-        nemesis_interval_secs: 5.0,
-        partition_shapes: &[],
+        // Faults of 2 to 6 s: mostly longer than a key lease's TTL, so the follower expires
+        // leases, and shorter than most lock leases, which are then still alive when it
+        // serves reads again.
+        nemesis_interval_secs: 4.0,
+        // Only a follower cut from both others misses renewals; a bridge or halves partition
+        // may leave it a path to the leader.
+        partition_shapes: &[PartitionShape::Isolate],
+        // With the harness's 100, a follower back from a fault of a few seconds is behind the
+        // leader's kept log and catches up by a snapshot, which replaces its whole state and
+        // so repairs what the bug deleted before any read sees it. With a longer log it
+        // catches up by replaying entries, keeps the damage, and answers reads without keys
+        // whose leases are alive: what the lease checker looks for.
+        snapshot_count: Some(10_000),
     },
 ];
 

@@ -44,6 +44,9 @@ use mnemo_jepsen::workload::{WorkloadName, WorkloadOptions};
 const TIME_LIMIT_DEFAULT_SECS: u64 = 60;
 /// `--leader-percent` of `test` unless told otherwise.
 const LEADER_PERCENT_DEFAULT: u64 = 50;
+/// Members' `--snapshot-count` unless told: small, as in Jepsen's etcd suite, so that runs
+/// exercise snapshots.
+const SNAPSHOT_COUNT_DEFAULT: u64 = 100;
 /// Exit code when the history is linearizable.
 const EXIT_LINEARIZABLE: u8 = 0;
 /// Exit code when it is not.
@@ -177,8 +180,9 @@ struct RunArgs {
     #[arg(long, default_value_t = PARTITION_TIME_BUDGET_DEFAULT.as_secs())]
     check_timeout: u64,
     /// The members' --snapshot-count (Jepsen's etcd suite uses 100, to exercise snapshots).
-    #[arg(long, default_value_t = 100)]
-    snapshot_count: u64,
+    /// [default: 100; for bugcheck, the bug's own where it has one]
+    #[arg(long)]
+    snapshot_count: Option<u64>,
     /// The members' --heartbeat-interval, ms.
     #[arg(long, default_value_t = 100)]
     heartbeat_interval: u64,
@@ -339,28 +343,10 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
     if args.nodes == 0 {
         anyhow::bail!("--nodes must be at least 1");
     }
-    let faults = match (&args.nemesis, case) {
-        (Some(list), _) => nemesis::parse_faults(list).map_err(anyhow::Error::msg)?,
-        (None, Some(case)) => case.faults.to_vec(),
-        (None, None) => vec![Fault::Kill, Fault::Pause, Fault::Partition],
-    };
-    let partition_shapes = match (&args.partition_shapes, case) {
-        (Some(list), _) => list
-            .split(',')
-            .map(|shape| shape.trim().parse())
-            .collect::<Result<Vec<PartitionShape>, String>>()
-            .map_err(anyhow::Error::msg)?,
-        (None, Some(case)) => case.partition_shapes.to_vec(),
-        (None, None) => Vec::new(),
-    };
     let time_limit = args
         .time_limit
         .or(case.map(|case| case.time_limit_secs))
         .unwrap_or(TIME_LIMIT_DEFAULT_SECS);
-    let leader_percent = args
-        .leader_percent
-        .or(case.map(|case| case.leader_percent))
-        .unwrap_or(LEADER_PERCENT_DEFAULT);
     let seed = args.seed.unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -379,18 +365,6 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
             Target::Mnemo => plain,
         }
     });
-    let seconds = |value: f64, flag: &str| {
-        Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be >= 0"))
-    };
-    let interval = seconds(
-        args.nemesis_interval
-            .or(case.map(|case| case.nemesis_interval_secs))
-            .unwrap_or(nemesis::INTERVAL_DEFAULT.as_secs_f64()),
-        "--nemesis-interval",
-    )?;
-    if interval < Duration::from_millis(100) && !faults.is_empty() {
-        anyhow::bail!("--nemesis-interval must be at least 0.1 s");
-    }
     Ok(TestOptions {
         target,
         nodes: args.nodes,
@@ -405,19 +379,59 @@ fn test_options(args: &RunArgs, bugcheck: bool) -> anyhow::Result<TestOptions> {
         concurrency: args.concurrency,
         workload,
         workloads: workload_options(args)?,
-        nemesis: NemesisOptions {
-            faults,
-            interval,
-            leader_percent: leader_percent.min(100),
-            partition_shapes,
-        },
+        nemesis: nemesis_options(args, case)?,
         request_timeout: seconds(args.request_timeout, "--request-timeout")?,
         heal_wait: seconds(args.heal_wait, "--heal-wait")?,
         check_timeout: Duration::from_secs(args.check_timeout),
-        snapshot_count: args.snapshot_count,
+        snapshot_count: args
+            .snapshot_count
+            .or(case.and_then(|case| case.snapshot_count))
+            .unwrap_or(SNAPSHOT_COUNT_DEFAULT),
         heartbeat_interval_ms: args.heartbeat_interval,
         election_timeout_ms: args.election_timeout,
         bug,
+    })
+}
+
+/// `value` seconds given by `flag`, refused when negative or not a number.
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be >= 0"))
+}
+
+/// The faults, their shapes, targeting and pace: the flags when given, else the bug case's.
+fn nemesis_options(args: &RunArgs, case: Option<&bugs::BugCase>) -> anyhow::Result<NemesisOptions> {
+    let faults = match (&args.nemesis, case) {
+        (Some(list), _) => nemesis::parse_faults(list).map_err(anyhow::Error::msg)?,
+        (None, Some(case)) => case.faults.to_vec(),
+        (None, None) => vec![Fault::Kill, Fault::Pause, Fault::Partition],
+    };
+    let partition_shapes = match (&args.partition_shapes, case) {
+        (Some(list), _) => list
+            .split(',')
+            .map(|shape| shape.trim().parse())
+            .collect::<Result<Vec<PartitionShape>, String>>()
+            .map_err(anyhow::Error::msg)?,
+        (None, Some(case)) => case.partition_shapes.to_vec(),
+        (None, None) => Vec::new(),
+    };
+    let leader_percent = args
+        .leader_percent
+        .or(case.map(|case| case.leader_percent))
+        .unwrap_or(LEADER_PERCENT_DEFAULT);
+    let interval = seconds(
+        args.nemesis_interval
+            .or(case.map(|case| case.nemesis_interval_secs))
+            .unwrap_or(nemesis::INTERVAL_DEFAULT.as_secs_f64()),
+        "--nemesis-interval",
+    )?;
+    if interval < Duration::from_millis(100) && !faults.is_empty() {
+        anyhow::bail!("--nemesis-interval must be at least 0.1 s");
+    }
+    Ok(NemesisOptions {
+        faults,
+        interval,
+        leader_percent: leader_percent.min(100),
+        partition_shapes,
     })
 }
 

@@ -25,8 +25,11 @@
 //!   counter) under kill and pause faults must be judged valid by the `lease` and `lock`
 //!   checkers, with both faults fired.
 //! - `bugcheck_catches_lease_expire_local`: against `MNEMO_BUG=lease-expire-local` (followers
-//!   expire leases by their own clock and delete the keys locally), partitions and pauses of
+//!   expire leases by their own clock and delete the keys locally), isolating and pausing
 //!   followers must make the `lease` checker find keys missing while their leases surely live.
+//!   The members keep 10,000 entries between snapshots here, so a follower back from a fault
+//!   replays the log and keeps the damage; with the usual 100 it installs a snapshot, which
+//!   repairs its state before any read reaches it.
 //!
 //! The member binaries come from the target directory these tests were built in:
 //! `<target>/debug/mnemo` (`cargo build --bin mnemo` at the repository root) and
@@ -161,6 +164,9 @@ fn bugcheck(name: &str, seed: u64) -> TestReport {
     options.nemesis.leader_percent = case.leader_percent;
     options.nemesis.interval = Duration::from_secs_f64(case.nemesis_interval_secs);
     options.nemesis.partition_shapes = case.partition_shapes.to_vec();
+    if let Some(count) = case.snapshot_count {
+        options.snapshot_count = count;
+    }
     options.bug = Some(name.to_owned());
     let report = run(&options);
     assert_eq!(
@@ -273,13 +279,13 @@ fn smoke_lease_under_kill_and_pause() {
 #[test]
 fn bugcheck_catches_lease_expire_local() {
     let report = bugcheck("lease-expire-local", 3);
-    // The follower's local revokes show as keys missing under live leases (`lease`), or as
-    // members whose counters diverged (`lock`); a run may show either first.
-    let (lease, lock) = (check(&report, "lease"), check(&report, "lock"));
+    // The follower's local revokes must show as keys missing while their leases surely live.
+    // Diverged lock counters or HashKV alone would not do: they catch any divergence, and
+    // this test is about the lease checker's own sight.
+    let lease = check(&report, "lease");
     assert!(
-        lease.validity == Validity::Invalid || lock.validity == Validity::Invalid,
-        "caught, but not by the lease workload's checkers: lease {}; lock {}",
-        lease.summary,
-        lock.summary
+        lease.details["violations"]["early-expiry"].as_u64() > Some(0),
+        "caught, but not as early expiry by the lease checker: {}",
+        lease.summary
     );
 }
