@@ -45,7 +45,7 @@ use self::codec::{Applied, ApplyError, ApplyOutcome, Proposal};
 use crate::alarm::{AlarmTable, AlarmType};
 use crate::auth::{AuthStamp, AuthStore, Needs};
 use crate::lease::{self, Clock, Lessor, SystemClock};
-use crate::limits::{APPLY_QUICK_BYTES_MAX, APPLY_QUICK_ENTRIES_MAX};
+use crate::limits::{APPLY_QUICK_BYTES_MAX, APPLY_QUICK_ENTRIES_MAX, APPLY_QUICK_OPS_MAX};
 use crate::raft::{AppliedState, CommittedData, CommittedEntry, LogPos, StateMachineHost};
 use crate::storage::backend::Cf;
 use crate::storage::member_db::MemberDb;
@@ -493,30 +493,39 @@ fn read_applied_state(store: &MvccStore) -> io::Result<AppliedState> {
     })
 }
 
-/// Whether applying `proposal` is bounded work: it touches single keys only (a range, a
-/// range delete or a lease revoke may touch any number) and is not a compaction.
-fn is_quick(proposal: &Proposal) -> bool {
+/// The key operations applying `proposal` costs, when that is bounded: each touches one key
+/// (a range, a range delete or a lease revoke may touch any number), and a compaction walks
+/// the whole index. `None` when it is not bounded. A lease checkpoint or an alarm counts as
+/// one: it changes one row per lease or alarm named, and the payload limit bounds those.
+fn quick_ops(proposal: &Proposal, stamp: Option<&AuthStamp>) -> Option<usize> {
     match proposal {
-        Proposal::Put(_)
-        | Proposal::LeaseGrant { .. }
-        | Proposal::LeaseCheckpoint(_)
-        | Proposal::Alarm { .. } => true,
-        Proposal::DeleteRange(delete) => delete.range.range_end.is_empty(),
-        Proposal::Txn(txn) => txn_is_quick(txn),
-        _ => false,
+        // The permission check of a stamped put under a lease covers every key of that lease.
+        Proposal::Put(put) => (stamp.is_none() || put.lease == 0).then_some(1),
+        Proposal::LeaseGrant { .. } | Proposal::LeaseCheckpoint(_) | Proposal::Alarm { .. } => {
+            Some(1)
+        }
+        Proposal::DeleteRange(delete) => delete.range.is_single().then_some(1),
+        Proposal::Txn(txn) => txn_quick_ops(txn),
+        _ => None,
     }
 }
 
-fn txn_is_quick(txn: &TxnRequest) -> bool {
-    txn.compare
-        .iter()
-        .all(|compare| compare.range.range_end.is_empty())
-        && txn.success.iter().chain(&txn.failure).all(|op| match op {
-            RequestOp::Range(range) => range.range.range_end.is_empty(),
-            RequestOp::Put(_) => true,
-            RequestOp::DeleteRange(delete) => delete.range.range_end.is_empty(),
-            RequestOp::Txn(nested) => txn_is_quick(nested),
-        })
+/// As [`quick_ops`], for a transaction: its compares and the operations of both branches,
+/// nested transactions included, since either branch may run.
+fn txn_quick_ops(txn: &TxnRequest) -> Option<usize> {
+    if !txn.compare.iter().all(|compare| compare.range.is_single()) {
+        return None;
+    }
+    let mut ops = txn.compare.len();
+    for op in txn.success.iter().chain(&txn.failure) {
+        ops += match op {
+            RequestOp::Range(range) => range.range.is_single().then_some(1)?,
+            RequestOp::Put(_) => 1,
+            RequestOp::DeleteRange(delete) => delete.range.is_single().then_some(1)?,
+            RequestOp::Txn(nested) => txn_quick_ops(nested)?,
+        };
+    }
+    Some(ops)
 }
 
 impl Applier {
@@ -590,6 +599,7 @@ impl StateMachineHost for Applier {
             return None;
         }
         let mut payload_bytes = 0;
+        let mut ops = 0;
         let mut decoded = Vec::with_capacity(entries.len());
         for entry in entries {
             if let CommittedData::Normal(bytes) = &entry.data {
@@ -599,15 +609,16 @@ impl StateMachineHost for Applier {
                 }
                 // An entry that does not decode takes the slow way, which reports it.
                 let (_id, proposal, stamp) = codec::decode_entry(bytes).ok()?;
-                if !is_quick(&proposal) {
+                ops += quick_ops(&proposal, stamp.as_ref())?;
+                if ops > APPLY_QUICK_OPS_MAX {
                     return None;
                 }
                 decoded.push((proposal, stamp));
             }
         }
-        // A snapshot being taken holds the writer, and a write RocksDB holds back would sleep:
+        // A snapshot being taken holds the writer, and a write RocksDB would hold back sleeps:
         // neither may stall an async worker.
-        if self.store().backend().writes_held_back() {
+        if self.store().backend().writes_may_wait() {
             return None;
         }
         let txn = self.store().try_write()?;

@@ -6,6 +6,7 @@ use std::path::Path;
 use tempfile::TempDir;
 
 use super::*;
+use crate::alarm::Alarm;
 use crate::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, RangeRequest,
 };
@@ -70,8 +71,9 @@ fn entries(applier: &Applier, proposals: &[Proposal]) -> Vec<CommittedEntry> {
         .collect()
 }
 
-/// Every key-value of the store, with its revisions, and the store's hash.
-fn state(applier: &Applier) -> (Vec<crate::types::KeyValue>, u32) {
+/// Every key-value of the store, its hash, and every row of every column family (leases,
+/// alarms, the applied position and membership among them).
+fn state(applier: &Applier) -> (Vec<crate::types::KeyValue>, u32, Vec<super::tests::Row>) {
     let store = applier.store();
     let all = store
         .range(&RangeRequest {
@@ -79,7 +81,11 @@ fn state(applier: &Applier) -> (Vec<crate::types::KeyValue>, u32) {
             ..RangeRequest::default()
         })
         .unwrap();
-    (all.kvs, store.hash_kv(0).unwrap().hash)
+    (
+        all.kvs,
+        store.hash_kv(0).unwrap().hash,
+        super::tests::rows(store),
+    )
 }
 
 /// Asserts that `proposals` are declined by the quick way and leave `applier` as it was.
@@ -111,21 +117,58 @@ fn quick_apply_answers_and_stores_what_the_blocking_way_does() {
         ],
         // One update that holds (a was written at revision 2) and one that does not.
         vec![cas("a", 2, "updated"), cas("c", 2, "lost")],
+        vec![
+            Proposal::LeaseCheckpoint(vec![(7, 12)]),
+            Proposal::Alarm {
+                activate: true,
+                alarm: Alarm {
+                    member: 3,
+                    kind: AlarmType::Corrupt,
+                },
+            },
+        ],
     ];
-    for proposals in batches {
-        let quick_batch = entries(&quick, &proposals);
+    for (round, proposals) in batches.into_iter().enumerate() {
+        let mut quick_batch = entries(&quick, &proposals);
+        // The last round also carries a leader's blank entry and a membership change, which
+        // take no proposal: the decoded proposals must stay in step with the entries.
+        if round == 3 {
+            // Positions are set right below.
+            let unnumbered = LogPos { index: 0, term: 1 };
+            quick_batch.insert(
+                0,
+                CommittedEntry {
+                    position: unnumbered,
+                    data: CommittedData::Blank,
+                },
+            );
+            quick_batch.push(CommittedEntry {
+                position: unnumbered,
+                data: CommittedData::Membership(Bytes::from_static(b"members")),
+            });
+            for (index, entry) in (quick.applied_index() + 1..).zip(quick_batch.iter_mut()) {
+                entry.position.index = index;
+            }
+        }
         let answered = quick
             .try_apply_quick(&quick_batch)
             .expect("a batch of single-key requests is quick")
             .unwrap();
-        let slow_batch = entries(&slow, &proposals);
-        assert_eq!(quick_batch, slow_batch);
+        let slow_batch = quick_batch.clone();
         assert_eq!(answered, slow.apply(&slow_batch).unwrap());
         assert_eq!(quick.applied_index(), slow.applied_index());
         assert_eq!(state(&quick), state(&slow));
+        assert_eq!(
+            quick.applied_state().unwrap(),
+            slow.applied_state().unwrap()
+        );
     }
+    assert_eq!(
+        quick.applied_state().unwrap().membership,
+        Some(Bytes::from_static(b"members"))
+    );
     // The writes really happened: the CAS on "a" held, the one on "c" did not.
-    let (kvs, _) = state(&quick);
+    let (kvs, _, _) = state(&quick);
     let value_of = |key: &[u8]| {
         kvs.iter()
             .find(|kv| kv.key.as_ref() == key)
@@ -214,4 +257,64 @@ fn an_undecodable_entry_is_left_to_the_blocking_way_which_refuses_it() {
     assert!(applier.try_apply_quick(&batch).is_none());
     assert!(applier.apply(&batch).is_err());
     assert_eq!(applier.applied_index(), 0);
+}
+
+#[test]
+fn operations_are_counted_through_nested_transactions() {
+    let (_dir, applier) = member();
+    // A transaction of 100 puts, half of them one level down: small on the wire, and within
+    // the entry and byte limits however many of them a batch holds.
+    let puts = |from: usize| -> Vec<RequestOp> {
+        (from..from + 50)
+            .map(|index| {
+                RequestOp::Put(PutRequest {
+                    key: Bytes::from(format!("k{index}")),
+                    value: Bytes::from_static(b"v"),
+                    ..PutRequest::default()
+                })
+            })
+            .collect()
+    };
+    let mut outer = puts(0);
+    outer.push(RequestOp::Txn(TxnRequest {
+        success: puts(50),
+        ..TxnRequest::default()
+    }));
+    let wide = Proposal::Txn(TxnRequest {
+        success: outer,
+        ..TxnRequest::default()
+    });
+    let over = APPLY_QUICK_OPS_MAX / 100 + 1;
+    assert_declined(&applier, &vec![wide.clone(); over]);
+    let within = entries(&applier, &vec![wide; over - 1]);
+    assert!(applier.try_apply_quick(&within).is_some());
+}
+
+#[test]
+fn a_permission_checked_put_under_a_lease_is_declined() {
+    let (_dir, applier) = member();
+    let grant = entries(&applier, &[Proposal::LeaseGrant { id: 7, ttl: 30 }]);
+    applier.apply(&grant).unwrap();
+    let leased = Proposal::Put(PutRequest {
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from_static(b"v"),
+        lease: 7,
+        ..PutRequest::default()
+    });
+    let stamp = AuthStamp {
+        user: "root".into(),
+        revision: 1,
+    };
+    let index = applier.applied_index() + 1;
+    let stamped = vec![CommittedEntry {
+        position: LogPos { index, term: 1 },
+        data: CommittedData::Normal(codec::encode_stamped(index, &leased, Some(&stamp))),
+    }];
+    assert!(applier.try_apply_quick(&stamped).is_none());
+    // Without a stamp there is no permission check, and the same put is quick.
+    assert!(
+        applier
+            .try_apply_quick(&entries(&applier, &[leased]))
+            .is_some()
+    );
 }

@@ -103,10 +103,10 @@ fn range_all(at: Revision) -> RangeRequest {
 }
 
 /// One row of a column family: the family, the key and the value.
-type Row = (Cf, Box<[u8]>, Box<[u8]>);
+pub(super) type Row = (Cf, Box<[u8]>, Box<[u8]>);
 
 /// Every row of every column family.
-fn rows(store: &MvccStore) -> Vec<Row> {
+pub(super) fn rows(store: &MvccStore) -> Vec<Row> {
     let backend = store.backend();
     let mut rows = Vec::new();
     for cf in Cf::ALL {

@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -185,7 +186,12 @@ impl StateMachine {
             .iter()
             .filter(|entry| matches!(entry.data, CommittedData::Normal(_)))
             .count();
-        let results = match self.host.try_apply_quick(&batch) {
+        // A panic in the host becomes an error, as it does on a blocking thread (a failed
+        // join), so openraft hears of it instead of losing its state-machine task.
+        let quick =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.host.try_apply_quick(&batch)))
+                .unwrap_or_else(|_| Some(Err(io::Error::other("applying a batch panicked"))));
+        let results = match quick {
             Some(results) => results?,
             None => {
                 let host = Arc::clone(&self.host);

@@ -537,15 +537,31 @@ impl Backend {
         in_use.min(self.size_bytes())
     }
 
-    /// Whether RocksDB holds writes back now, delaying or stopping them until compaction
-    /// catches up: a write would wait. A property it cannot report counts as held back, so a
+    /// Whether a write now might wait inside RocksDB: writes are being delayed or stopped
+    /// until compaction catches up, or a column family still has a full memtable waiting for
+    /// its flush, so that the next one to fill would have to wait for it (each has at most
+    /// [`WRITE_BUFFERS_PER_CF_MAX`]). A property RocksDB cannot report counts as a yes, so a
     /// caller that must not wait takes the slow way.
     #[must_use]
-    pub fn writes_held_back(&self) -> bool {
+    pub fn writes_may_wait(&self) -> bool {
         let read = |name: &properties::PropName| self.db.property_int_value(name).ok().flatten();
         let stopped = read(properties::IS_WRITE_STOPPED);
         let delayed_rate = read(properties::ACTUAL_DELAYED_WRITE_RATE);
-        !matches!((stopped, delayed_rate), (Some(0), Some(0)))
+        if !matches!((stopped, delayed_rate), (Some(0), Some(0))) {
+            return true;
+        }
+        Cf::ALL.iter().any(|&cf| {
+            let unflushed = self
+                .db
+                .property_int_value_cf(&self.handle(cf), properties::NUM_IMMUTABLE_MEM_TABLE)
+                .ok()
+                .flatten();
+            unflushed.is_none_or(|count| {
+                i64::try_from(count).map_or(true, |count| {
+                    count + 1 >= i64::from(WRITE_BUFFERS_PER_CF_MAX)
+                })
+            })
+        })
     }
 
     /// Sum of an integer property over our column families. These are metrics only, so a

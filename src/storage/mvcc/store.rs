@@ -99,7 +99,8 @@ pub(super) struct CommittedState {
 /// Reads ([`MvccStore::range`], [`MvccStore::read_txn`], [`MvccStore::hash_kv`]) see only
 /// committed state and run concurrently with each other and with an open [`WriteTxn`].
 /// Writes go through [`MvccStore::write`], one batch at a time. All methods block (locks,
-/// RocksDB), so async callers run them on blocking threads.
+/// RocksDB), so async callers run them on blocking threads; the exception is a small batch
+/// started with [`MvccStore::try_write`], which its caller has judged short.
 pub struct MvccStore {
     /// Committed backend, index and revisions. Shared by readers; exclusive only inside
     /// `WriteTxn::commit` and `replace`, which also hold `writer`. Second in the lock order.
