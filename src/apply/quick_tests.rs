@@ -232,7 +232,11 @@ fn batches_past_the_limits_are_declined() {
     assert_declined(&applier, &[put("big", &big)]);
     // Just inside both limits, it is quick.
     let within = entries(&applier, &many[..APPLY_QUICK_ENTRIES_MAX]);
-    assert!(applier.try_apply_quick(&within).is_some());
+    assert!(
+        applier
+            .try_apply_quick(&within)
+            .is_some_and(|applied| applied.is_ok())
+    );
 }
 
 #[test]
@@ -287,7 +291,11 @@ fn operations_are_counted_through_nested_transactions() {
     let over = APPLY_QUICK_OPS_MAX / 100 + 1;
     assert_declined(&applier, &vec![wide.clone(); over]);
     let within = entries(&applier, &vec![wide; over - 1]);
-    assert!(applier.try_apply_quick(&within).is_some());
+    assert!(
+        applier
+            .try_apply_quick(&within)
+            .is_some_and(|applied| applied.is_ok())
+    );
 }
 
 #[test]
@@ -315,6 +323,6 @@ fn a_permission_checked_put_under_a_lease_is_declined() {
     assert!(
         applier
             .try_apply_quick(&entries(&applier, &[leased]))
-            .is_some()
+            .is_some_and(|applied| applied.is_ok())
     );
 }

@@ -162,9 +162,9 @@ pub trait StateMachineHost: Send + Sync + 'static {
     /// to run on the async worker calling it: a bounded number of point reads and memory
     /// updates and one unsynced write that the storage does not expect to hold back; it may
     /// still wait briefly for readers of the same state. Otherwise it changes nothing and
-    /// returns `None`, and the adapter runs [`Self::apply`] on a blocking thread. Handing a small batch to a blocking
-    /// thread and back costs two thread switches, more than the work itself. The default
-    /// always declines.
+    /// returns `None`, and the adapter runs [`Self::apply`] on a blocking thread. Handing a
+    /// small batch to a blocking thread and back costs two thread switches, more than the work
+    /// itself. The default always declines.
     fn try_apply_quick(&self, entries: &[CommittedEntry]) -> Option<io::Result<Vec<Bytes>>> {
         let _ = entries;
         None

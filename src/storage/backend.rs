@@ -557,9 +557,7 @@ impl Backend {
                 .ok()
                 .flatten();
             unflushed.is_none_or(|count| {
-                i64::try_from(count).map_or(true, |count| {
-                    count + 1 >= i64::from(WRITE_BUFFERS_PER_CF_MAX)
-                })
+                count.saturating_add(1) >= u64::from(WRITE_BUFFERS_PER_CF_MAX.unsigned_abs())
             })
         })
     }
