@@ -121,6 +121,23 @@ fn member_list(cluster: &Cluster, slots: &[usize]) -> Vec<(u64, String, bool)> {
         .collect()
 }
 
+/// The first `member list` through `slots` that satisfies `wanted`, polled for up to
+/// [`CATCH_UP_TIMEOUT`]. A member announces its name on its own once it has started (etcd's
+/// publish), so a list read right after it caught up may still show it unnamed.
+async fn wait_member_list(
+    cluster: &Cluster,
+    slots: &[usize],
+    what: &str,
+    wanted: impl Fn(&[(u64, String, bool)]) -> bool,
+) -> Vec<(u64, String, bool)> {
+    let wanted = &wanted;
+    poll_until_or_dump(cluster, what, CATCH_UP_TIMEOUT, || async move {
+        let listed = member_list(cluster, slots);
+        wanted(&listed).then_some(listed)
+    })
+    .await
+}
+
 /// A put through every one of `slots`, each read back linearizably through all of them.
 async fn assert_cluster_works(cluster: &Cluster, slots: &[usize], tag: &str) {
     for &writer in slots {
@@ -438,13 +455,18 @@ async fn learner_added_catches_up_and_is_promoted() {
         promoted.contains(&format!("Member {:16x} promoted", cluster.id(learner))),
         "unexpected promote output: {promoted}"
     );
-    let listed = member_list(&cluster, &voters);
-    assert!(
-        listed.iter().any(|member| member.0 == cluster.id(learner)
-            && member.1 == member_name(learner)
-            && !member.2),
-        "the promoted member is a named voter: {listed:?}"
-    );
+    let (learner_id, learner_name) = (cluster.id(learner), member_name(learner));
+    wait_member_list(
+        &cluster,
+        &voters,
+        "the promoted member to be listed as a named voter",
+        |listed| {
+            listed
+                .iter()
+                .any(|member| member.0 == learner_id && member.1 == learner_name && !member.2)
+        },
+    )
+    .await;
 
     let everyone = [0, 1, 2, learner];
     cluster.wait_leader(&everyone).await;
@@ -467,14 +489,16 @@ async fn voter_added_joins_and_serves() {
     cluster
         .wait_value(voter, "join/before", "old", CATCH_UP_TIMEOUT)
         .await;
-    let listed = member_list(&cluster, &everyone);
-    let mut shown: Vec<(u64, String, bool)> = listed;
-    shown.sort_by(|a, b| a.1.cmp(&b.1));
     let expected: Vec<(u64, String, bool)> = everyone
         .iter()
         .map(|&slot| (cluster.id(slot), member_name(slot), false))
         .collect();
-    assert_eq!(shown, expected, "four named voters");
+    wait_member_list(&cluster, &everyone, "four named voters", |listed| {
+        let mut shown = listed.to_vec();
+        shown.sort_by(|a, b| a.1.cmp(&b.1));
+        shown == expected
+    })
+    .await;
     assert_cluster_works(&cluster, &everyone, "after-join").await;
 }
 
