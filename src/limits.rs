@@ -310,6 +310,17 @@ pub const LEASE_REVOKES_PER_TICK: usize = 500;
 
 /// How long the leader waits for a proposed revoke to apply before proposing it again.
 pub const LEASE_REVOKE_RETRY: Duration = Duration::from_secs(3);
+
+/// How often a long lease's remaining TTL is checkpointed when lease checkpointing is on
+/// (etcd's interval).
+pub const LEASE_CHECKPOINT_INTERVAL_DEFAULT: Duration = Duration::from_secs(5 * 60);
+
+/// The shortest checkpoint interval accepted: each round is one Raft entry per batch.
+pub const LEASE_CHECKPOINT_INTERVAL_MIN: Duration = Duration::from_secs(1);
+
+/// Leases checkpointed by one Raft entry at most (etcd's batch limit), so one entry stays
+/// small however many leases are due.
+pub const LEASE_CHECKPOINTS_PER_PROPOSAL: usize = 1000;
 /// How long a keepalive of an expired lease waits for the lease's revoke to be applied before
 /// answering that it is gone (TTL 0); past it the keepalive fails as unavailable. etcd-compat:
 /// a client told its lease is gone must never see the lease's keys again.

@@ -12,8 +12,8 @@ use clap::{Parser, ValueEnum};
 use mnemo::embed::{ClusterState, Config, Node, parse_urls};
 use mnemo::limits::{
     ELECTION_TIMEOUT_DEFAULT, ETCD_COMPAT_VERSION, HEARTBEAT_INTERVAL_DEFAULT,
-    QUOTA_BACKEND_BYTES_DEFAULT, QUOTA_BACKEND_BYTES_DISABLED, SNAPSHOT_COUNT_DEFAULT,
-    WARNING_APPLY_DURATION_DEFAULT,
+    LEASE_CHECKPOINT_INTERVAL_DEFAULT, QUOTA_BACKEND_BYTES_DEFAULT, QUOTA_BACKEND_BYTES_DISABLED,
+    SNAPSHOT_COUNT_DEFAULT, WARNING_APPLY_DURATION_DEFAULT,
 };
 use mnemo::logging;
 use mnemo::server::compactor::AutoCompaction;
@@ -192,6 +192,24 @@ struct Flags {
         default_value_t = humantime::Duration::from(WARNING_APPLY_DURATION_DEFAULT)
     )]
     experimental_warning_apply_duration: humantime::Duration,
+    /// Checkpoint long leases' remaining TTLs through Raft, so that a new leader does not
+    /// restart them at their full TTL.
+    #[arg(
+        long,
+        env = "MNEMO_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "false",
+        action = clap::ArgAction::Set
+    )]
+    experimental_enable_lease_checkpoint: bool,
+    /// How often a lease is checkpointed when lease checkpointing is on (e.g. 5m, 10s).
+    #[arg(
+        long,
+        env = "MNEMO_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL",
+        default_value_t = humantime::Duration::from(LEASE_CHECKPOINT_INTERVAL_DEFAULT)
+    )]
+    experimental_lease_checkpoint_interval: humantime::Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -272,6 +290,9 @@ impl Flags {
                     .map_err(|e| e.to_string())?
             },
             warning_apply_duration: self.experimental_warning_apply_duration.into(),
+            lease_checkpoint_interval: self
+                .experimental_enable_lease_checkpoint
+                .then(|| self.experimental_lease_checkpoint_interval.into()),
             auto_compaction: AutoCompaction::parse(
                 &self.auto_compaction_mode,
                 &self.auto_compaction_retention,

@@ -10,8 +10,9 @@ use url::Url;
 
 use crate::limits::{
     ELECTION_TIMEOUT_DEFAULT, ELECTION_TIMEOUT_MAX, HEARTBEAT_INTERVAL_DEFAULT,
-    QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_COUNT_DEFAULT, WARNING_APPLY_DURATION_DEFAULT,
-    WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT, WATCH_PROGRESS_NOTIFY_INTERVAL_MIN,
+    LEASE_CHECKPOINT_INTERVAL_MIN, QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_COUNT_DEFAULT,
+    WARNING_APPLY_DURATION_DEFAULT, WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
+    WATCH_PROGRESS_NOTIFY_INTERVAL_MIN,
 };
 use crate::server::compactor::AutoCompaction;
 use crate::tls::TlsInfo;
@@ -155,6 +156,16 @@ pub enum ConfigError {
         /// The minimum, in milliseconds.
         min_ms: u128,
     },
+    /// A lease checkpoint interval below the minimum.
+    #[error(
+        "--experimental-lease-checkpoint-interval must be at least {min_ms} ms, got {got_ms} ms"
+    )]
+    LeaseCheckpointTooOften {
+        /// The interval given, in milliseconds.
+        got_ms: u128,
+        /// The minimum, in milliseconds.
+        min_ms: u128,
+    },
 }
 
 /// How to run one member. Field names follow etcd's flags.
@@ -209,6 +220,10 @@ pub struct Config {
     pub listen_metrics_urls: Vec<Url>,
     /// `--experimental-warning-apply-duration`: a KV request slower than this is logged.
     pub warning_apply_duration: Duration,
+    /// `--experimental-enable-lease-checkpoint` with `--experimental-lease-checkpoint-interval`:
+    /// how often the leader checkpoints long leases' remaining TTLs, so a failover does not
+    /// restart them at their full TTL (`None`: never, etcd's default).
+    pub lease_checkpoint_interval: Option<Duration>,
     /// `--auth-token`: simple tokens, or JWTs with their keys.
     pub auth_token: crate::auth::token::TokenKind,
     /// `--auth-token-ttl`: how long a simple token lives after its last use.
@@ -242,6 +257,7 @@ impl Default for Config {
             peer_tls: TlsInfo::default(),
             listen_metrics_urls: Vec::new(),
             warning_apply_duration: WARNING_APPLY_DURATION_DEFAULT,
+            lease_checkpoint_interval: None,
             auth_token: crate::auth::token::TokenKind::Simple,
             auth_token_ttl: crate::limits::AUTH_TOKEN_TTL_DEFAULT,
             bcrypt_cost: crate::limits::AUTH_BCRYPT_COST,
@@ -345,6 +361,14 @@ impl Config {
             return Err(ConfigError::ProgressNotifyTooShort {
                 got_ms: self.watch_progress_notify_interval.as_millis(),
                 min_ms: WATCH_PROGRESS_NOTIFY_INTERVAL_MIN.as_millis(),
+            });
+        }
+        if let Some(interval) = self.lease_checkpoint_interval
+            && interval < LEASE_CHECKPOINT_INTERVAL_MIN
+        {
+            return Err(ConfigError::LeaseCheckpointTooOften {
+                got_ms: interval.as_millis(),
+                min_ms: LEASE_CHECKPOINT_INTERVAL_MIN.as_millis(),
             });
         }
         for (flag, urls) in [

@@ -337,6 +337,7 @@ impl Node {
                 config.quota_backend_bytes,
             )
             .with_warning_apply_duration(config.warning_apply_duration)
+            .with_lease_checkpoint_interval(config.lease_checkpoint_interval)
             .with_auth_settings(
                 config.auth_token.clone(),
                 config.auth_token_ttl,

@@ -7,12 +7,18 @@
 //!   same on every member; it is stored in the `lease` column family in apply's batch;
 //! - the *deadlines* are local and volatile. Every member keeps one per lease (set at grant,
 //!   checkpoint and renewal, from this member's clock), but only the leader acts on them:
-//!   it renews on keepalive and proposes the revoke of an expired lease. A renewal is
-//!   answered only once a checkpoint carrying its TTL has committed, so every renewal a
-//!   client was told about is known to every member that could lead next: a follower's
-//!   deadline (apply time + checkpointed TTL) is never earlier than the truth. A member that
-//!   becomes leader extends every deadline to at least one election timeout ahead, so
-//!   clients have time to find it before anything expires.
+//!   it renews on keepalive and proposes the revoke of an expired lease. Renewals are not
+//!   replicated (as in etcd): the leader answers one only after a quorum confirmed, in a
+//!   round that started after the renewal, that it still leads. So every renewal a client
+//!   was told about happened before any later leader took over, and a member that becomes
+//!   leader gives every lease its full TTL (or its checkpointed remaining TTL) from the
+//!   takeover, and at least one election timeout, so clients have time to find it before
+//!   anything expires. A checkpointed remaining TTL would cut a renewed lease short at the
+//!   next leader, so renewing such a lease first clears its checkpoint through Raft.
+//! - *checkpoints* (opt-in, etcd's lease checkpointing): the leader records long leases'
+//!   remaining TTLs in the table once per interval, so a failover does not restart them at
+//!   their full TTL. A lease whose checkpoint is proposed but not yet applied counts as
+//!   checkpointed, so a renewal in between still clears it.
 //!
 //! Deadlines come from a [`Clock`], which tests replace. Nothing read from the clock flows
 //! into an apply result, so apply stays deterministic. This module must not propose, await
@@ -89,14 +95,20 @@ pub struct LeaseStatus {
 struct Lease {
     /// Granted TTL in seconds.
     ttl: i64,
-    /// Remaining TTL in seconds at the last checkpoint; 0 when none was taken since the
-    /// grant (the full TTL applies). Replicated.
+    /// Remaining TTL in seconds at the last checkpoint; 0 when none holds (the full TTL
+    /// applies). Replicated.
     remaining: i64,
     keys: BTreeSet<Bytes>,
     /// When it expires by this member's clock. Volatile.
     deadline: Instant,
     /// When this leader last proposed its revoke, so it is proposed once per interval.
     revoking: Option<Instant>,
+    /// When the lease last got a fresh deadline (grant, renewal, promotion) or a checkpoint
+    /// was proposed for it; the next checkpoint is due an interval later. Volatile.
+    checkpoint_base: Instant,
+    /// A checkpoint of it was proposed and has not been applied (it may still commit).
+    /// Volatile.
+    checkpoint_pending: bool,
 }
 
 #[derive(Debug, Default)]
@@ -152,9 +164,25 @@ pub fn row_key(id: LeaseId) -> [u8; 8] {
     id.to_be_bytes()
 }
 
+/// A renewal the leader made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    /// The granted TTL, which the lease now has again.
+    pub ttl: i64,
+    /// The lease carries a checkpointed remaining TTL, which the caller must clear through
+    /// Raft before answering: a next leader would start from it instead of the full TTL.
+    pub checkpointed: bool,
+}
+
 /// A seconds count as a duration (negative counts as zero).
 fn seconds(count: i64) -> Duration {
     Duration::from_secs(u64::try_from(count).unwrap_or(0))
+}
+
+/// Seconds a lease has left by the replicated table alone: its checkpointed remaining TTL,
+/// or its granted TTL when no checkpoint holds.
+fn left_after_checkpoint(ttl: i64, remaining: i64) -> i64 {
+    if remaining > 0 { remaining } else { ttl }
 }
 
 impl Lessor {
@@ -179,7 +207,7 @@ impl Lessor {
         for item in backend.scan(Cf::Lease, &[], None) {
             let (key, value) = item?;
             let (id, ttl, remaining) = decode_row(&key, &value)?;
-            let left = if remaining > 0 { remaining } else { ttl };
+            let left = left_after_checkpoint(ttl, remaining);
             leases.insert(
                 id,
                 Lease {
@@ -188,6 +216,8 @@ impl Lessor {
                     keys: BTreeSet::new(),
                     deadline: now + seconds(left),
                     revoking: None,
+                    checkpoint_base: now,
+                    checkpoint_pending: false,
                 },
             );
         }
@@ -222,6 +252,8 @@ impl Lessor {
                 keys: BTreeSet::new(),
                 deadline: now + seconds(ttl),
                 revoking: None,
+                checkpoint_base: now,
+                checkpoint_pending: false,
             },
         );
         crate::metrics::get().lease_granted.inc();
@@ -236,7 +268,8 @@ impl Lessor {
         Some(lease.keys.into_iter().collect())
     }
 
-    /// Applies a committed checkpoint of remaining TTLs; returns the rows to store.
+    /// Applies a committed checkpoint of remaining TTLs (0 clears a lease's checkpoint: its
+    /// full TTL applies again); returns the rows to store.
     pub fn checkpoint(&self, remaining: &[(LeaseId, i64)]) -> Vec<(LeaseId, [u8; 16])> {
         let now = self.clock.now();
         let mut table = self.table.lock();
@@ -244,17 +277,21 @@ impl Lessor {
         let mut rows = Vec::new();
         for (id, left) in remaining {
             if let Some(lease) = table.leases.get_mut(id) {
-                lease.remaining = *left;
-                // A follower takes the checkpoint as its best knowledge of when the lease
-                // ends. The leader's own renewals already set its deadline; a committed
-                // renewal it did not make (a deposed leader's, forwarded after it answered
-                // its client) still binds it, so it never ends the lease earlier.
-                let promised = now + seconds(*left);
-                if primary {
-                    lease.deadline = lease.deadline.max(promised);
-                } else {
+                lease.remaining = (*left).max(0);
+                lease.checkpoint_pending = false;
+                let promised = now + seconds(left_after_checkpoint(lease.ttl, lease.remaining));
+                if !primary {
+                    // A follower takes the checkpoint as its best knowledge of when the lease
+                    // ends.
                     lease.deadline = promised;
+                } else if lease.remaining == 0 {
+                    // A cleared checkpoint comes with a renewal, maybe a deposed leader's
+                    // (forwarded here after it renewed): its promise binds this leader too.
+                    lease.deadline = lease.deadline.max(promised);
                 }
+                // A remaining TTL on the leader is its own checkpoint (they are never
+                // forwarded, and its predecessors' were applied before it took over), taken
+                // from this very deadline: applying it must not stretch the lease.
                 rows.push((*id, encode_row(lease.ttl, lease.remaining)));
             }
         }
@@ -296,15 +333,23 @@ impl Lessor {
         by_deadline.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// This member's timers became authoritative (it leads): every deadline is pushed to
-    /// at least `extend` from now.
+    /// This member's timers became authoritative (it leads): every lease gets its full TTL
+    /// (or its checkpointed remaining TTL) from now, and at least `extend`. Renewals are not
+    /// replicated, so this member cannot know a lease's last one; every renewal a client was
+    /// told about happened before this takeover (see the module header), so a full TTL from
+    /// now outlasts it.
     pub fn promote(&self, extend: Duration) {
-        let floor = self.clock.now() + extend;
+        let now = self.clock.now();
         let mut table = self.table.lock();
         table.primary = true;
         for lease in table.leases.values_mut() {
-            lease.deadline = lease.deadline.max(floor);
+            let left = seconds(left_after_checkpoint(lease.ttl, lease.remaining));
+            lease.deadline = lease.deadline.max(now + left.max(extend));
             lease.revoking = None;
+            lease.checkpoint_base = now;
+            // Whatever this member proposed while it led before has been applied or dropped
+            // by now: promotion waits for the first commit of the new term.
+            lease.checkpoint_pending = false;
         }
     }
 
@@ -318,10 +363,11 @@ impl Lessor {
         self.table.lock().primary
     }
 
-    /// Renews a lease on the leader: its deadline moves to a full TTL from now. Returns the
-    /// granted TTL, or `None` when the lease is unknown or already expired (its revoke is
-    /// on its way). The caller checkpoints the TTL before telling the client.
-    pub fn renew(&self, id: LeaseId) -> Option<i64> {
+    /// Renews a lease on the leader: its deadline moves to a full TTL from now. Returns
+    /// `None` when the lease is unknown or already expired (its revoke is on its way). The
+    /// caller confirms its leadership (and clears a checkpoint the renewal reports) before
+    /// telling the client.
+    pub fn renew(&self, id: LeaseId) -> Option<Renewal> {
         let now = self.clock.now();
         let mut table = self.table.lock();
         let lease = table.leases.get_mut(&id)?;
@@ -329,8 +375,43 @@ impl Lessor {
             return None;
         }
         lease.deadline = now + seconds(lease.ttl);
+        lease.checkpoint_base = now;
         crate::metrics::get().lease_renewed.inc();
-        Some(lease.ttl)
+        Some(Renewal {
+            ttl: lease.ttl,
+            checkpointed: lease.remaining != 0 || lease.checkpoint_pending,
+        })
+    }
+
+    /// Checkpoints due on the leader (at most `max`), marked as proposed: the remaining TTL
+    /// (whole seconds, rounded up so a next leader never ends a lease early) of each lease
+    /// whose last fresh deadline or checkpoint is `interval` old, that has more than
+    /// `interval` left (a shorter one ends before a next round matters, as in etcd) and less
+    /// than its full TTL. Empty unless this member leads.
+    pub fn checkpoints_due(&self, interval: Duration, max: usize) -> Vec<(LeaseId, i64)> {
+        let now = self.clock.now();
+        let mut table = self.table.lock();
+        if !table.primary {
+            return Vec::new();
+        }
+        let mut due = Vec::new();
+        for (id, lease) in &mut table.leases {
+            if due.len() >= max {
+                break;
+            }
+            let left = lease.deadline.saturating_duration_since(now);
+            let left_secs = i64::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+                .unwrap_or(i64::MAX);
+            if now.saturating_duration_since(lease.checkpoint_base) >= interval
+                && left > interval
+                && left_secs < lease.ttl
+            {
+                lease.checkpoint_base = now;
+                lease.checkpoint_pending = true;
+                due.push((*id, left_secs));
+            }
+        }
+        due
     }
 
     /// What TimeToLive reports, or `None` for an unknown lease.

@@ -927,6 +927,17 @@ impl RaftNode {
         }
     }
 
+    /// Confirms with a quorum, in a round that starts after the call, that this member still
+    /// leads. Whatever it did before the call therefore happened before any later leader
+    /// took over. Concurrent calls share rounds.
+    ///
+    /// # Errors
+    /// [`RaftError::NotLeader`] when another member leads, [`RaftError::NoLeader`] without a
+    /// quorum, [`RaftError::Timeout`], [`RaftError::Stopped`].
+    pub async fn confirm_leading(&self) -> Result<(), RaftError> {
+        self.core.read_index_local().await.map(drop)
+    }
+
     /// Waits until this member has applied everything committed before the call, after the
     /// leader confirmed with a quorum that it still leads (ReadIndex). Reads that follow see
     /// every write acknowledged before the call.

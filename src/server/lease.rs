@@ -2,14 +2,16 @@
 //! TimeToLive run on the leader, whose timers are the ones that count (a follower sends them
 //! there as a leader-only call); and the leader's duties: promoting its timers when it takes
 //! over, and proposing the revoke of expired leases. A renewal is answered only after a
-//! checkpoint of its TTL has committed, so a new leader never ends a lease earlier than a
-//! client was promised.
+//! quorum confirmed this member still leads, in a round that started after the renewal, so
+//! a new leader (which gives every lease a full TTL from its takeover) never ends a lease
+//! earlier than a client was promised.
 //!
 //! Must not decide expiry itself: `crate::lease::Lessor` owns the timers; this module only
 //! asks it and proposes what it says.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -17,8 +19,9 @@ use super::{Error, Header, Server, raft_error, unexpected};
 use crate::apply::codec::{Applied, Proposal};
 use crate::lease::LeaseStatus;
 use crate::limits::{
-    LEASE_EXPIRED_POLL, LEASE_EXPIRED_REVOKE_WAIT, LEASE_RENEW_RETRY, LEASE_REVOKE_RETRY,
-    LEASE_REVOKES_PER_TICK, LEASE_TICK, LEASE_TTL_MAX, REQUEST_TIMEOUT,
+    LEASE_CHECKPOINTS_PER_PROPOSAL, LEASE_EXPIRED_POLL, LEASE_EXPIRED_REVOKE_WAIT,
+    LEASE_RENEW_RETRY, LEASE_REVOKE_RETRY, LEASE_REVOKES_PER_TICK, LEASE_TICK, LEASE_TTL_MAX,
+    REQUEST_TIMEOUT,
 };
 use crate::raft::LeaderCalls;
 use crate::types::LeaseId;
@@ -43,6 +46,21 @@ pub struct LeaseTimeToLive {
     pub keys: Vec<Bytes>,
 }
 
+/// Lease checkpointing (opt-in): how often, and the gate that orders checkpoints with
+/// renewals.
+#[derive(Debug, Default)]
+pub(super) struct Checkpoints {
+    /// How often a long lease's remaining TTL is checkpointed; `None`: never (etcd's
+    /// default).
+    pub(super) interval: Option<Duration>,
+    /// Renewals hold it shared, a checkpoint round exclusively from choosing its TTLs until
+    /// its proposal returns. A checkpoint chosen before a renewal but applied after it would
+    /// cut the lease short at the next leader; with the gate, a renewal either comes before
+    /// the round chose (so the TTL chosen covers it), or sees the checkpoint (applied, or
+    /// pending when its proposal failed) and clears it through Raft, after it in the log.
+    gate: tokio::sync::RwLock<()>,
+}
+
 /// A leader-only lease call, as it crosses to the leader.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum LeaseCall {
@@ -57,7 +75,7 @@ enum LeaseAnswer {
     Renewed(i64),
     /// Remaining, granted and keys; `None` for an unknown lease.
     Status(Option<(i64, i64, Vec<Vec<u8>>)>),
-    /// The renewal could not be made durable (leadership is moving); try again.
+    /// The renewal could not be confirmed (leadership is moving); try again.
     Unavailable,
 }
 
@@ -229,30 +247,7 @@ impl Server {
         self.ensure_primary().await.map_err(|err| err.to_string())?;
         let lessor = self.applier.lessor();
         let answer = match call {
-            LeaseCall::KeepAlive(id) => {
-                let ttl = lessor.renew(id).unwrap_or(0);
-                if ttl == 0 {
-                    // An expired lease may still hold its keys until its revoke is applied:
-                    // answer "gone" only then, as etcd does.
-                    if self.wait_lease_gone(id).await {
-                        LeaseAnswer::Renewed(0)
-                    } else {
-                        LeaseAnswer::Unavailable
-                    }
-                } else {
-                    // The followers learn of the renewal before the client does, and the
-                    // renewal counts only if the lease still exists when it commits: this
-                    // leader may have been deposed, and the lease revoked, meanwhile.
-                    match self
-                        .propose(&Proposal::LeaseCheckpoint(vec![(id, ttl)]))
-                        .await
-                    {
-                        Ok(_) => LeaseAnswer::Renewed(ttl),
-                        Err(Error::LeaseNotFound) => LeaseAnswer::Renewed(0),
-                        Err(_) => LeaseAnswer::Unavailable,
-                    }
-                }
-            }
+            LeaseCall::KeepAlive(id) => self.keep_alive_as_leader(id).await,
             LeaseCall::TimeToLive(id) => {
                 LeaseAnswer::Status(lessor.status(id).map(|status: LeaseStatus| {
                     (
@@ -266,6 +261,48 @@ impl Server {
         postcard::to_stdvec(&answer)
             .map(Bytes::from)
             .map_err(|err| err.to_string())
+    }
+
+    /// Renews lease `id` on this leader and decides what the client is told.
+    async fn keep_alive_as_leader(&self, id: LeaseId) -> LeaseAnswer {
+        let _ordered = self.lease_checkpoints.gate.read().await;
+        let lessor = self.applier.lessor();
+        let term = self.raft.term();
+        let Some(renewal) = lessor.renew(id) else {
+            // An expired lease may still hold its keys until its revoke is applied: answer
+            // "gone" only then, as etcd does.
+            return if self.wait_lease_gone(id).await {
+                LeaseAnswer::Renewed(0)
+            } else {
+                LeaseAnswer::Unavailable
+            };
+        };
+        if renewal.checkpointed {
+            // A next leader would start the lease from its checkpointed remaining TTL, which
+            // this renewal outlasts: clear it through Raft first (as etcd does). The clear
+            // commits only if the lease still exists then, and a committed one also binds
+            // this member's deadline should it have been deposed meanwhile.
+            return match self
+                .propose(&Proposal::LeaseCheckpoint(vec![(id, 0)]))
+                .await
+            {
+                Ok(_) => LeaseAnswer::Renewed(renewal.ttl),
+                Err(Error::LeaseNotFound) => LeaseAnswer::Renewed(0),
+                Err(_) => LeaseAnswer::Unavailable,
+            };
+        }
+        // The renewal is only in this member's timers. It holds if this member still led
+        // after making it: then any later leader took over after it, and gives the lease a
+        // full TTL from then. A term that moved meanwhile may hide a leader between two of
+        // this member's terms, which could have revoked the lease; the client asks again.
+        if self.raft.confirm_leading().await.is_err() || self.raft.term() != term {
+            return LeaseAnswer::Unavailable;
+        }
+        if lessor.status(id).is_none() {
+            // Revoked while the round ran.
+            return LeaseAnswer::Renewed(0);
+        }
+        LeaseAnswer::Renewed(renewal.ttl)
     }
 
     /// Waits until lease `id` is no longer in this member's table (its revoke applied, or it
@@ -311,6 +348,9 @@ impl Server {
             tracing::debug!(%err, "lease timers not promoted yet");
             return;
         }
+        if let Some(interval) = self.lease_checkpoints.interval {
+            self.checkpoint_leases(interval).await;
+        }
         for id in lessor.expired(LEASE_REVOKES_PER_TICK, LEASE_REVOKE_RETRY) {
             let server = Arc::clone(self);
             tokio::spawn(async move {
@@ -325,6 +365,29 @@ impl Server {
                     Err(err) => tracing::debug!(%err, lease = id, "revoking an expired lease"),
                 }
             });
+        }
+    }
+
+    /// Proposes the checkpoints that are due (one batch per tick), as this leader's own
+    /// decision: never forwarded, like an expiry.
+    async fn checkpoint_leases(&self, interval: Duration) {
+        let _ordered = self.lease_checkpoints.gate.write().await;
+        let due = self
+            .applier
+            .lessor()
+            .checkpoints_due(interval, LEASE_CHECKPOINTS_PER_PROPOSAL);
+        if due.is_empty() {
+            return;
+        }
+        let count = due.len();
+        match self
+            .propose_with(&Proposal::LeaseCheckpoint(due), false, None)
+            .await
+        {
+            Ok(_) => tracing::debug!(count, "lease remaining TTLs checkpointed"),
+            // Every lease of the batch was revoked meanwhile.
+            Err(Error::LeaseNotFound) => {}
+            Err(err) => tracing::debug!(%err, count, "checkpointing lease TTLs"),
         }
     }
 

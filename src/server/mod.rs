@@ -122,6 +122,8 @@ pub struct Server {
     warning_apply_duration: Duration,
     /// Tokens and password-hashing settings.
     gate: auth::AuthGate,
+    /// Lease checkpointing, and the order it keeps with renewals.
+    lease_checkpoints: lease::Checkpoints,
 }
 
 impl Server {
@@ -150,7 +152,15 @@ impl Server {
                 bcrypt_cost: AUTH_BCRYPT_COST,
                 checks: tokio::sync::Semaphore::new(AUTHENTICATE_CONCURRENT_MAX),
             },
+            lease_checkpoints: lease::Checkpoints::default(),
         }
+    }
+
+    /// Turns on lease checkpointing (`--experimental-enable-lease-checkpoint`) at `interval`.
+    #[must_use]
+    pub fn with_lease_checkpoint_interval(mut self, interval: Option<Duration>) -> Server {
+        self.lease_checkpoints.interval = interval;
+        self
     }
 
     /// Sets the duration above which a KV request is logged as slow.

@@ -129,6 +129,26 @@ fn bad_auto_compaction_flags_are_refused_naming_the_flag() {
     );
 }
 
+#[test]
+fn a_lease_checkpoint_interval_under_a_second_is_refused_naming_the_flag() {
+    let output = refused_start(
+        &[
+            "--experimental-enable-lease-checkpoint",
+            "--experimental-lease-checkpoint-interval",
+            "200ms",
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(
+            "--experimental-lease-checkpoint-interval must be at least 1000 ms, got 200 ms"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
 /// An unknown token kind, JWT options that cannot be loaded, and a bcrypt cost bcrypt does
 /// not accept stop the start with a message naming the flag.
 #[test]

@@ -68,6 +68,7 @@ mod grpc_kv;
 mod grpc_lease;
 mod grpc_watch;
 mod http;
+mod lease_checkpoint;
 mod lease_expiry;
 mod metrics;
 mod quota;
