@@ -93,6 +93,9 @@ pub struct ClusterOptions {
     pub election_timeout_ms: u64,
     /// `--snapshot-count`.
     pub snapshot_count: u64,
+    /// Lease checkpointing at this interval (`--experimental-enable-lease-checkpoint` and
+    /// mnemo's `--experimental-lease-checkpoint-interval`); `None`: off.
+    pub lease_checkpoint_interval: Option<Duration>,
     /// Extra environment of every member (`MNEMO_BUG` for an injected bug).
     pub env: Vec<(String, String)>,
 }
@@ -268,6 +271,17 @@ impl Cluster {
             ("--snapshot-count", self.options.snapshot_count.to_string()),
         ]
         .into_iter()
+        .chain(self.options.lease_checkpoint_interval.map(|interval| {
+            (
+                "--experimental-lease-checkpoint-interval",
+                format!("{}ms", interval.as_millis()),
+            )
+        }))
+        .chain(
+            self.options
+                .lease_checkpoint_interval
+                .map(|_| ("--experimental-enable-lease-checkpoint", "true".to_owned())),
+        )
         .flat_map(|(flag, value)| [flag.to_owned(), value])
         .collect()
     }

@@ -84,6 +84,9 @@ pub struct TestOptions {
     pub check_timeout: Duration,
     /// `--snapshot-count` of the members.
     pub snapshot_count: u64,
+    /// Lease checkpointing of the members at this interval; `None`: off (the default, as
+    /// etcd's).
+    pub lease_checkpoint_interval: Option<Duration>,
     /// `--heartbeat-interval` of the members, ms.
     pub heartbeat_interval_ms: u64,
     /// `--election-timeout` of the members, ms.
@@ -276,6 +279,7 @@ async fn live_phase(
             heartbeat_interval_ms: options.heartbeat_interval_ms,
             election_timeout_ms: options.election_timeout_ms,
             snapshot_count: options.snapshot_count,
+            lease_checkpoint_interval: options.lease_checkpoint_interval,
             env,
         })
         .await?,
@@ -457,6 +461,9 @@ fn write_test_json(options: &TestOptions, run_dir: &Path) -> anyhow::Result<()> 
         "request_timeout_secs": options.request_timeout.as_secs_f64(),
         "heal_wait_secs": options.heal_wait.as_secs_f64(),
         "snapshot_count": options.snapshot_count,
+        "lease_checkpoint_interval_ms": options
+            .lease_checkpoint_interval
+            .map(|interval| interval.as_millis()),
         "heartbeat_interval_ms": options.heartbeat_interval_ms,
         "election_timeout_ms": options.election_timeout_ms,
         "bug": options.bug,

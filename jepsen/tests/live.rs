@@ -90,6 +90,7 @@ fn options(workload: WorkloadName, binary: PathBuf, faults: Vec<Fault>, seed: u6
         heal_wait: Duration::from_secs(3),
         check_timeout: Duration::from_secs(20),
         snapshot_count: 100,
+        lease_checkpoint_interval: None,
         heartbeat_interval_ms: 100,
         election_timeout_ms: 1000,
         bug: None,
@@ -271,6 +272,27 @@ fn smoke_lease_under_kill_and_pause() {
         5,
     );
     options.time_limit = Duration::from_secs(18);
+    let report = smoke(&options);
+    assert_eq!(check(&report, "lease").validity, Validity::Valid);
+    assert_eq!(check(&report, "lock").validity, Validity::Valid);
+}
+
+/// With lease checkpointing every second, leases longer than the interval get their remaining
+/// TTLs recorded through Raft while renewals, kills and pauses go on: no checkpoint may make a
+/// new leader end a lease earlier than its last renewal promised.
+#[test]
+fn smoke_lease_with_checkpoints_under_kill_and_pause() {
+    let binary = binary("mnemo", "cargo build --bin mnemo");
+    let mut options = options(
+        WorkloadName::Lease,
+        binary,
+        vec![Fault::Kill, Fault::Pause],
+        6,
+    );
+    options.time_limit = Duration::from_secs(18);
+    options.lease_checkpoint_interval = Some(Duration::from_secs(1));
+    // Long enough to outlast the interval between renewals, so checkpoints are taken.
+    options.workloads.lease.key_ttl_secs = 6;
     let report = smoke(&options);
     assert_eq!(check(&report, "lease").validity, Validity::Valid);
     assert_eq!(check(&report, "lock").validity, Validity::Valid);
