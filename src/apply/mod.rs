@@ -219,8 +219,8 @@ impl Applier {
             | Proposal::LeaseGrant { .. }
             | Proposal::LeaseRevoke { .. }
             | Proposal::Auth(_) => true,
-            // A checkpoint only records TTLs the leader already promised, and an alarm
-            // change must always pass or an alarm could never be cleared.
+            // A checkpoint only records how long leases have left (or clears that record),
+            // and an alarm change must always pass or an alarm could never be cleared.
             Proposal::LeaseCheckpoint(_) | Proposal::Alarm { .. } => false,
         };
         if is_write && self.alarms.any(AlarmType::Corrupt) {

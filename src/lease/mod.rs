@@ -114,8 +114,10 @@ struct Lease {
 #[derive(Debug, Default)]
 struct Table {
     leases: BTreeMap<LeaseId, Lease>,
-    /// This member leads and its deadlines are authoritative.
-    primary: bool,
+    /// The term in which this member leads with authoritative deadlines; `None` when it
+    /// does not. Tied to a term, so a member deposed and elected again between two looks
+    /// is promoted afresh rather than trusting deadlines from before another leader.
+    primary: Option<u64>,
 }
 
 /// The member's leases.
@@ -179,6 +181,18 @@ fn seconds(count: i64) -> Duration {
     Duration::from_secs(u64::try_from(count).unwrap_or(0))
 }
 
+/// The remaining TTL to checkpoint for `lease` at `now`, if one is due (see
+/// [`Lessor::checkpoints_due`]).
+fn checkpoint_due(lease: &Lease, now: Instant, interval: Duration) -> Option<i64> {
+    let left = lease.deadline.saturating_duration_since(now);
+    let left_secs =
+        i64::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0)).unwrap_or(i64::MAX);
+    (now.saturating_duration_since(lease.checkpoint_base) >= interval
+        && left > interval
+        && left_secs < lease.ttl)
+        .then_some(left_secs)
+}
+
 /// Seconds a lease has left by the replicated table alone: its checkpointed remaining TTL,
 /// or its granted TTL when no checkpoint holds.
 fn left_after_checkpoint(ttl: i64, remaining: i64) -> i64 {
@@ -231,9 +245,11 @@ impl Lessor {
                 lease.keys.insert(kv.key);
             }
         }
-        let mut table = self.table.lock();
-        let primary = table.primary;
-        *table = Table { leases, primary };
+        // Deadlines restarted from now: a member that leads must promote again.
+        *self.table.lock() = Table {
+            leases,
+            primary: None,
+        };
         Ok(())
     }
 
@@ -273,7 +289,7 @@ impl Lessor {
     pub fn checkpoint(&self, remaining: &[(LeaseId, i64)]) -> Vec<(LeaseId, [u8; 16])> {
         let now = self.clock.now();
         let mut table = self.table.lock();
-        let primary = table.primary;
+        let primary = table.primary.is_some();
         let mut rows = Vec::new();
         for (id, left) in remaining {
             if let Some(lease) = table.leases.get_mut(id) {
@@ -290,8 +306,9 @@ impl Lessor {
                     lease.deadline = lease.deadline.max(promised);
                 }
                 // A remaining TTL on the leader is its own checkpoint (they are never
-                // forwarded, and its predecessors' were applied before it took over), taken
-                // from this very deadline: applying it must not stretch the lease.
+                // forwarded, and the server promotes only once everything committed before
+                // the takeover is applied), taken from this very deadline: applying it must
+                // not stretch the lease.
                 rows.push((*id, encode_row(lease.ttl, lease.remaining)));
             }
         }
@@ -338,28 +355,30 @@ impl Lessor {
     /// replicated, so this member cannot know a lease's last one; every renewal a client was
     /// told about happened before this takeover (see the module header), so a full TTL from
     /// now outlasts it.
-    pub fn promote(&self, extend: Duration) {
+    /// The caller promotes only once it has applied everything committed before its
+    /// takeover in `term`.
+    pub fn promote(&self, extend: Duration, term: u64) {
         let now = self.clock.now();
         let mut table = self.table.lock();
-        table.primary = true;
+        table.primary = Some(term);
         for lease in table.leases.values_mut() {
             let left = seconds(left_after_checkpoint(lease.ttl, lease.remaining));
             lease.deadline = lease.deadline.max(now + left.max(extend));
             lease.revoking = None;
             lease.checkpoint_base = now;
             // Whatever this member proposed while it led before has been applied or dropped
-            // by now: promotion waits for the first commit of the new term.
+            // by now (see above).
             lease.checkpoint_pending = false;
         }
     }
 
     /// This member no longer leads.
     pub fn demote(&self) {
-        self.table.lock().primary = false;
+        self.table.lock().primary = None;
     }
 
-    /// True while this member's timers are authoritative.
-    pub fn is_primary(&self) -> bool {
+    /// The term in which this member's timers are authoritative, if any.
+    pub fn primary_term(&self) -> Option<u64> {
         self.table.lock().primary
     }
 
@@ -387,11 +406,16 @@ impl Lessor {
     /// (whole seconds, rounded up so a next leader never ends a lease early) of each lease
     /// whose last fresh deadline or checkpoint is `interval` old, that has more than
     /// `interval` left (a shorter one ends before a next round matters, as in etcd) and less
-    /// than its full TTL. Empty unless this member leads.
-    pub fn checkpoints_due(&self, interval: Duration, max: usize) -> Vec<(LeaseId, i64)> {
+    /// than its full TTL. Empty unless this member leads, promoted in `term`.
+    pub fn checkpoints_due(
+        &self,
+        interval: Duration,
+        max: usize,
+        term: u64,
+    ) -> Vec<(LeaseId, i64)> {
         let now = self.clock.now();
         let mut table = self.table.lock();
-        if !table.primary {
+        if table.primary != Some(term) {
             return Vec::new();
         }
         let mut due = Vec::new();
@@ -399,19 +423,25 @@ impl Lessor {
             if due.len() >= max {
                 break;
             }
-            let left = lease.deadline.saturating_duration_since(now);
-            let left_secs = i64::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0))
-                .unwrap_or(i64::MAX);
-            if now.saturating_duration_since(lease.checkpoint_base) >= interval
-                && left > interval
-                && left_secs < lease.ttl
-            {
+            if let Some(left) = checkpoint_due(lease, now, interval) {
                 lease.checkpoint_base = now;
                 lease.checkpoint_pending = true;
-                due.push((*id, left_secs));
+                due.push((*id, left));
             }
         }
         due
+    }
+
+    /// Whether [`Lessor::checkpoints_due`] would find any, without marking them: a round
+    /// that has nothing to do need not hold up renewals.
+    pub fn any_checkpoint_due(&self, interval: Duration, term: u64) -> bool {
+        let now = self.clock.now();
+        let table = self.table.lock();
+        table.primary == Some(term)
+            && table
+                .leases
+                .values()
+                .any(|lease| checkpoint_due(lease, now, interval).is_some())
     }
 
     /// What TimeToLive reports, or `None` for an unknown lease.
@@ -428,11 +458,12 @@ impl Lessor {
     }
 
     /// Leases past their deadline whose revoke was not proposed within `retry` (at most
-    /// `max`), marked as being revoked now. Empty unless this member leads.
-    pub fn expired(&self, max: usize, retry: Duration) -> Vec<LeaseId> {
+    /// `max`), marked as being revoked now. Empty unless this member leads, promoted in
+    /// `term`.
+    pub fn expired(&self, max: usize, retry: Duration, term: u64) -> Vec<LeaseId> {
         let now = self.clock.now();
         let mut table = self.table.lock();
-        if !table.primary {
+        if table.primary != Some(term) {
             return Vec::new();
         }
         let mut due = Vec::new();

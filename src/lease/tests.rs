@@ -18,12 +18,12 @@ fn a_lease_expires_only_on_a_primary_after_its_ttl_and_renewal_restarts_it() {
     assert!(lessor.grant(7, 5).is_none(), "an id is granted once");
     clock.advance(Duration::from_secs(6));
     assert!(
-        lessor.expired(10, Duration::from_secs(3)).is_empty(),
+        lessor.expired(10, Duration::from_secs(3), 1).is_empty(),
         "a follower's timers decide nothing"
     );
-    lessor.promote(Duration::from_secs(1));
+    lessor.promote(Duration::from_secs(1), 1);
     // Promotion gives every lease its TTL again, from the takeover.
-    assert!(lessor.expired(10, Duration::from_secs(3)).is_empty());
+    assert!(lessor.expired(10, Duration::from_secs(3), 1).is_empty());
     assert_eq!(
         lessor.renew(7),
         Some(Renewal {
@@ -32,14 +32,14 @@ fn a_lease_expires_only_on_a_primary_after_its_ttl_and_renewal_restarts_it() {
         })
     );
     clock.advance(Duration::from_millis(4900));
-    assert!(lessor.expired(10, Duration::from_secs(3)).is_empty());
+    assert!(lessor.expired(10, Duration::from_secs(3), 1).is_empty());
     clock.advance(Duration::from_millis(200));
-    assert_eq!(lessor.expired(10, Duration::from_secs(3)), vec![7]);
+    assert_eq!(lessor.expired(10, Duration::from_secs(3), 1), vec![7]);
     // Proposed once per retry interval, and no longer renewable.
-    assert!(lessor.expired(10, Duration::from_secs(3)).is_empty());
+    assert!(lessor.expired(10, Duration::from_secs(3), 1).is_empty());
     assert_eq!(lessor.renew(7), None);
     clock.advance(Duration::from_secs(3));
-    assert_eq!(lessor.expired(10, Duration::from_secs(3)), vec![7]);
+    assert_eq!(lessor.expired(10, Duration::from_secs(3), 1), vec![7]);
 }
 
 #[test]
@@ -48,7 +48,7 @@ fn a_checkpoint_sets_a_followers_deadline_and_only_a_cleared_one_extends_the_lea
     let (follower_clock, follower) = lessor();
     leader.grant(1, 30);
     follower.grant(1, 30);
-    leader.promote(Duration::from_secs(1));
+    leader.promote(Duration::from_secs(1), 1);
     clock.advance(Duration::from_secs(10));
     follower_clock.advance(Duration::from_secs(10));
     assert_eq!(leader.renew(1).map(|renewal| renewal.ttl), Some(30));
@@ -67,14 +67,14 @@ fn a_checkpoint_sets_a_followers_deadline_and_only_a_cleared_one_extends_the_lea
     leader.checkpoint(&[(1, 0)]);
     assert_eq!(leader.status(1).map(|status| status.remaining), Some(30));
     clock.advance(Duration::from_secs(29));
-    assert!(leader.expired(10, Duration::from_secs(3)).is_empty());
+    assert!(leader.expired(10, Duration::from_secs(3), 1).is_empty());
 }
 
 #[test]
 fn a_renewal_reports_a_checkpoint_until_one_of_zero_clears_it() {
     let (clock, leader) = lessor();
     leader.grant(1, 30);
-    leader.promote(Duration::from_secs(1));
+    leader.promote(Duration::from_secs(1), 1);
     let renewed = |leader: &Lessor| leader.renew(1).expect("a live lease renews");
     assert!(!renewed(&leader).checkpointed, "a fresh grant has none");
     leader.checkpoint(&[(1, 12)]);
@@ -105,13 +105,13 @@ fn promotion_gives_each_lease_its_ttl_or_checkpoint_from_the_takeover() {
     // Long past every deadline this follower knows of: the leader kept renewing meanwhile,
     // and did not tell the followers.
     clock.advance(Duration::from_secs(100));
-    member.promote(Duration::from_secs(5));
+    member.promote(Duration::from_secs(5), 1);
     let remaining = |id| member.status(id).map(|status| status.remaining);
     assert_eq!(remaining(1), Some(30), "the full TTL");
     assert_eq!(remaining(2), Some(8), "the checkpointed remaining TTL");
     assert_eq!(remaining(3), Some(5), "at least the extension");
     // A retry interval longer than the test, so each lease shows up once.
-    let expired = || member.expired(10, Duration::from_secs(600));
+    let expired = || member.expired(10, Duration::from_secs(600), 1);
     clock.advance(Duration::from_millis(4900));
     assert!(expired().is_empty());
     clock.advance(Duration::from_millis(200));
@@ -188,35 +188,35 @@ fn checkpoints_fall_due_an_interval_after_the_last_fresh_deadline_for_long_lease
     leader.grant(1, 60);
     leader.grant(2, 12);
     assert!(
-        leader.checkpoints_due(interval, 10).is_empty(),
+        leader.checkpoints_due(interval, 10, 1).is_empty(),
         "a follower proposes nothing"
     );
-    leader.promote(Duration::from_secs(1));
+    leader.promote(Duration::from_secs(1), 1);
     clock.advance(Duration::from_millis(9900));
     assert!(
-        leader.checkpoints_due(interval, 10).is_empty(),
+        leader.checkpoints_due(interval, 10, 1).is_empty(),
         "not yet due"
     );
     clock.advance(Duration::from_millis(200));
     // Lease 2 has 1.9 s left: shorter than the interval, it needs no checkpoint.
     assert_eq!(
-        leader.checkpoints_due(interval, 10),
+        leader.checkpoints_due(interval, 10, 1),
         vec![(1, 50)],
         "rounded up"
     );
     assert!(
-        leader.checkpoints_due(interval, 10).is_empty(),
+        leader.checkpoints_due(interval, 10, 1).is_empty(),
         "proposed once per interval"
     );
     // Proposed but not applied: a renewal must clear it, as it may still commit.
     assert!(leader.renew(1).expect("alive").checkpointed);
     clock.advance(Duration::from_millis(9900));
     assert!(
-        leader.checkpoints_due(interval, 10).is_empty(),
+        leader.checkpoints_due(interval, 10, 1).is_empty(),
         "the renewal restarted the interval"
     );
     clock.advance(Duration::from_millis(100));
-    let due = leader.checkpoints_due(interval, 10);
+    let due = leader.checkpoints_due(interval, 10, 1);
     assert_eq!(
         due,
         vec![(1, 50)],
@@ -235,14 +235,41 @@ fn checkpoints_come_in_batches_of_at_most_max() {
     for id in 1..=5 {
         leader.grant(id, 60);
     }
-    leader.promote(Duration::from_secs(1));
+    leader.promote(Duration::from_secs(1), 1);
     clock.advance(Duration::from_secs(2));
-    let first = leader.checkpoints_due(interval, 3);
-    let second = leader.checkpoints_due(interval, 3);
+    let first = leader.checkpoints_due(interval, 3, 1);
+    let second = leader.checkpoints_due(interval, 3, 1);
     assert_eq!(
         first.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
         [1, 2, 3]
     );
     assert_eq!(second.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [4, 5]);
-    assert!(leader.checkpoints_due(interval, 3).is_empty());
+    assert!(leader.checkpoints_due(interval, 3, 1).is_empty());
+}
+
+#[test]
+fn timers_are_authoritative_only_in_the_term_they_were_promoted_in() {
+    let interval = Duration::from_secs(1);
+    let (clock, leader) = lessor();
+    leader.grant(1, 60);
+    leader.promote(Duration::from_secs(1), 4);
+    assert_eq!(leader.primary_term(), Some(4));
+    clock.advance(Duration::from_secs(2));
+    assert!(leader.any_checkpoint_due(interval, 4));
+    assert!(
+        !leader.any_checkpoint_due(interval, 5),
+        "a later term needs a promotion of its own"
+    );
+    assert!(leader.checkpoints_due(interval, 10, 5).is_empty());
+    assert!(
+        leader.any_checkpoint_due(interval, 4),
+        "looking marks nothing"
+    );
+    assert_eq!(leader.checkpoints_due(interval, 10, 4).len(), 1);
+    assert!(!leader.any_checkpoint_due(interval, 4));
+    clock.advance(Duration::from_secs(60));
+    assert!(leader.expired(10, Duration::from_secs(3), 5).is_empty());
+    assert_eq!(leader.expired(10, Duration::from_secs(3), 4), vec![1]);
+    leader.demote();
+    assert_eq!(leader.primary_term(), None);
 }

@@ -928,14 +928,19 @@ impl RaftNode {
     }
 
     /// Confirms with a quorum, in a round that starts after the call, that this member still
-    /// leads. Whatever it did before the call therefore happened before any later leader
-    /// took over. Concurrent calls share rounds.
+    /// leads, then waits until it has applied everything committed before, its own term's
+    /// first entry included. Whatever it did before the call therefore happened before any
+    /// later leader took over, and nothing a predecessor committed is still to apply.
+    /// Concurrent calls share rounds.
     ///
     /// # Errors
     /// [`RaftError::NotLeader`] when another member leads, [`RaftError::NoLeader`] without a
     /// quorum, [`RaftError::Timeout`], [`RaftError::Stopped`].
     pub async fn confirm_leading(&self) -> Result<(), RaftError> {
-        self.core.read_index_local().await.map(drop)
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let position = self.core.read_index_local().await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.core.wait_applied(position.index, remaining).await
     }
 
     /// Waits until this member has applied everything committed before the call, after the

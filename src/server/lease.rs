@@ -1,10 +1,13 @@
 //! The lease lifecycle of a request: grant and revoke go through Raft; keepalive and
 //! TimeToLive run on the leader, whose timers are the ones that count (a follower sends them
 //! there as a leader-only call); and the leader's duties: promoting its timers when it takes
-//! over, and proposing the revoke of expired leases. A renewal is answered only after a
-//! quorum confirmed this member still leads, in a round that started after the renewal, so
-//! a new leader (which gives every lease a full TTL from its takeover) never ends a lease
-//! earlier than a client was promised.
+//! over, proposing the revoke of expired leases and, when lease checkpointing is on,
+//! checkpointing long leases' remaining TTLs. A renewal is answered only after a quorum
+//! confirmed this member still leads in the same term, in a round that started after the
+//! renewal (or, for a lease with a checkpoint, after the clear of that checkpoint committed
+//! in that term), so a new leader (which gives every lease a full TTL from its takeover)
+//! never ends a lease earlier than a client was promised. The timers count only in the term
+//! they were promoted in, and only once everything committed before it is applied.
 //!
 //! Must not decide expiry itself: `crate::lease::Lessor` owns the timers; this module only
 //! asks it and proposes what it says.
@@ -58,6 +61,9 @@ pub(super) struct Checkpoints {
     /// cut the lease short at the next leader; with the gate, a renewal either comes before
     /// the round chose (so the TTL chosen covers it), or sees the checkpoint (applied, or
     /// pending when its proposal failed) and clears it through Raft, after it in the log.
+    /// Both only ever come from this leader in its term (neither is forwarded), and a new
+    /// leader applies its predecessors' before it promotes, so the order holds across
+    /// leaders too.
     gate: tokio::sync::RwLock<()>,
 }
 
@@ -141,18 +147,27 @@ impl Server {
         let header = self.current_header();
         // A renewal is idempotent, so while leadership moves it is retried here (as etcd's
         // follower waits for the new leader) instead of failing the client's stream.
+        match self
+            .call_leader_patiently(&LeaseCall::KeepAlive(id))
+            .await?
+        {
+            LeaseAnswer::Renewed(ttl) => Ok((ttl, header)),
+            other => Err(Error::Internal(format!(
+                "unexpected keepalive answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends `call` to the leader, and again every [`LEASE_RENEW_RETRY`] while leadership
+    /// moves (the leader answers [`LeaseAnswer::Unavailable`], or there is none), for up to
+    /// [`REQUEST_TIMEOUT`]. Both calls are idempotent.
+    async fn call_leader_patiently(&self, call: &LeaseCall) -> Result<LeaseAnswer, Error> {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let retry = match self.call_leader(&LeaseCall::KeepAlive(id)).await {
-                Ok(LeaseAnswer::Renewed(ttl)) => return Ok((ttl, header)),
+            let retry = match self.call_leader(call).await {
                 Ok(LeaseAnswer::Unavailable) => Error::LeaderChanged,
                 Err(error @ (Error::LeaderChanged | Error::NoLeader)) => error,
-                Err(error) => return Err(error),
-                Ok(other) => {
-                    return Err(Error::Internal(format!(
-                        "unexpected keepalive answer {other:?}"
-                    )));
-                }
+                other => return other,
             };
             if tokio::time::Instant::now() + LEASE_RENEW_RETRY >= deadline {
                 return Err(retry);
@@ -172,7 +187,10 @@ impl Server {
     ) -> Result<(LeaseTimeToLive, Header), Error> {
         self.refuse_on_learner()?;
         let header = self.current_header();
-        let status = match self.call_leader(&LeaseCall::TimeToLive(id)).await? {
+        let status = match self
+            .call_leader_patiently(&LeaseCall::TimeToLive(id))
+            .await?
+        {
             LeaseAnswer::Status(status) => status,
             other => {
                 return Err(Error::Internal(format!(
@@ -222,32 +240,52 @@ impl Server {
             .map_err(|err| Error::Internal(format!("cannot decode a lease answer: {err}")))
     }
 
-    /// Makes this leader's lease timers authoritative once it has applied everything its
-    /// predecessors committed (so it knows every grant), extending each lease by an
-    /// election timeout.
-    async fn ensure_primary(&self) -> Result<(), Error> {
+    /// Makes this leader's lease timers authoritative for its current term and returns the
+    /// term. The first time in a term, it first confirms its leadership and applies
+    /// everything committed before (the new term's first entry included), so it knows every
+    /// grant, revoke and checkpoint of its predecessors, and nothing of theirs applies after
+    /// it took over; then every lease gets its full TTL (or its checkpoint) from now.
+    ///
+    /// # Errors
+    /// [`Error::LeaderChanged`] when this member does not lead (or stops leading meanwhile),
+    /// and Raft unavailability.
+    async fn ensure_primary(&self) -> Result<u64, Error> {
         let lessor = self.applier.lessor();
-        if lessor.is_primary() {
-            return Ok(());
+        let term = self.raft.term();
+        if !self.raft.is_leader() {
+            return Err(Error::LeaderChanged);
         }
-        let timeout = self.raft.election_timeout();
-        self.raft
-            .wait_for_first_commit(timeout)
-            .await
-            .map_err(raft_error)?;
-        if self.raft.is_leader() && !lessor.is_primary() {
-            lessor.promote(timeout);
-            tracing::info!("lease timers promoted on the new leader");
+        if lessor.primary_term() == Some(term) {
+            return Ok(term);
         }
-        Ok(())
+        self.raft.confirm_leading().await.map_err(raft_error)?;
+        if !self.raft.is_leader() || self.raft.term() != term {
+            return Err(Error::LeaderChanged);
+        }
+        if lessor.primary_term() != Some(term) {
+            lessor.promote(self.raft.election_timeout(), term);
+            tracing::info!(term, "lease timers promoted on the new leader");
+        }
+        Ok(term)
     }
 
     async fn answer_call(&self, request: Bytes) -> Result<Bytes, String> {
         let call: LeaseCall = postcard::from_bytes(&request).map_err(|err| err.to_string())?;
-        self.ensure_primary().await.map_err(|err| err.to_string())?;
+        let answer = match self.ensure_primary().await {
+            // Not (or no longer) the leader with its timers: the caller asks again, as a
+            // follower waits for its leader in etcd.
+            Err(_) => LeaseAnswer::Unavailable,
+            Ok(term) => self.answer_as_primary(call, term).await,
+        };
+        postcard::to_stdvec(&answer)
+            .map(Bytes::from)
+            .map_err(|err| err.to_string())
+    }
+
+    async fn answer_as_primary(&self, call: LeaseCall, term: u64) -> LeaseAnswer {
         let lessor = self.applier.lessor();
-        let answer = match call {
-            LeaseCall::KeepAlive(id) => self.keep_alive_as_leader(id).await,
+        match call {
+            LeaseCall::KeepAlive(id) => self.keep_alive_as_leader(id, term).await,
             LeaseCall::TimeToLive(id) => {
                 LeaseAnswer::Status(lessor.status(id).map(|status: LeaseStatus| {
                     (
@@ -257,18 +295,18 @@ impl Server {
                     )
                 }))
             }
-        };
-        postcard::to_stdvec(&answer)
-            .map(Bytes::from)
-            .map_err(|err| err.to_string())
+        }
     }
 
-    /// Renews lease `id` on this leader and decides what the client is told.
-    async fn keep_alive_as_leader(&self, id: LeaseId) -> LeaseAnswer {
-        let _ordered = self.lease_checkpoints.gate.read().await;
+    /// Renews lease `id` on this leader, primary in `term`, and decides what the client is
+    /// told.
+    async fn keep_alive_as_leader(&self, id: LeaseId, term: u64) -> LeaseAnswer {
+        let ordered = self.lease_checkpoints.gate.read().await;
         let lessor = self.applier.lessor();
-        let term = self.raft.term();
         let Some(renewal) = lessor.renew(id) else {
+            // Nothing to order against checkpoints; the wait below needs this leader's
+            // lease duties (which take the gate) to propose the revoke.
+            drop(ordered);
             // An expired lease may still hold its keys until its revoke is applied: answer
             // "gone" only then, as etcd does.
             return if self.wait_lease_gone(id).await {
@@ -279,22 +317,26 @@ impl Server {
         };
         if renewal.checkpointed {
             // A next leader would start the lease from its checkpointed remaining TTL, which
-            // this renewal outlasts: clear it through Raft first (as etcd does). The clear
-            // commits only if the lease still exists then, and a committed one also binds
-            // this member's deadline should it have been deposed meanwhile.
+            // this renewal outlasts: clear it through Raft first (as etcd does). Only this
+            // leader proposes it (never forwarded), under the gate, so it lands after every
+            // checkpoint this leader chose before the renewal. Once it has committed in this
+            // term, any later leader took over after the renewal and starts the lease at its
+            // full TTL. It commits only if the lease still exists then.
             return match self
-                .propose(&Proposal::LeaseCheckpoint(vec![(id, 0)]))
+                .propose_with(&Proposal::LeaseCheckpoint(vec![(id, 0)]), false, None)
                 .await
             {
-                Ok(_) => LeaseAnswer::Renewed(renewal.ttl),
+                Ok(_) if self.raft.term() == term => LeaseAnswer::Renewed(renewal.ttl),
                 Err(Error::LeaseNotFound) => LeaseAnswer::Renewed(0),
-                Err(_) => LeaseAnswer::Unavailable,
+                Ok(_) | Err(_) => LeaseAnswer::Unavailable,
             };
         }
         // The renewal is only in this member's timers. It holds if this member still led
         // after making it: then any later leader took over after it, and gives the lease a
         // full TTL from then. A term that moved meanwhile may hide a leader between two of
         // this member's terms, which could have revoked the lease; the client asks again.
+        // The confirmation also applies everything committed before it, so a revoke that
+        // committed first is seen below.
         if self.raft.confirm_leading().await.is_err() || self.raft.term() != term {
             return LeaseAnswer::Unavailable;
         }
@@ -322,12 +364,12 @@ impl Server {
         }
     }
 
-    /// One round of the leader's lease duties: promote or demote the timers, and propose the
-    /// revoke of expired leases.
+    /// One round of the leader's lease duties: promote or demote the timers, propose the
+    /// revoke of expired leases, and (when on) the checkpoints that are due.
     async fn lease_duties(self: &Arc<Self>) {
         let lessor = self.applier.lessor();
         if !self.raft.is_leader() {
-            if lessor.is_primary() {
+            if lessor.primary_term().is_some() {
                 lessor.demote();
                 tracing::info!("lease timers demoted: no longer the leader");
             }
@@ -344,14 +386,14 @@ impl Server {
             }
             return;
         }
-        if let Err(err) = self.ensure_primary().await {
-            tracing::debug!(%err, "lease timers not promoted yet");
-            return;
-        }
-        if let Some(interval) = self.lease_checkpoints.interval {
-            self.checkpoint_leases(interval).await;
-        }
-        for id in lessor.expired(LEASE_REVOKES_PER_TICK, LEASE_REVOKE_RETRY) {
+        let term = match self.ensure_primary().await {
+            Ok(term) => term,
+            Err(err) => {
+                tracing::debug!(%err, "lease timers not promoted yet");
+                return;
+            }
+        };
+        for id in lessor.expired(LEASE_REVOKES_PER_TICK, LEASE_REVOKE_RETRY, term) {
             let server = Arc::clone(self);
             tokio::spawn(async move {
                 // Expiry is this leader's own decision, from its own timers: it must not be
@@ -366,16 +408,22 @@ impl Server {
                 }
             });
         }
+        // Last, as it may wait for a commit: expiry and demotion never wait behind it.
+        if let Some(interval) = self.lease_checkpoints.interval {
+            self.checkpoint_leases(interval, term).await;
+        }
     }
 
     /// Proposes the checkpoints that are due (one batch per tick), as this leader's own
     /// decision: never forwarded, like an expiry.
-    async fn checkpoint_leases(&self, interval: Duration) {
+    async fn checkpoint_leases(&self, interval: Duration, term: u64) {
+        let lessor = self.applier.lessor();
+        // Most ticks have nothing due; they must not make renewals queue behind the gate.
+        if !lessor.any_checkpoint_due(interval, term) {
+            return;
+        }
         let _ordered = self.lease_checkpoints.gate.write().await;
-        let due = self
-            .applier
-            .lessor()
-            .checkpoints_due(interval, LEASE_CHECKPOINTS_PER_PROPOSAL);
+        let due = lessor.checkpoints_due(interval, LEASE_CHECKPOINTS_PER_PROPOSAL, term);
         if due.is_empty() {
             return;
         }

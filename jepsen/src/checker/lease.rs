@@ -58,10 +58,13 @@ pub const EXPIRY_SLACK_NANOS: Time = 1_000_000;
 ///
 /// The final phase starts after every fault is healed and the workers have stopped renewing, so
 /// a lease's last renewal lies before it and its deadline at most a TTL later. On top of that a
-/// member may legitimately take: a leader election after the heal and the new leader's extension
-/// of every deadline by an election timeout (1 s with the harness's members), one tick of the
-/// leader's expiry loop (0.5 s in mnemo, 0.5 s in etcd), the revoke's commit, and one retry of a
-/// revoke proposal that was lost with a leader (3 s in mnemo). Five seconds covers that sum.
+/// member may legitimately take: a leader election after the heal, whose winner restarts every
+/// lease at its full TTL from its takeover (etcd adds an election timeout, 1 s with the
+/// harness's members), so the election's length moves the deadline; one tick of the leader's
+/// expiry loop (0.5 s in mnemo, 0.5 s in etcd), the revoke's commit, and one retry of a revoke
+/// proposal that was lost with a leader (3 s in mnemo). Five seconds covers that sum unless an
+/// election and a lost revoke come together after the heal, which the harness's quiet final
+/// phase makes rare.
 pub const EXPIRY_GRACE_NANOS: Time = 5 * NANOS_PER_SEC;
 
 /// Violations quoted in a verdict's explanation; the rest are only counted.
