@@ -262,19 +262,29 @@ fn bugcheck_catches_watch_skip_on_resume() {
     );
 }
 
-#[test]
-fn smoke_lease_under_kill_and_pause() {
+/// The lease workload's smoke run under kills and pauses, with `seed`.
+fn lease_smoke_options(seed: u64) -> TestOptions {
     let binary = binary("mnemo", "cargo build --bin mnemo");
     let mut options = options(
         WorkloadName::Lease,
         binary,
         vec![Fault::Kill, Fault::Pause],
-        5,
+        seed,
     );
     options.time_limit = Duration::from_secs(18);
-    let report = smoke(&options);
+    options
+}
+
+/// A smoke run whose lease and lock checks must both be valid.
+fn lease_smoke(options: &TestOptions) {
+    let report = smoke(options);
     assert_eq!(check(&report, "lease").validity, Validity::Valid);
     assert_eq!(check(&report, "lock").validity, Validity::Valid);
+}
+
+#[test]
+fn smoke_lease_under_kill_and_pause() {
+    lease_smoke(&lease_smoke_options(5));
 }
 
 /// With lease checkpointing every second, leases longer than the interval get their remaining
@@ -282,20 +292,11 @@ fn smoke_lease_under_kill_and_pause() {
 /// new leader end a lease earlier than its last renewal promised.
 #[test]
 fn smoke_lease_with_checkpoints_under_kill_and_pause() {
-    let binary = binary("mnemo", "cargo build --bin mnemo");
-    let mut options = options(
-        WorkloadName::Lease,
-        binary,
-        vec![Fault::Kill, Fault::Pause],
-        6,
-    );
-    options.time_limit = Duration::from_secs(18);
+    let mut options = lease_smoke_options(6);
     options.lease_checkpoint_interval = Some(Duration::from_secs(1));
     // Long enough to outlast the interval between renewals, so checkpoints are taken.
     options.workloads.lease.key_ttl_secs = 6;
-    let report = smoke(&options);
-    assert_eq!(check(&report, "lease").validity, Validity::Valid);
-    assert_eq!(check(&report, "lock").validity, Validity::Valid);
+    lease_smoke(&options);
 }
 
 #[test]

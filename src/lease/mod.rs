@@ -413,23 +413,12 @@ impl Lessor {
         max: usize,
         term: u64,
     ) -> Vec<(LeaseId, i64)> {
-        let now = self.clock.now();
-        let mut table = self.table.lock();
-        if table.primary != Some(term) {
-            return Vec::new();
-        }
-        let mut due = Vec::new();
-        for (id, lease) in &mut table.leases {
-            if due.len() >= max {
-                break;
-            }
-            if let Some(left) = checkpoint_due(lease, now, interval) {
-                lease.checkpoint_base = now;
-                lease.checkpoint_pending = true;
-                due.push((*id, left));
-            }
-        }
-        due
+        self.pick_as_primary(term, max, |lease, now| {
+            let left = checkpoint_due(lease, now, interval)?;
+            lease.checkpoint_base = now;
+            lease.checkpoint_pending = true;
+            Some(left)
+        })
     }
 
     /// Whether [`Lessor::checkpoints_due`] would find any, without marking them: a round
@@ -461,25 +450,41 @@ impl Lessor {
     /// `max`), marked as being revoked now. Empty unless this member leads, promoted in
     /// `term`.
     pub fn expired(&self, max: usize, retry: Duration, term: u64) -> Vec<LeaseId> {
+        self.pick_as_primary(term, max, |lease, now| {
+            let retry_due = lease
+                .revoking
+                .is_none_or(|proposed| now.saturating_duration_since(proposed) >= retry);
+            (lease.deadline <= now && retry_due).then(|| lease.revoking = Some(now))
+        })
+        .into_iter()
+        .map(|(id, ())| id)
+        .collect()
+    }
+
+    /// Up to `max` leases, in id order, that `pick` selects (marking them as it likes) at
+    /// this member's now, with what it returns; none unless this member is primary in
+    /// `term`.
+    fn pick_as_primary<T>(
+        &self,
+        term: u64,
+        max: usize,
+        mut pick: impl FnMut(&mut Lease, Instant) -> Option<T>,
+    ) -> Vec<(LeaseId, T)> {
         let now = self.clock.now();
         let mut table = self.table.lock();
         if table.primary != Some(term) {
             return Vec::new();
         }
-        let mut due = Vec::new();
+        let mut picked = Vec::new();
         for (id, lease) in &mut table.leases {
-            if due.len() >= max {
+            if picked.len() >= max {
                 break;
             }
-            let retry_due = lease
-                .revoking
-                .is_none_or(|proposed| now.saturating_duration_since(proposed) >= retry);
-            if lease.deadline <= now && retry_due {
-                lease.revoking = Some(now);
-                due.push(*id);
+            if let Some(value) = pick(lease, now) {
+                picked.push((*id, value));
             }
         }
-        due
+        picked
     }
 }
 

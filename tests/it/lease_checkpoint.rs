@@ -59,6 +59,20 @@ async fn fail_over(cluster: &mut Cluster, members: &[usize]) -> (Vec<usize>, Dur
     (survivors, killed.elapsed())
 }
 
+/// Grants lease `id` on `cluster`, leaves it alone for [`AGE`], kills the leader, and
+/// returns the survivors and the TTL the new leader reports, with the `TTL - AGE` seconds
+/// the lease had left at the kill.
+async fn aged_lease_after_failover(cluster: &mut Cluster, id: i64) -> (Vec<usize>, i64, i64) {
+    let members = [0, 1, 2];
+    grant_on_leader(cluster, &members, id).await;
+    tokio::time::sleep(AGE).await;
+    let (survivors, failover) = fail_over(cluster, &members).await;
+    let ttl = remaining_ttl(cluster, survivors[0], id).await;
+    eprintln!("TTL {ttl} s on the new leader after {AGE:?} unrenewed, failover {failover:?}");
+    let aged = TTL_SECS - i64::try_from(AGE.as_secs()).expect("small");
+    (survivors, ttl, aged)
+}
+
 /// Grants lease `id` of [`TTL_SECS`] through the leader of `members`.
 async fn grant_on_leader(cluster: &Cluster, members: &[usize], id: i64) {
     let leader = cluster.wait_leader(members).await;
@@ -71,13 +85,7 @@ async fn grant_on_leader(cluster: &Cluster, members: &[usize], id: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_checkpoints_a_new_leader_restarts_a_lease_at_its_full_ttl() {
     let mut cluster = Cluster::start(3).await;
-    let members = [0, 1, 2];
-    grant_on_leader(&cluster, &members, 41).await;
-    tokio::time::sleep(AGE).await;
-    let (survivors, failover) = fail_over(&mut cluster, &members).await;
-    let ttl = remaining_ttl(&cluster, survivors[0], 41).await;
-    eprintln!("without checkpoints: TTL {ttl} s on the new leader, failover {failover:?}");
-    let aged = TTL_SECS - i64::try_from(AGE.as_secs()).expect("small");
+    let (_, ttl, aged) = aged_lease_after_failover(&mut cluster, 41).await;
     assert!(
         ttl > aged,
         "the new leader reports {ttl} s left, no more than the {aged} s the lease had left"
@@ -105,13 +113,7 @@ async fn with_checkpoints_a_new_leader_keeps_the_remaining_ttl_and_a_renewal_out
     options.slot_args = (0..3).map(|slot| (slot, flags.clone())).collect();
     let mut cluster = Cluster::start_with(options).await;
     let members = [0, 1, 2];
-    grant_on_leader(&cluster, &members, 42).await;
-    tokio::time::sleep(AGE).await;
-
-    let (survivors, failover) = fail_over(&mut cluster, &members).await;
-    let ttl = remaining_ttl(&cluster, survivors[0], 42).await;
-    eprintln!("with checkpoints: TTL {ttl} s on the new leader, failover {failover:?}");
-    let aged = TTL_SECS - i64::try_from(AGE.as_secs()).expect("small");
+    let (survivors, ttl, aged) = aged_lease_after_failover(&mut cluster, 42).await;
     // The last checkpoint before the kill was at most an interval and a lease tick old.
     assert!(
         ttl <= aged + 1,
