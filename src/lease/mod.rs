@@ -301,8 +301,9 @@ impl Lessor {
                     // ends.
                     lease.deadline = promised;
                 } else if lease.remaining == 0 {
-                    // A cleared checkpoint comes with a renewal, maybe a deposed leader's
-                    // (forwarded here after it renewed): its promise binds this leader too.
+                    // A cleared checkpoint comes with this leader's own renewal (clears are
+                    // never forwarded either), which set the deadline already; the full TTL
+                    // from now is never less than it promised.
                     lease.deadline = lease.deadline.max(promised);
                 }
                 // A remaining TTL on the leader is its own checkpoint (they are never
