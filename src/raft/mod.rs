@@ -950,28 +950,28 @@ impl RaftNode {
     /// # Errors
     /// [`RaftError::NoLeader`], [`RaftError::Timeout`], [`RaftError::Stopped`].
     pub async fn read_barrier(&self) -> Result<(), RaftError> {
+        if self.core.leader() == Some(self.core.member_id()) {
+            return self.confirm_leading().await;
+        }
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let position = if self.core.leader() == Some(self.core.member_id()) {
-            self.core.read_index_local().await?
-        } else {
-            self.read_rounds
-                .read_index(|| async {
-                    let response = self
-                        .on_leader(
-                            deadline,
-                            || self.core.read_index_local(),
-                            &ForwardRequest::ReadIndex,
-                        )
-                        .await?;
-                    match response {
-                        ForwardResponse::ReadIndex(position) => Ok(position),
-                        other => Err(RaftError::Stopped(format!(
-                            "the leader answered a read index request with {other:?}"
-                        ))),
-                    }
-                })
-                .await?
-        };
+        let position = self
+            .read_rounds
+            .read_index(|| async {
+                let response = self
+                    .on_leader(
+                        deadline,
+                        || self.core.read_index_local(),
+                        &ForwardRequest::ReadIndex,
+                    )
+                    .await?;
+                match response {
+                    ForwardResponse::ReadIndex(position) => Ok(position),
+                    other => Err(RaftError::Stopped(format!(
+                        "the leader answered a read index request with {other:?}"
+                    ))),
+                }
+            })
+            .await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         self.core.wait_applied(position.index, remaining).await
     }
