@@ -501,6 +501,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             ctx: Arc::clone(&self.ctx),
             target,
             url: node.peer_urls.first().cloned().unwrap_or_default(),
+            single_lane: None,
         }
     }
 }
@@ -510,6 +511,18 @@ pub(super) struct PeerLink {
     ctx: Arc<PeerContext>,
     target: u64,
     url: String,
+    /// An `AppendStream` call kept open for appends sent one at a time (openraft's
+    /// heartbeats); `None` until the first, and after any failure.
+    single_lane: Option<SingleLane>,
+}
+
+/// A long `AppendStream` call that carries one append at a time: each request is sent, then
+/// its answer awaited, before the next goes out. A heartbeat per ReadIndex round would
+/// otherwise cost a whole HTTP/2 stream (headers, trailers, and a task on the follower);
+/// here it is one message each way.
+struct SingleLane {
+    requests: mpsc::Sender<PeerMessage>,
+    answers: tonic::Streaming<PeerMessage>,
 }
 
 fn unreachable(reason: impl std::fmt::Display) -> Unreachable<TypeConfig> {
@@ -558,6 +571,66 @@ impl PeerLink {
                 .map_err(|reason| RPCError::Network(NetworkError::from_string(reason))),
             Err(status) => Err(self.refused(&status)),
         }
+    }
+
+    /// Sends one append on [`Self::single_lane`], opening it first if needed, and returns the
+    /// follower's answer. The lane is kept only after a successful answer: a lane whose
+    /// exchange failed, timed out or was abandoned midway (the future dropped) may still owe
+    /// an answer, and the follower ends its side after a refusal, so it is closed instead.
+    async fn append_single(
+        &mut self,
+        request: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+        let message = wire::envelope(self.ctx.route(self.target), request)
+            .map_err(|reason| RPCError::Network(NetworkError::from_string(reason)))?;
+        let deadline = option.hard_ttl();
+        let exchange = async {
+            let mut lane = match self.single_lane.take() {
+                Some(lane) => lane,
+                None => {
+                    let mut client = self
+                        .ctx
+                        .client(&self.url)
+                        .map_err(|reason| RPCError::Unreachable(unreachable(reason)))?;
+                    // One request at a time: the queue never holds more than the one sent.
+                    let (requests, queued) = mpsc::channel(1);
+                    let queued = tokio_stream::wrappers::ReceiverStream::new(queued);
+                    let answers = client
+                        .append_stream(queued)
+                        .await
+                        .map_err(|status| self.refused(&status))?
+                        .into_inner();
+                    SingleLane { requests, answers }
+                }
+            };
+            if lane.requests.send(message).await.is_err() {
+                return Err(RPCError::Network(NetworkError::from_string(format!(
+                    "member {:x} closed the append lane",
+                    self.target
+                ))));
+            }
+            let answer = match lane.answers.message().await {
+                Ok(Some(answer)) => answer,
+                Ok(None) => {
+                    return Err(RPCError::Network(NetworkError::from_string(format!(
+                        "member {:x} ended the append lane without an answer",
+                        self.target
+                    ))));
+                }
+                Err(status) => return Err(self.refused(&status)),
+            };
+            let answer: StreamAppendResult<TypeConfig> = wire::open(&answer)
+                .map_err(|reason| RPCError::Network(NetworkError::from_string(reason)))?;
+            Ok((answer, lane))
+        };
+        let (answer, lane) = tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| RPCError::Timeout(self.timeout(RPCTypes::AppendEntries, deadline)))??;
+        if answer.is_ok() {
+            self.single_lane = Some(lane);
+        }
+        Ok(answer)
     }
 
     /// The error openraft gets for a call the peer (or the transport) refused with `status`.
@@ -631,22 +704,14 @@ impl Replies<'_> {
 impl RaftNetworkV2<TypeConfig> for PeerLink {
     type SnapshotData = SnapshotDir;
 
-    /// One append on a stream of its own. openraft sends every append through
+    /// One append on the single-request lane. openraft sends every append through
     /// [`Self::stream_append`]; the trait still asks for this single-request form.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        use futures::StreamExt as _;
-        let target = self.target;
-        let single = futures::stream::iter([rpc]);
-        let mut answers = self.stream_append(single, option).await?;
-        let answer = answers.next().await.ok_or_else(|| {
-            RPCError::Network(NetworkError::from_string(format!(
-                "member {target:x} ended the append stream without an answer"
-            )))
-        })??;
+        let answer = self.append_single(&rpc, &option).await?;
         Ok(match answer {
             Ok(_) => AppendEntriesResponse::Success,
             Err(StreamAppendError::Conflict(_)) => AppendEntriesResponse::Conflict,
@@ -660,6 +725,9 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
     /// the option's hard limit (at least [`PEER_STREAM_REPLY_TIMEOUT_MIN`]), so a follower
     /// that stopped answering, or a link that drops traffic, ends it and openraft starts
     /// another.
+    ///
+    /// A stream that says it holds exactly one request (openraft's heartbeats) goes over the
+    /// single-request lane instead of a call of its own.
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
@@ -677,6 +745,16 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
             + Unpin
             + 'static,
     {
+        if input.size_hint() == (1, Some(1)) {
+            return Box::pin(async move {
+                let mut input = input;
+                let Some(request) = futures::StreamExt::next(&mut input).await else {
+                    return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
+                };
+                let answer = self.append_single(&request, &option).await;
+                Ok(Box::pin(futures::stream::once(async move { answer })) as BoxStream<'s, _>)
+            });
+        }
         Box::pin(async move {
             let mut client = self
                 .ctx
@@ -957,6 +1035,186 @@ async fn feed_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A follower that answers appends by their `prev_log_id` index: 7 is a conflict, 9 is
+    /// answered only after [`SLOW_ANSWER`], anything else succeeds. Counts `AppendStream` calls.
+    struct FakeFollower {
+        calls: Arc<AtomicU64>,
+    }
+
+    const SLOW_ANSWER: Duration = Duration::from_millis(600);
+
+    type Replies = super::super::peer_service::AppendReplies;
+
+    #[tonic::async_trait]
+    impl crate::pb::internal::peer_server::Peer for FakeFollower {
+        type AppendStreamStream = Replies;
+        type ForwardStreamStream = Replies;
+
+        async fn append_stream(
+            &self,
+            request: tonic::Request<tonic::Streaming<PeerMessage>>,
+        ) -> Result<tonic::Response<Replies>, tonic::Status> {
+            use futures::StreamExt as _;
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let answers = request.into_inner().then(|message| async move {
+                let message = message?;
+                let rpc: AppendEntriesRequest<TypeConfig> =
+                    wire::open(&message).map_err(tonic::Status::invalid_argument)?;
+                let index = rpc.prev_log_id.map_or(0, |log_id| log_id.index);
+                if index == 9 {
+                    tokio::time::sleep(SLOW_ANSWER).await;
+                }
+                let answer: StreamAppendResult<TypeConfig> = if index == 7 {
+                    Err(StreamAppendError::Conflict(rpc.prev_log_id.expect("set")))
+                } else {
+                    Ok(rpc.prev_log_id)
+                };
+                let route = Route {
+                    cluster_id: message.cluster_id,
+                    from: message.to,
+                    to: message.from,
+                };
+                wire::envelope(route, &answer).map_err(tonic::Status::internal)
+            });
+            Ok(tonic::Response::new(Box::pin(answers)))
+        }
+
+        async fn vote(
+            &self,
+            _: tonic::Request<PeerMessage>,
+        ) -> Result<tonic::Response<PeerMessage>, tonic::Status> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+
+        async fn pre_vote(
+            &self,
+            _: tonic::Request<PeerMessage>,
+        ) -> Result<tonic::Response<PeerMessage>, tonic::Status> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+
+        async fn transfer_leader(
+            &self,
+            _: tonic::Request<PeerMessage>,
+        ) -> Result<tonic::Response<PeerMessage>, tonic::Status> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: tonic::Request<tonic::Streaming<SnapshotChunk>>,
+        ) -> Result<tonic::Response<PeerMessage>, tonic::Status> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+
+        async fn forward_stream(
+            &self,
+            _: tonic::Request<tonic::Streaming<PeerMessage>>,
+        ) -> Result<tonic::Response<Replies>, tonic::Status> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+
+        async fn membership(
+            &self,
+            _: tonic::Request<MembershipRequest>,
+        ) -> Result<tonic::Response<crate::pb::internal::MembershipResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+    }
+
+    /// Sends one heartbeat-shaped append (a stream of exactly one request, as openraft's
+    /// heartbeat worker sends) with `prev_log_id` at `index`, and returns the one answer.
+    async fn heartbeat(
+        link: &mut PeerLink,
+        index: u64,
+        timeout: Duration,
+    ) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+        use futures::StreamExt as _;
+        let request = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new(1, 1),
+            prev_log_id: Some(super::super::to_log_id(super::super::wal::LogPos {
+                term: 1,
+                index,
+            })),
+            leader_commit: None,
+            entries: vec![],
+        };
+        let one = futures::stream::once(async move { request });
+        let mut answers = link
+            .stream_append(Box::pin(one), RPCOption::new(timeout))
+            .await?;
+        let answer = answers.next().await.expect("one answer");
+        assert!(answers.next().await.is_none(), "exactly one answer");
+        answer
+    }
+
+    /// Heartbeats share one `AppendStream` call; a refused one closes it, and so does one
+    /// abandoned before its answer came, so a late answer never reaches the next heartbeat.
+    #[tokio::test]
+    async fn single_appends_share_one_call_until_one_fails() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let calls = Arc::new(AtomicU64::new(0));
+        let follower = FakeFollower {
+            calls: Arc::clone(&calls),
+        };
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(crate::pb::internal::peer_server::PeerServer::new(follower))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut link = PeerLink {
+            ctx: Arc::new(PeerContext::new(1, 1, None)),
+            target: 2,
+            url,
+            single_lane: None,
+        };
+        let patient = Duration::from_secs(5);
+        for index in [1, 2, 3] {
+            let answer = heartbeat(&mut link, index, patient)
+                .await
+                .expect("answered");
+            assert_eq!(
+                answer.expect("accepted").map(|log_id| log_id.index),
+                Some(index)
+            );
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "three heartbeats, one call"
+        );
+
+        let refused = heartbeat(&mut link, 7, patient).await.expect("answered");
+        assert!(
+            matches!(refused, Err(StreamAppendError::Conflict(_))),
+            "{refused:?}"
+        );
+        let answer = heartbeat(&mut link, 4, patient).await.expect("answered");
+        assert_eq!(
+            answer.expect("accepted").map(|log_id| log_id.index),
+            Some(4)
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "a refusal closes the call");
+
+        let abandoned = heartbeat(&mut link, 9, Duration::from_millis(100)).await;
+        assert!(
+            matches!(abandoned, Err(RPCError::Timeout(_))),
+            "{abandoned:?}"
+        );
+        let answer = heartbeat(&mut link, 5, patient).await.expect("answered");
+        assert_eq!(
+            answer.expect("accepted").map(|log_id| log_id.index),
+            Some(5),
+            "the next heartbeat gets its own answer, not the abandoned one's"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "a timeout closes the call");
+        server.abort();
+    }
 
     /// A leader that refuses the connection never saw the request: the forward is a definite
     /// failure ("no leader"), not an unknown outcome ("leader changed").
