@@ -270,11 +270,15 @@ impl Server {
             self.read_barrier().await?;
         }
         // Index walks and RocksDB reads can be long for big ranges: keep them off the
-        // runtime's worker threads.
+        // runtime's worker threads. A single key is one index lookup and at most one row
+        // read, cheaper than the hand-off to a blocking thread and back.
         let store = Arc::clone(&self.store);
-        let (response, revision) = off_runtime(move || store.range_with_revision(&request))
-            .await?
-            .map_err(mvcc_error)?;
+        let read = if request.range.is_single() {
+            store.range_with_revision(&request)
+        } else {
+            off_runtime(move || store.range_with_revision(&request)).await?
+        };
+        let (response, revision) = read.map_err(mvcc_error)?;
         Ok((response, self.header(revision)))
     }
 
