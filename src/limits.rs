@@ -92,7 +92,7 @@ const _: () = assert!(APPLY_QUICK_ENTRIES_MAX <= APPLY_BATCH_ENTRIES_MAX);
 pub const APPLY_QUICK_BYTES_MAX: usize = 64 * 1024;
 
 /// Single-key operations (puts, deletes, reads and compares, counted through nested
-/// transactions) a batch may hold and still be applied on the async worker. Each costs a
+/// transactions, and the keys a lease revoke deletes) a batch may hold and still be applied on the async worker. Each costs a
 /// memtable insert and a point read of the key's previous row, mostly from the block cache:
 /// a few hundred microseconds for the whole batch at most.
 pub const APPLY_QUICK_OPS_MAX: usize = 256;

@@ -497,8 +497,15 @@ fn read_applied_state(store: &MvccStore) -> io::Result<AppliedState> {
 /// (a range, a range delete or a lease revoke may touch any number), and a compaction walks
 /// the whole index. `None` when it is not bounded. A lease checkpoint or an alarm counts as
 /// one: it changes one row per lease or alarm named, and the payload limit bounds those.
-fn quick_ops(proposal: &Proposal, stamp: Option<&AuthStamp>) -> Option<usize> {
+fn quick_ops(
+    proposal: &Proposal,
+    stamp: Option<&AuthStamp>,
+    lease_keys: impl Fn(crate::types::LeaseId) -> usize,
+) -> Option<usize> {
     match proposal {
+        // A revoke deletes the lease's keys, counted as they are attached now; puts earlier in
+        // the same batch may attach a few more, each counted as an op of its own already.
+        Proposal::LeaseRevoke { id } => Some(1 + lease_keys(*id)),
         // The permission check of a stamped put under a lease covers every key of that lease.
         Proposal::Put(put) => (stamp.is_none() || put.lease == 0).then_some(1),
         Proposal::LeaseGrant { .. } | Proposal::LeaseCheckpoint(_) | Proposal::Alarm { .. } => {
@@ -609,7 +616,9 @@ impl StateMachineHost for Applier {
                 }
                 // An entry that does not decode takes the slow way, which reports it.
                 let (_id, proposal, stamp) = codec::decode_entry(bytes).ok()?;
-                ops += quick_ops(&proposal, stamp.as_ref())?;
+                ops += quick_ops(&proposal, stamp.as_ref(), |id| {
+                    self.lessor.key_count(id).unwrap_or(0)
+                })?;
                 if ops > APPLY_QUICK_OPS_MAX {
                     return None;
                 }

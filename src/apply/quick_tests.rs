@@ -119,6 +119,10 @@ fn quick_apply_answers_and_stores_what_the_blocking_way_does() {
         vec![cas("a", 2, "updated"), cas("c", 2, "lost")],
         vec![
             Proposal::LeaseCheckpoint(vec![(7, 12)]),
+            // A revoke deletes the lease's key; an unknown lease is refused. Both come before
+            // the alarm, which refuses writes once raised.
+            Proposal::LeaseRevoke { id: 7 },
+            Proposal::LeaseRevoke { id: 8 },
             Proposal::Alarm {
                 activate: true,
                 alarm: Alarm {
@@ -177,6 +181,11 @@ fn quick_apply_answers_and_stores_what_the_blocking_way_does() {
     assert_eq!(value_of(b"a"), Some(Bytes::from_static(b"updated")));
     assert_eq!(value_of(b"c"), Some(Bytes::from_static(b"3")));
     assert_eq!(value_of(b"b"), None);
+    assert_eq!(
+        value_of(b"leased"),
+        None,
+        "the revoke deleted the lease's key"
+    );
     // And they are durable like any other: a reopened member holds them.
     let reopened_hash = {
         let dir = _quick_dir.path().to_path_buf();
@@ -200,6 +209,18 @@ fn work_of_unbounded_size_is_declined() {
             physical: false,
         }],
     );
+    // A revoke is as big as its lease: one with more keys than a quick batch may touch
+    // takes the slow way.
+    let mut leased = vec![Proposal::LeaseGrant { id: 7, ttl: 30 }];
+    leased.extend((0..APPLY_QUICK_OPS_MAX).map(|index| {
+        Proposal::Put(PutRequest {
+            key: Bytes::from(format!("leased{index}")),
+            value: Bytes::from_static(b"v"),
+            lease: 7,
+            ..PutRequest::default()
+        })
+    }));
+    applier.apply(&entries(&applier, &leased)).unwrap();
     assert_declined(&applier, &[Proposal::LeaseRevoke { id: 7 }]);
     // One range inside a transaction is enough, in a compare or in a nested operation.
     let mut scanning = cas("a", 2, "x");

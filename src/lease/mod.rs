@@ -337,6 +337,15 @@ impl Lessor {
         }
     }
 
+    /// How many keys are attached to lease `id`, if it is granted.
+    pub fn key_count(&self, id: LeaseId) -> Option<usize> {
+        self.table
+            .lock()
+            .leases
+            .get(&id)
+            .map(|lease| lease.keys.len())
+    }
+
     /// Granted lease ids, the one this member expects to expire first first (ties by id).
     // etcd-compat: etcd 3.4's lessor sorts Leases by expiry, so `etcdctl lease list` prints
     // the soonest first.
