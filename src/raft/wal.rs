@@ -31,6 +31,12 @@
 //! only then reports each job done ("group commit"): a caller may treat an entry as durable
 //! only after its completion callback ran with `Ok`.
 //!
+//! The committed-position hint is not a job: [`Wal::set_committed`] leaves it beside the
+//! queue, with the count of jobs queued before it, and the writer adds it to whatever it
+//! writes next once it has written all those jobs. A hint therefore never precedes, in the
+//! file, an entry it covers, and setting one never wakes the writer: a job of its own cost
+//! a wake-up and a write per commit on every member.
+//!
 //! # Recovery
 //! Zeros from a record boundary to the end of a segment are its unused preallocated space.
 //! A record that is cut short, or whose checksum fails, at the very end of the last segment
@@ -43,6 +49,8 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
@@ -153,7 +161,6 @@ enum Job {
         entries: Vec<WalEntry>,
         done: Completion,
     },
-    Committed(LogPos),
     TruncateAfter {
         last_kept: Option<u64>,
         done: mpsc::SyncSender<Result<(), WalError>>,
@@ -170,9 +177,16 @@ enum Job {
 /// An append that did not fit in the writer's queue (see [`Wal::try_append`]).
 pub struct QueueFull(Job);
 
+/// The latest committed-position hint not yet written, with the number of jobs queued before
+/// it was set: the writer may write it once it has handled that many.
+type PendingHint = Arc<parking_lot::Mutex<Option<(LogPos, u64)>>>;
+
 /// Handle to an open write-ahead log. Cloning is not offered: one owner submits jobs, in order.
 pub struct Wal {
     jobs: mpsc::SyncSender<Job>,
+    /// Jobs queued so far.
+    queued: AtomicU64,
+    hint: PendingHint,
     writer: Option<thread::JoinHandle<()>>,
 }
 
@@ -215,12 +229,15 @@ impl Wal {
             }
         }
         check_contiguous(&recovered.entries, dir)?;
+        let hint = PendingHint::default();
         let writer_state = Writer {
             dir: dir.to_path_buf(),
             segments,
             locations,
             current: None,
             segment_bytes_max,
+            hint: Arc::clone(&hint),
+            handled: 0,
         };
         let (jobs, receiver) = mpsc::sync_channel(WAL_QUEUE_DEPTH);
         let writer = thread::Builder::new()
@@ -230,6 +247,8 @@ impl Wal {
         Ok((
             Wal {
                 jobs,
+                queued: AtomicU64::new(0),
+                hint,
                 writer: Some(writer),
             },
             recovered,
@@ -242,9 +261,14 @@ impl Wal {
     /// # Errors
     /// [`WalError::Stopped`] if the writer is gone.
     pub fn append(&self, entries: Vec<WalEntry>, done: Completion) -> Result<(), WalError> {
-        self.jobs
-            .send(Job::Append { entries, done })
-            .map_err(|_| WalError::Stopped)
+        self.queue(Job::Append { entries, done })
+    }
+
+    /// Queues `job`, waiting for room, and counts it.
+    fn queue(&self, job: Job) -> Result<(), WalError> {
+        self.jobs.send(job).map_err(|_| WalError::Stopped)?;
+        self.queued.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 
     /// Queues entries like [`Wal::append`] without ever blocking: when the queue is full the
@@ -259,7 +283,10 @@ impl Wal {
         done: Completion,
     ) -> Result<Option<QueueFull>, WalError> {
         match self.jobs.try_send(Job::Append { entries, done }) {
-            Ok(()) => Ok(None),
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Release);
+                Ok(None)
+            }
             Err(mpsc::TrySendError::Full(job)) => Ok(Some(QueueFull(job))),
             Err(mpsc::TrySendError::Disconnected(_)) => Err(WalError::Stopped),
         }
@@ -270,20 +297,27 @@ impl Wal {
     /// # Errors
     /// [`WalError::Stopped`] if the writer is gone.
     pub fn append_waiting(&self, full: QueueFull) -> Result<(), WalError> {
-        self.jobs.send(full.0).map_err(|_| WalError::Stopped)
+        self.queue(full.0)
     }
 
-    /// Records a committed-position hint; it becomes durable with the next group commit.
+    /// Records a committed-position hint. It is written with the writer's next records after
+    /// every job queued before it, and becomes durable with the next sync after that; a later
+    /// hint replaces one not written yet. The hint only shortens replay after a restart, so
+    /// losing the last one in a crash only means replaying from an older committed position.
     ///
     /// # Errors
     /// [`WalError::Stopped`] if the writer is gone.
     pub fn set_committed(&self, committed: LogPos) -> Result<(), WalError> {
-        // The hint only shortens replay after a restart, and a later one supersedes it, so
-        // when the queue is full it is dropped rather than waited for.
-        match self.jobs.try_send(Job::Committed(committed)) {
-            Ok(()) | Err(mpsc::TrySendError::Full(_)) => Ok(()),
-            Err(mpsc::TrySendError::Disconnected(_)) => Err(WalError::Stopped),
+        if self
+            .writer
+            .as_ref()
+            .is_none_or(thread::JoinHandle::is_finished)
+        {
+            return Err(WalError::Stopped);
         }
+        let queued = self.queued.load(Ordering::Acquire);
+        *self.hint.lock() = Some((committed, queued));
+        Ok(())
     }
 
     /// Removes every entry after `last_kept` (all of them for `None`), durably, before
@@ -293,9 +327,7 @@ impl Wal {
     /// I/O errors, or [`WalError::Stopped`].
     pub fn truncate_after(&self, last_kept: Option<u64>) -> Result<(), WalError> {
         let (done, wait) = mpsc::sync_channel(1);
-        self.jobs
-            .send(Job::TruncateAfter { last_kept, done })
-            .map_err(|_| WalError::Stopped)?;
+        self.queue(Job::TruncateAfter { last_kept, done })?;
         wait.recv().map_err(|_| WalError::Stopped)?
     }
 
@@ -306,9 +338,7 @@ impl Wal {
     /// I/O errors, or [`WalError::Stopped`].
     pub fn purge(&self, upto: LogPos) -> Result<(), WalError> {
         let (done, wait) = mpsc::sync_channel(1);
-        self.jobs
-            .send(Job::Purge { upto, done })
-            .map_err(|_| WalError::Stopped)?;
+        self.queue(Job::Purge { upto, done })?;
         wait.recv().map_err(|_| WalError::Stopped)?
     }
 
@@ -318,9 +348,7 @@ impl Wal {
     /// I/O errors, or [`WalError::Stopped`].
     pub fn sync(&self) -> Result<(), WalError> {
         let (done, wait) = mpsc::sync_channel(1);
-        self.jobs
-            .send(Job::Sync { done })
-            .map_err(|_| WalError::Stopped)?;
+        self.queue(Job::Sync { done })?;
         wait.recv().map_err(|_| WalError::Stopped)?
     }
 }
@@ -364,6 +392,10 @@ struct Writer {
     current: Option<BufWriter<File>>,
     /// Size at which the last segment rolls over.
     segment_bytes_max: u64,
+    /// The committed-position hint [`Wal::set_committed`] left.
+    hint: PendingHint,
+    /// Jobs handled so far, in queue order.
+    handled: u64,
 }
 
 impl Writer {
@@ -385,6 +417,7 @@ impl Writer {
                     fail_job(job, reason);
                     continue;
                 }
+                self.handled += 1;
                 let outcome = match job {
                     Job::Append { entries, done } => {
                         waiting.push(done);
@@ -392,12 +425,6 @@ impl Writer {
                         batch_entries += entries.len();
                         self.write_entries(&entries)
                     }
-                    // A hint only: written now, made durable by the next batch that needs
-                    // a sync. Syncing for it alone would double the fsyncs of every write
-                    // (append, then commit). Losing it in a crash only means replaying from
-                    // an older committed position; it never names an entry that is not
-                    // durable, since every entry before it in the file was synced already.
-                    Job::Committed(position) => self.write_record(&committed_body(position), None),
                     Job::TruncateAfter { last_kept, done } => {
                         self.reply(&mut waiting, &mut dirty, &done, |writer| {
                             writer.truncate_after(last_kept)
@@ -414,12 +441,15 @@ impl Writer {
                 }
             }
             if failed.is_none() {
-                // A batch of hints only is written without a sync (see `Job::Committed`).
-                let written = if dirty {
-                    self.sync_current()
-                } else {
-                    self.flush_current()
-                };
+                // Without appends there is nothing to sync: a hint written here waits in the
+                // file for the next sync (see `Wal::set_committed`).
+                let written = self.write_hint().and_then(|_| {
+                    if dirty {
+                        self.sync_current()
+                    } else {
+                        self.flush_current()
+                    }
+                });
                 if let Err(err) = written {
                     failed = Some(err.to_string());
                 }
@@ -436,7 +466,31 @@ impl Writer {
                 }
             }
         }
-        let _ = self.sync_current();
+        if failed.is_none() {
+            let _ = self.write_hint();
+            let _ = self.sync_current();
+        }
+    }
+
+    /// Writes the pending committed-position hint if every job queued before it was
+    /// handled; otherwise leaves it for later. Returns whether it wrote one.
+    fn write_hint(&mut self) -> Result<bool, WalError> {
+        let ready = {
+            let mut hint = self.hint.lock();
+            match *hint {
+                Some((position, queued_before)) if queued_before <= self.handled => {
+                    *hint = None;
+                    Some(position)
+                }
+                _ => None,
+            }
+        };
+        match ready {
+            Some(position) => self
+                .write_record(&committed_body(position), None)
+                .map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Makes pending appends durable and reports them, runs `action`, and tells `done` how it
@@ -449,7 +503,9 @@ impl Writer {
         action: impl FnOnce(&mut Writer) -> Result<(), WalError>,
     ) -> Result<(), WalError> {
         let result = (|| {
-            if *dirty {
+            // This job counts as handled already, and it is not an append: a hint set
+            // before it was queued covers only what is written by now.
+            if self.write_hint()? || *dirty {
                 self.sync_current()?;
                 *dirty = false;
             }
@@ -652,7 +708,6 @@ fn fail_job(job: Job, reason: &str) {
     };
     match job {
         Job::Append { done, .. } => done(Err(io::Error::other(reason.to_string()))),
-        Job::Committed(_) => {}
         Job::TruncateAfter { done, .. } | Job::Purge { done, .. } | Job::Sync { done } => {
             let _ = done.send(Err(error()));
         }

@@ -80,6 +80,47 @@ fn appended_entries_and_committed_hint_survive_reopen() {
     assert_eq!(recovered.truncated_tail_bytes, 0);
 }
 
+/// A hint nobody synced is still written when the log closes.
+#[test]
+fn a_hint_set_last_is_written_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES).unwrap();
+        append_durably(&wal, entries(1..=3));
+        wal.set_committed(LogPos { index: 3, term: 1 }).unwrap();
+    }
+    let (_wal, recovered) = Wal::open(dir.path(), SMALL_SEGMENT_BYTES).unwrap();
+    assert_eq!(recovered.committed, Some(LogPos { index: 3, term: 1 }));
+}
+
+/// The writer holds a hint back until it has handled every job queued before the hint was
+/// set, so the hint never lands in the file ahead of an entry it covers.
+#[test]
+fn a_hint_waits_for_the_jobs_queued_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hint = PendingHint::default();
+    let mut writer = Writer {
+        dir: dir.path().to_path_buf(),
+        segments: Vec::new(),
+        locations: VecDeque::new(),
+        current: None,
+        segment_bytes_max: SMALL_SEGMENT_BYTES,
+        hint: Arc::clone(&hint),
+        handled: 0,
+    };
+    *hint.lock() = Some((LogPos { index: 2, term: 1 }, 2));
+    writer.handled = 1;
+    assert!(
+        !writer.write_hint().unwrap(),
+        "one queued job is not handled yet"
+    );
+    assert!(hint.lock().is_some(), "the hint is kept for later");
+    writer.handled = 2;
+    assert!(writer.write_hint().unwrap());
+    assert!(hint.lock().is_none());
+    assert!(!writer.write_hint().unwrap(), "a hint is written once");
+}
+
 #[test]
 fn concurrent_appends_all_complete_and_persist_in_order() {
     let dir = tempfile::tempdir().unwrap();
