@@ -24,7 +24,7 @@
 //! into an apply result, so apply stays deterministic. This module must not propose, await
 //! or touch RocksDB beyond reading the table at load; the server drives it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,9 @@ struct Lease {
 #[derive(Debug, Default)]
 struct Table {
     leases: BTreeMap<LeaseId, Lease>,
+    /// The lease each attached key belongs to: the inverse of the leases' key sets, so a
+    /// put that moves a key learns its old lease without reading the replaced row.
+    attached: HashMap<Bytes, LeaseId>,
     /// The term in which this member leads with authoritative deadlines; `None` when it
     /// does not. Tied to a term, so a member deposed and elected again between two looks
     /// is promoted afresh rather than trusting deadlines from before another leader.
@@ -240,14 +243,17 @@ impl Lessor {
             keys_only: true,
             ..RangeRequest::default()
         };
+        let mut attached = HashMap::new();
         for kv in store.range(&everything)?.kvs {
             if let Some(lease) = leases.get_mut(&kv.lease) {
+                attached.insert(kv.key.clone(), kv.lease);
                 lease.keys.insert(kv.key);
             }
         }
         // Deadlines restarted from now: a member that leads must promote again.
         *self.table.lock() = Table {
             leases,
+            attached,
             primary: None,
         };
         Ok(())
@@ -279,7 +285,12 @@ impl Lessor {
     /// Applies a committed revoke: forgets the lease and returns its keys (to delete in
     /// the same batch), or `None` for an unknown lease.
     pub fn revoke(&self, id: LeaseId) -> Option<Vec<Bytes>> {
-        let lease = self.table.lock().leases.remove(&id)?;
+        let mut table = self.table.lock();
+        let lease = table.leases.remove(&id)?;
+        for key in &lease.keys {
+            table.attached.remove(key);
+        }
+        drop(table);
         crate::metrics::get().lease_revoked.inc();
         Some(lease.keys.into_iter().collect())
     }
@@ -317,22 +328,34 @@ impl Lessor {
     }
 
     /// Follows committed key changes: a put attaches its key to its lease (and detaches it
-    /// from the lease it had), a delete detaches it.
+    /// from the lease it had), a delete detaches it. Uses only each event's `kv`, never its
+    /// `prev_kv`, which a put may leave unloaded.
     pub fn observe(&self, events: &[Event]) {
-        let mut table = self.table.lock();
+        let mut guard = self.table.lock();
+        let table = &mut *guard;
         for event in events {
-            if let Some(previous) = &event.prev_kv
-                && previous.lease != 0
-                && (event.kind == EventType::Delete || previous.lease != event.kv.lease)
-                && let Some(lease) = table.leases.get_mut(&previous.lease)
-            {
-                lease.keys.remove(&event.kv.key);
+            let key = &event.kv.key;
+            let now = match event.kind {
+                EventType::Put => event.kv.lease,
+                EventType::Delete => 0,
+            };
+            let before = table.attached.get(key).copied().unwrap_or(0);
+            if before == now {
+                continue;
             }
-            if event.kind == EventType::Put
-                && event.kv.lease != 0
-                && let Some(lease) = table.leases.get_mut(&event.kv.lease)
+            if before != 0 {
+                table.attached.remove(key);
+                if let Some(lease) = table.leases.get_mut(&before) {
+                    lease.keys.remove(key);
+                }
+            }
+            if now != 0
+                && let Some(lease) = table.leases.get_mut(&now)
             {
-                lease.keys.insert(event.kv.key.clone());
+                // A fresh copy: an applied key may share its buffer with a whole Raft entry.
+                let key = Bytes::copy_from_slice(key);
+                table.attached.insert(key.clone(), now);
+                lease.keys.insert(key);
             }
         }
     }

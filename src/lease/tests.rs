@@ -161,24 +161,48 @@ fn keys_follow_puts_and_deletes_and_leave_with_the_revoke() {
             kv: kv("b", 1),
             prev_kv: None,
         },
-        // b moves to lease 2.
+        // b moves to lease 2. A put's event need not carry what it replaced: the lessor
+        // knows which lease each key had.
         Event {
             kind: EventType::Put,
             kv: kv("b", 2),
-            prev_kv: Some(kv("b", 1)),
+            prev_kv: None,
+        },
+        Event {
+            kind: EventType::Put,
+            kv: kv("c", 1),
+            prev_kv: None,
         },
     ]);
-    assert_eq!(lessor.status(1).unwrap().keys, vec![Bytes::from("a")]);
+    assert_eq!(
+        lessor.status(1).unwrap().keys,
+        vec![Bytes::from("a"), Bytes::from("c")]
+    );
     assert_eq!(lessor.status(2).unwrap().keys, vec![Bytes::from("b")]);
-    lessor.observe(&[Event {
-        kind: EventType::Delete,
-        kv: kv("a", 0),
-        prev_kv: Some(kv("a", 1)),
-    }]);
+    lessor.observe(&[
+        Event {
+            kind: EventType::Delete,
+            kv: kv("a", 0),
+            prev_kv: None,
+        },
+        // Put again without a lease: c leaves lease 1.
+        Event {
+            kind: EventType::Put,
+            kv: kv("c", 0),
+            prev_kv: None,
+        },
+    ]);
     assert!(lessor.status(1).unwrap().keys.is_empty());
     assert_eq!(lessor.revoke(2), Some(vec![Bytes::from("b")]));
     assert_eq!(lessor.revoke(2), None);
     assert!(!lessor.lease_exists(2));
+    // b went with lease 2; attaching it to lease 1 now must not touch the revoked lease.
+    lessor.observe(&[Event {
+        kind: EventType::Put,
+        kv: kv("b", 1),
+        prev_kv: None,
+    }]);
+    assert_eq!(lessor.status(1).unwrap().keys, vec![Bytes::from("b")]);
 }
 
 #[test]

@@ -256,6 +256,8 @@ impl WatchHub {
     /// A hub over `store`, starting at its current revision.
     pub fn new(store: Arc<MvccStore>) -> Arc<WatchHub> {
         let published = store.current_revision();
+        // No watcher yet, so no put needs to load what it replaces.
+        store.set_put_prev_kv(false);
         Arc::new(WatchHub {
             store,
             state: Mutex::new(HubState::new(published)),
@@ -267,10 +269,12 @@ impl WatchHub {
     /// Hands a committed batch's events to the synced watchers. Called by apply after the
     /// batch is in RocksDB, in commit order; never waits for a client.
     pub fn publish(&self, committed: &Committed) {
-        let set_aside = self
-            .state
-            .lock()
-            .publish(committed.revision, &committed.events);
+        let mut state = self.state.lock();
+        // Settled here rather than at every cancel: the flag only has to be on while a
+        // `prev_kv` watcher exists, and apply calls this after every batch anyway.
+        self.store.set_put_prev_kv(state.wants_prev_kv());
+        let set_aside = state.publish(committed.revision, &committed.events);
+        drop(state);
         if set_aside {
             self.wake.notify_one();
         }
@@ -353,6 +357,9 @@ impl WatchStream {
         let mut state = self.hub.state.lock();
         let (message, unsynced) = state.create(self.id, request);
         permit.send(self.control(message));
+        // On at once: a batch applied from now on loads what its puts replace. One already
+        // being applied may not have; `publish` sends that one from history.
+        self.hub.store.set_put_prev_kv(state.wants_prev_kv());
         drop(state);
         if unsynced {
             self.hub.wake.notify_one();

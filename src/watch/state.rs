@@ -97,6 +97,8 @@ pub(super) struct HubState {
     unsynced: BTreeSet<WatcherKey>,
     /// Where the next catch-up round starts in `unsynced`, so every watcher gets its turn.
     catch_up_cursor: Option<WatcherKey>,
+    /// Watchers that asked for `prev_kv`.
+    prev_kv_watchers: usize,
 }
 
 impl HubState {
@@ -110,7 +112,14 @@ impl HubState {
             synced_ranges: BTreeSet::new(),
             unsynced: BTreeSet::new(),
             catch_up_cursor: None,
+            prev_kv_watchers: 0,
         }
+    }
+
+    /// Some watcher wants `prev_kv`, so puts must load the version they replace (see
+    /// `MvccStore::set_put_prev_kv`).
+    pub fn wants_prev_kv(&self) -> bool {
+        self.prev_kv_watchers > 0
     }
 
     pub fn counts(&self) -> WatchCounts {
@@ -220,6 +229,7 @@ impl HubState {
         };
         let key = WatcherKey { stream, id };
         let synced = next_rev > published;
+        self.prev_kv_watchers += usize::from(request.prev_kv);
         self.watchers.insert(
             key,
             Watcher {
@@ -285,6 +295,9 @@ impl HubState {
             return false;
         }
         let mut matched: BTreeMap<WatcherKey, Vec<Event>> = BTreeMap::new();
+        // Watchers that want a `prev_kv` this batch did not load, with the revision of the
+        // first such event: they take the batch from history instead.
+        let mut unloaded: BTreeMap<WatcherKey, Revision> = BTreeMap::new();
         for event in events {
             let by_key = self
                 .synced_keys
@@ -292,12 +305,26 @@ impl HubState {
                 .into_iter()
                 .flatten();
             for key in by_key.chain(self.synced_ranges.iter()) {
-                if let Some(shaped) = self.watchers.get(key).and_then(|w| w.shape(event)) {
-                    matched.entry(*key).or_default().push(shaped);
+                let Some(watcher) = self.watchers.get(key) else {
+                    continue;
+                };
+                if let Some(shaped) = watcher.shape(event) {
+                    if watcher.prev_kv && prev_kv_unloaded(event) {
+                        unloaded.entry(*key).or_insert(event.kv.mod_revision);
+                    } else {
+                        matched.entry(*key).or_default().push(shaped);
+                    }
                 }
             }
         }
         let mut set_aside = Vec::new();
+        for (key, at) in unloaded {
+            let first = matched
+                .remove(&key)
+                .and_then(|events| Some(events.first()?.kv.mod_revision))
+                .unwrap_or(at);
+            set_aside.push((key, first));
+        }
         for (stream, group) in group_by_stream(matched) {
             let Some(entry) = self.streams.get(&stream) else {
                 continue;
@@ -628,8 +655,16 @@ impl HubState {
                 self.send_pending_progress(key.stream);
             }
         }
-        self.watchers.remove(&key);
+        if let Some(watcher) = self.watchers.remove(&key) {
+            self.prev_kv_watchers -= usize::from(watcher.prev_kv);
+        }
     }
+}
+
+/// A put that replaced a version without loading it: the batch was applied while no
+/// watcher wanted `prev_kv` (a put's `version` counts from 1 at creation).
+fn prev_kv_unloaded(event: &Event) -> bool {
+    event.kind == EventType::Put && event.kv.version > 1 && event.prev_kv.is_none()
 }
 
 /// The events each watcher of one stream gets.

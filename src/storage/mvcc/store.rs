@@ -17,6 +17,7 @@
 //! the last handle drops) and never pairs the old index with the new database.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -77,7 +78,8 @@ pub struct Committed {
     pub revision: Revision,
     /// Every key change of the batch, in revision order (sub-revision order inside a txn).
     /// Each event carries `prev_kv`: the version the change replaced, or `None` when a put
-    /// created the key.
+    /// created the key; or, while [`MvccStore::set_put_prev_kv`] is off, `None` for every
+    /// put that did not ask for it (`version > 1` tells that one replaced a version).
     pub events: Vec<Event>,
 }
 
@@ -108,6 +110,9 @@ pub struct MvccStore {
     /// One writer at a time: held by each `WriteTxn` from `write()` to commit or drop, and
     /// by `replace`. First in the lock order.
     pub(super) writer: Mutex<()>,
+    /// Whether a put's event carries the version it replaced. See
+    /// [`MvccStore::set_put_prev_kv`].
+    put_prev_kv: AtomicBool,
 }
 
 impl std::fmt::Debug for MvccStore {
@@ -192,7 +197,25 @@ impl MvccStore {
         Ok(MvccStore {
             state: RwLock::new(state),
             writer: Mutex::new(()),
+            put_prev_kv: AtomicBool::new(true),
         })
+    }
+
+    /// Whether a put's event carries `prev_kv`, the version it replaced (on when opened).
+    /// Reading that version back is most of a put's cost once it has left the memtable, and
+    /// only a watcher that asked for `prev_kv` uses it (leases track their keys themselves),
+    /// so the watch hub turns this off while no such watcher exists. A put that changes an
+    /// existing key then reports `prev_kv: None` with `version > 1`, which a consumer must
+    /// read as "not loaded" (history has it). A put that asks for `prev_kv` in its response,
+    /// or ignores its value or lease, still reads it.
+    pub fn set_put_prev_kv(&self, on: bool) {
+        self.put_prev_kv.store(on, Ordering::Release);
+    }
+
+    /// See [`MvccStore::set_put_prev_kv`].
+    #[must_use]
+    pub fn put_prev_kv(&self) -> bool {
+        self.put_prev_kv.load(Ordering::Acquire)
     }
 
     /// The backend the store currently writes to. After a [`MvccStore::replace`] a handle

@@ -437,12 +437,6 @@ impl<'a> WriteTxn<'a> {
         visible(state.index.get(key), self.pending.get(key), Revision::MAX)
     }
 
-    fn latest(&self, key: &Bytes) -> Result<Option<KeyValue>, MvccError> {
-        self.latest_version(key)
-            .map(|version| self.load(key, &version))
-            .transpose()
-    }
-
     fn record(&mut self, scope: &mut RequestScope, key: &Bytes, change: PendingChange) {
         scope.touched.push(key.clone());
         if let Some(pending_key) = self.pending.get_mut(key) {
@@ -470,11 +464,21 @@ impl<'a> WriteTxn<'a> {
             !request.key.is_empty(),
             "put of an empty key reached the store"
         );
-        let previous = self.latest(&request.key)?;
+        let before = self.latest_version(&request.key);
+        if before.is_none() && (request.ignore_value || request.ignore_lease) {
+            return Err(MvccError::KeyNotFound);
+        }
+        // The replaced row is read only when something uses it: most puts need just its
+        // version, which the index has (see `MvccStore::set_put_prev_kv`).
+        let wanted = request.prev_kv
+            || request.ignore_value
+            || request.ignore_lease
+            || self.store.put_prev_kv();
+        let previous = match &before {
+            Some(version) if wanted => Some(self.load(&request.key, version)?),
+            _ => None,
+        };
         let (value, lease) = match &previous {
-            None if request.ignore_value || request.ignore_lease => {
-                return Err(MvccError::KeyNotFound);
-            }
             Some(previous) => (
                 if request.ignore_value {
                     previous.value.clone()
@@ -490,11 +494,11 @@ impl<'a> WriteTxn<'a> {
             None => (request.value.clone(), request.lease),
         };
         let revision = scope.next_revision();
-        let after = match &previous {
-            Some(previous) => VisibleVersion {
+        let after = match &before {
+            Some(before) => VisibleVersion {
                 revision,
-                create_revision: previous.create_revision,
-                version: previous.version + 1,
+                create_revision: before.create_revision,
+                version: before.version + 1,
             },
             None => VisibleVersion {
                 revision,

@@ -568,3 +568,70 @@ async fn created_comes_first_while_apply_publishes_concurrently() {
     }
     assert_eq!(created.len(), WATCHERS);
 }
+
+/// Puts load the version they replace only while a watcher wants `prev_kv`. A batch applied
+/// before such a watcher was created, but published after, reaches it with every `prev_kv`
+/// read back from history; a watcher without `prev_kv` gets the same batch live.
+#[tokio::test]
+async fn prev_kv_is_loaded_only_while_wanted_and_read_back_for_a_batch_applied_before() {
+    let fixture = Fixture::new();
+    fixture.put("a", "1");
+    assert!(!fixture.store.put_prev_kv(), "no watcher: nothing to load");
+    let plain = fixture.commit(|txn| put(txn, "a", "2"));
+    assert_eq!(plain.events[0].kv.version, 2);
+    assert_eq!(plain.events[0].prev_kv, None, "not loaded: nobody wants it");
+
+    let _tasks = fixture.hub.spawn(NO_TICKS);
+    let (stream, mut receiver) = fixture.hub.open_stream().expect("stream");
+    stream
+        .create(watch(KeyRange::single("a"), 0))
+        .await
+        .expect("create plain watcher");
+    let racing = fixture.commit_unpublished(|txn| put(txn, "a", "3"));
+    assert_eq!(
+        racing.events[0].prev_kv, None,
+        "applied before anyone asked"
+    );
+    stream
+        .create(CreateRequest {
+            prev_kv: true,
+            ..watch(KeyRange::single("a"), 0)
+        })
+        .await
+        .expect("create prev_kv watcher");
+    assert!(
+        fixture.store.put_prev_kv(),
+        "on as soon as a watcher wants it"
+    );
+    fixture.hub.publish(&racing);
+    let after = fixture.put("a", "4");
+
+    let got = receive_until(&fixture, &mut receiver, |got| {
+        event_revisions(got, 1).last() == Some(&after)
+    })
+    .await;
+    assert_eq!(event_revisions(&got, 0), vec![racing.revision, after]);
+    assert_eq!(event_revisions(&got, 1), vec![racing.revision, after]);
+    let previous_values: Vec<Option<Bytes>> = got
+        .iter()
+        .filter_map(|message| match message {
+            Message::Events {
+                watch_id: 1,
+                events,
+                ..
+            } => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .map(|event| event.prev_kv.as_ref().map(|kv| kv.value.clone()))
+        .collect();
+    assert_eq!(
+        previous_values,
+        vec![Some(Bytes::from("2")), Some(Bytes::from("3"))]
+    );
+
+    // The last prev_kv watcher gone, the next publish turns loading off again.
+    stream.cancel(1).await.expect("cancel");
+    fixture.put("a", "5");
+    assert!(!fixture.store.put_prev_kv());
+}

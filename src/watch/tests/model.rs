@@ -28,8 +28,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::{Fixture, PATIENCE, no_leases, queued};
-use crate::storage::mvcc::WriteTxn;
 use crate::storage::mvcc::tests::model::Model;
+use crate::storage::mvcc::{Committed, WriteTxn};
 use crate::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, Event, EventType, KeyRange,
     PutRequest, RequestOp, Revision, TxnRequest,
@@ -134,6 +134,13 @@ enum Step {
         stream: usize,
         watch: GenWatch,
     },
+    /// Puts in one batch, committed, then a `prev_kv` watcher created, then the batch
+    /// published: a create racing apply, so the batch ran before anyone wanted `prev_kv`.
+    CreateDuring {
+        puts: Vec<(usize, u8)>,
+        stream: usize,
+        watch: GenWatch,
+    },
     /// Cancels the stream's `pick`-th watcher (modulo how many it had), or an unknown id.
     Cancel {
         stream: usize,
@@ -229,6 +236,16 @@ fn step() -> impl Strategy<Value = Step> {
         8 => prop::collection::vec(change(), 1..4).prop_map(Step::Commit),
         1 => (key(), 100usize..160).prop_map(|(key, count)| Step::Burst { key, count }),
         6 => (stream(), gen_watch()).prop_map(|(stream, watch)| Step::Create { stream, watch }),
+        2 => (prop::collection::vec((key(), any::<u8>()), 1..4), stream(), gen_watch()).prop_map(
+            |(puts, stream, watch)| Step::CreateDuring {
+                puts,
+                stream,
+                watch: GenWatch {
+                    prev_kv: true,
+                    ..watch
+                },
+            }
+        ),
         1 => (stream(), any::<usize>()).prop_map(|(stream, pick)| Step::Cancel { stream, pick }),
         1 => stream().prop_map(|stream| Step::RequestProgress { stream }),
         2 => stream().prop_map(|stream| Step::Pause { stream }),
@@ -387,6 +404,15 @@ impl Run {
 
     /// Runs `changes` in one batch on the store and on the model, commits and publishes.
     fn commit(&mut self, changes: &[Change]) {
+        let committed = self.commit_unpublished(changes);
+        self.fixture.hub.publish(&committed);
+    }
+
+    /// As [`Run::commit`], without the publish.
+    fn commit_unpublished(&mut self, changes: &[Change]) -> Committed {
+        // While no watcher wants `prev_kv` the hub tells the store not to load it for puts,
+        // and no put here asks for it itself.
+        let loads_previous = self.fixture.store.put_prev_kv();
         let mut events = Vec::new();
         let mut batch = self.fixture.store.write();
         for change in changes {
@@ -399,13 +425,31 @@ impl Run {
             written.model.current(),
             "committed revision"
         );
-        assert_eq!(committed.events, events, "the store and the model disagree");
-        self.fixture.hub.publish(&committed);
+        let reported: Vec<Event> = events
+            .iter()
+            .map(|event| match event.kind {
+                EventType::Put if !loads_previous => Event {
+                    prev_kv: None,
+                    ..event.clone()
+                },
+                _ => event.clone(),
+            })
+            .collect();
+        assert_eq!(
+            committed.events, reported,
+            "the store and the model disagree"
+        );
         written.history.extend(events);
+        committed
     }
 
     async fn create(&mut self, stream: usize, watch: &GenWatch) {
         let current = self.written.model.current();
+        self.create_at(stream, watch, current).await;
+    }
+
+    /// Creates a watcher while the hub has published up to `current`.
+    async fn create_at(&mut self, stream: usize, watch: &GenWatch, current: Revision) {
         let start_revision = match watch.start {
             Start::Now => 0,
             Start::Back(back) => (current - back).max(1),
@@ -471,6 +515,20 @@ impl Run {
                 }
             }
             Step::Create { stream, watch } => self.create(*stream, watch).await,
+            Step::CreateDuring {
+                puts,
+                stream,
+                watch,
+            } => {
+                let published = self.written.model.current();
+                let changes: Vec<Change> = puts
+                    .iter()
+                    .map(|(key, value)| Change::Put(*key, *value))
+                    .collect();
+                let committed = self.commit_unpublished(&changes);
+                self.create_at(*stream, watch, published).await;
+                self.fixture.hub.publish(&committed);
+            }
             Step::Cancel { stream, pick } => self.cancel(*stream, *pick).await,
             Step::RequestProgress { stream } => self.request_progress(*stream).await,
             Step::Pause { stream } => self.clients[*stream].reading = false,

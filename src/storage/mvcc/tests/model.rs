@@ -120,6 +120,8 @@ enum Step {
         requests: Vec<Request>,
         commit: bool,
         committed_reads: Vec<CommittedRead>,
+        /// The store's `put_prev_kv` setting while the batch runs.
+        put_prev_kv: bool,
     },
     /// Reopens the backend and the store on the same directory, optionally after
     /// compacting at the current revision (which may remove the newest history rows).
@@ -386,12 +388,16 @@ fn step() -> impl Strategy<Value = Step> {
         prop::collection::vec(request(), 1..10),
         prop::bool::weighted(0.85),
         prop::collection::vec(committed_read(), 0..3),
+        any::<bool>(),
     )
-        .prop_map(|(requests, commit, committed_reads)| Step::Batch {
-            requests,
-            commit,
-            committed_reads,
-        });
+        .prop_map(
+            |(requests, commit, committed_reads, put_prev_kv)| Step::Batch {
+                requests,
+                commit,
+                committed_reads,
+                put_prev_kv,
+            },
+        );
     prop_oneof![
         12 => batch,
         2 => any::<bool>().prop_map(|compact_first| Step::Restart { compact_first }),
@@ -445,6 +451,9 @@ pub(crate) struct Model {
     /// `deletes[r]` is the number of those changes that are deletes.
     deletes: Vec<usize>,
     compacted: Revision,
+    /// Puts report the version they replace in their event even unasked (the store's
+    /// `put_prev_kv`).
+    pub(crate) put_prev_kv: bool,
 }
 
 /// What a txn execution in the model accumulates.
@@ -463,6 +472,7 @@ impl Model {
             rows: vec![0, 0],
             deletes: vec![0, 0],
             compacted: 0,
+            put_prev_kv: true,
         }
     }
 
@@ -507,7 +517,7 @@ impl Model {
         }
         let mut work = self.latest().clone();
         let revision = self.current() + 1;
-        let response = model_put(&mut work, request, revision, events)?;
+        let response = model_put(&mut work, request, revision, self.put_prev_kv, events)?;
         self.push(work, 1, 0);
         Ok((response, revision))
     }
@@ -672,7 +682,13 @@ impl TxnRun<'_> {
                 }
                 RequestOp::Range(range) => ResponseOp::Range(model_range(&self.work, range)),
                 RequestOp::Put(put) => {
-                    let response = model_put(&mut self.work, put, self.revision, &mut self.events)?;
+                    let response = model_put(
+                        &mut self.work,
+                        put,
+                        self.revision,
+                        self.model.put_prev_kv,
+                        &mut self.events,
+                    )?;
                     self.changed = true;
                     ResponseOp::Put(response)
                 }
@@ -748,10 +764,13 @@ fn compare_one(kv: &KeyValue, compare: &Compare) -> bool {
     }
 }
 
+/// A put; its event carries what it replaced when `put_prev_kv` is on or the request itself
+/// needed it (asked for it, or kept its value or lease).
 fn model_put(
     space: &mut KeySpace,
     request: &PutRequest,
     revision: Revision,
+    put_prev_kv: bool,
     events: &mut Vec<Event>,
 ) -> Result<PutResponse, Failure> {
     let previous = space.get(&request.key).cloned();
@@ -773,10 +792,11 @@ fn model_put(
         },
     };
     space.insert(request.key.clone(), kv.clone());
+    let loaded = put_prev_kv || request.prev_kv || request.ignore_value || request.ignore_lease;
     events.push(Event {
         kind: EventType::Put,
         kv,
-        prev_kv: previous.clone(),
+        prev_kv: if loaded { previous.clone() } else { None },
     });
     Ok(PutResponse {
         prev_kv: if request.prev_kv { previous } else { None },
@@ -984,7 +1004,15 @@ impl Harness {
         }
     }
 
-    fn batch(&mut self, requests: &[Request], commit: bool, committed_reads: &[CommittedRead]) {
+    fn batch(
+        &mut self,
+        requests: &[Request],
+        commit: bool,
+        committed_reads: &[CommittedRead],
+        put_prev_kv: bool,
+    ) {
+        self.store().set_put_prev_kv(put_prev_kv);
+        self.model.put_prev_kv = put_prev_kv;
         let before = self.model.clone();
         let mut events = Vec::new();
         let store = self.store.as_ref().unwrap();
@@ -1050,8 +1078,9 @@ impl Harness {
                     requests,
                     commit,
                     committed_reads,
+                    put_prev_kv,
                 } => {
-                    self.batch(requests, *commit, committed_reads);
+                    self.batch(requests, *commit, committed_reads, *put_prev_kv);
                 }
                 Step::Restart { compact_first } => {
                     if *compact_first && self.model.current() > self.model.compacted {
@@ -1060,6 +1089,7 @@ impl Harness {
                             &[Request::Compact(RevisionPick::Absolute(current))],
                             true,
                             &[],
+                            true,
                         );
                     }
                     self.restart();
