@@ -32,7 +32,7 @@ use rocksdb::{
     WriteOptions, checkpoint::Checkpoint, properties,
 };
 
-use crate::limits::BACKEND_SIZE_REFRESH_INTERVAL;
+use crate::limits::{BACKEND_SIZE_REFRESH_INTERVAL, BACKEND_STALL_RECHECK_INTERVAL};
 
 /// Size of the LRU block cache shared by every column family. Hot MVCC rows are also
 /// served from memtables, so a modest cache is enough on the small machines we target.
@@ -227,6 +227,8 @@ pub struct Backend {
     /// The last [`Backend::size_bytes`] reading and when it was taken, for
     /// [`Backend::size_bytes_recent`].
     size_seen: parking_lot::Mutex<Option<(Instant, u64)>>,
+    /// When [`Backend::writes_may_wait`] last found that writes would not wait, if it did.
+    unstalled_seen: parking_lot::Mutex<Option<Instant>>,
     /// Declared after `db`: fields drop in order, so the directory is removed only after
     /// RocksDB has closed every file in it.
     removal: RemoveOnClose,
@@ -345,6 +347,7 @@ impl Backend {
             db,
             path: dir.to_path_buf(),
             size_seen: parking_lot::Mutex::new(None),
+            unstalled_seen: parking_lot::Mutex::new(None),
             removal: RemoveOnClose {
                 path: dir.to_path_buf(),
                 armed: AtomicBool::new(false),
@@ -542,8 +545,21 @@ impl Backend {
     /// its flush, so that the next one to fill would have to wait for it (each has at most
     /// [`WRITE_BUFFERS_PER_CF_MAX`]). A property RocksDB cannot report counts as a yes, so a
     /// caller that must not wait takes the slow way.
+    ///
+    /// A "no" is reused for [`BACKEND_STALL_RECHECK_INTERVAL`]; a "yes" is read afresh every
+    /// time, so the caller is back on its fast path as soon as RocksDB catches up.
     #[must_use]
     pub fn writes_may_wait(&self) -> bool {
+        let mut seen = self.unstalled_seen.lock();
+        if seen.is_some_and(|at| at.elapsed() < BACKEND_STALL_RECHECK_INTERVAL) {
+            return false;
+        }
+        let may_wait = self.writes_may_wait_now();
+        *seen = (!may_wait).then(Instant::now);
+        may_wait
+    }
+
+    fn writes_may_wait_now(&self) -> bool {
         let read = |name: &properties::PropName| self.db.property_int_value(name).ok().flatten();
         let stopped = read(properties::IS_WRITE_STOPPED);
         let delayed_rate = read(properties::ACTUAL_DELAYED_WRITE_RATE);
