@@ -1213,7 +1213,9 @@ async fn wait_metrics<T>(
 /// committed configuration it was part of drops it. Also follows the leader, logging each
 /// change with its term and counting it in `etcd_server_leader_changes_seen_total`.
 async fn watch_membership(core: Core, removed_members: Arc<Mutex<HashSet<u64>>>) {
-    let mut metrics = core.engine.metrics();
+    // The server metrics change only with the vote, state, leader or membership; the full
+    // metrics change with every log append and apply, and would wake this task for each.
+    let mut metrics = core.engine.server_metrics();
     let mut previous: Option<BTreeSet<u64>> = None;
     let mut leader_seen: Option<u64> = None;
     // Whether the current interregnum (no leader known) was logged already.
@@ -1227,7 +1229,8 @@ async fn watch_membership(core: Core, removed_members: Arc<Mutex<HashSet<u64>>>)
                 .nodes()
                 .map(|(id, _)| *id)
                 .collect();
-            (current, metrics.current_leader, metrics.current_term)
+            let term = core.engine.metrics().borrow_watched().current_term;
+            (current, metrics.current_leader, term)
         };
         // etcd-compat: like etcd, a change is counted when a leader is known that differs
         // from the last one known (the first election counts too); an interregnum without a
