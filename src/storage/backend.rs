@@ -34,7 +34,7 @@ use rocksdb::{
 
 use crate::limits::{BACKEND_SIZE_REFRESH_INTERVAL, BACKEND_STALL_RECHECK_INTERVAL};
 
-/// Size of the LRU block cache shared by every column family. Hot MVCC rows are also
+/// Size of the block cache shared by every column family. Hot MVCC rows are also
 /// served from memtables, so a modest cache is enough on the small machines we target.
 pub const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 

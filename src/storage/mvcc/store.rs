@@ -202,9 +202,9 @@ impl MvccStore {
     }
 
     /// Whether a put's event carries `prev_kv`, the version it replaced (on when opened).
-    /// Reading that version back is most of a put's cost once it has left the memtable, and
-    /// only a watcher that asked for `prev_kv` uses it (leases track their keys themselves),
-    /// so the watch hub turns this off while no such watcher exists. A put that changes an
+    /// Reading that version back is a large share of a put's cost once it has left the
+    /// memtable, and only a watcher that asked for `prev_kv` uses it (leases track their keys
+    /// themselves), so the watch hub turns this off while no such watcher exists. A put that changes an
     /// existing key then reports `prev_kv: None` with `version > 1`, which a consumer must
     /// read as "not loaded" (history has it). A put that asks for `prev_kv` in its response,
     /// or ignores its value or lease, still reads it.
