@@ -304,7 +304,8 @@ impl Backend {
             reason,
         };
         // A clock cache: lookups take no shard mutex, where the LRU cache's lock and list
-        // upkeep were most of a cached point read.
+        // upkeep were most of a cached point read. An estimated entry charge of 0 lets
+        // RocksDB size its table from the entries it sees.
         let cache = Cache::new_hyper_clock_cache(BLOCK_CACHE_BYTES, 0);
 
         let mut db_options = Options::default();
