@@ -10,8 +10,9 @@
 //! multi-key txns with a compare, compactions; several per commit, as apply batches
 //! entries), bursts of puts that overflow a stream's buffer, watcher creations with random
 //! ranges (single key, interval, prefix, from a key, everything), start revisions (0, past,
-//! current, future, the first), `prev_kv` and NOPUT/NODELETE, cancels and progress
-//! requests, on three streams that stop and resume reading. The store is the real
+//! current, future, the first), `prev_kv` and NOPUT/NODELETE, `prev_kv` watchers created
+//! between a batch's commit and its publish (so the batch did not load `prev_kv`), cancels
+//! and progress requests, on three streams that stop and resume reading. The store is the real
 //! [`MvccStore`]; each batch is committed and published as apply does, while the catch-up
 //! loop and a fast progress notifier run on other threads. Expectations come from the MVCC
 //! property test's model (`storage::mvcc::tests::model`), not from the store's history, so

@@ -8,8 +8,9 @@
 //! collide): write batches holding several requests (range with every option, put with
 //! prev_kv/ignore_value/ignore_lease and known/unknown leases, delete over single keys,
 //! intervals, prefixes and "\0" ranges, nested txns with compares of all targets, compact),
-//! committed or dropped; committed reads while a batch is open; restarts (the store and the
-//! RocksDB backend are reopened on the same directory); and HashKV checks. The model keeps a
+//! committed or dropped, each with the store's `put_prev_kv` on or off; committed reads
+//! while a batch is open; restarts (the store and the RocksDB backend are reopened on
+//! the same directory); and HashKV checks. The model keeps a
 //! full copy of the key space for every revision (`states[r]`), which makes reads at old
 //! revisions trivial and independent of the store's index and compaction code.
 //!
